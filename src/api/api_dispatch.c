@@ -1,0 +1,370 @@
+/*
+ * api_dispatch.c — one request from bytes to answer: which protocol it speaks, who signed it,
+ * which service and operation it calls, the typed input, the handler, and the encoded result or
+ * error.  The services table at the bottom is the only place a new service is added.
+ */
+#include "api/api_int.h"
+#include "core/core.h"
+#include "crypto/crypto.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define EC2_VERSION "2016-11-15"
+
+/* ---- small helpers shared by handlers ---- */
+
+const char *jstr(json_t *obj, const char *key)
+{
+    return json_string_value(json_object_get(obj, key));
+}
+
+bool jbool(json_t *obj, const char *key, bool dflt)
+{
+    json_t *v = json_object_get(obj, key);
+    return json_is_boolean(v) ? json_is_true(v) : dflt;
+}
+
+int api_dry_run(struct api_call *call)
+{
+    return core_dry_run(&call->err);
+}
+
+void api_response_header(struct api_response *resp, const char *name, const char *fmt, ...)
+{
+    if (resp->nheaders >= API_MAX_RESP_HEADERS)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    resp->headers[resp->nheaders].name = name;
+    vsnprintf(resp->headers[resp->nheaders].value, sizeof(resp->headers[0].value), fmt, ap);
+    va_end(ap);
+    resp->nheaders++;
+}
+
+struct tags_acc {
+    json_t *arr;
+};
+
+static int add_tag(void *ctx, const struct core_tag_row *t)
+{
+    struct tags_acc *a = ctx;
+    json_t *o = json_pack("{s:s, s:s}", "Key", t->key, "Value", t->value);
+    return o ? json_array_append_new(a->arr, o) : -ENOMEM;
+}
+
+int api_add_tags(struct api_call *call, struct db *db, json_t *item, const char *resource_id)
+{
+    struct tags_acc a = { json_array() };
+    int rc = core_tags_of(call->app, db, call->region, resource_id, add_tag, &a);
+    if (rc == 0 && json_array_size(a.arr))
+        json_object_set(item, "Tags", a.arr);
+    json_decref(a.arr);
+    return rc;
+}
+
+/* ---- the services ---- */
+
+static const struct api_op ec2_ops[] = {
+    { "CreateTags", ec2_create_tags, API_OP_MUTATING },
+    { "DeleteTags", ec2_delete_tags, API_OP_MUTATING },
+    { "DescribeAccountAttributes", ec2_describe_account_attributes, 0 },
+    { "DescribeAvailabilityZones", ec2_describe_availability_zones, 0 },
+    { "DescribeRegions", ec2_describe_regions, 0 },
+    { "DescribeTags", ec2_describe_tags, 0 },
+};
+
+static const struct api_op sts_ops[] = {
+    { "GetCallerIdentity", sts_get_caller_identity, 0 },
+};
+
+static const struct api_service services[] = {
+    { "ec2", PROTO_EC2, &model_ec2, ec2_ops, ARRAY_SIZE(ec2_ops) },
+    { "sts", PROTO_QUERY, &model_sts, sts_ops, ARRAY_SIZE(sts_ops) },
+};
+
+const struct api_service *api_service_find(const char *name)
+{
+    for (size_t i = 0; i < ARRAY_SIZE(services); i++)
+        if (strcmp(services[i].name, name) == 0)
+            return &services[i];
+    return NULL;
+}
+
+static const struct api_op *op_find(const struct api_service *svc, const char *name)
+{
+    for (size_t i = 0; i < svc->nops; i++)
+        if (strcmp(svc->ops[i].name, name) == 0)
+            return &svc->ops[i];
+    return NULL;
+}
+
+/* ---- responses ---- */
+
+static void request_id(char out[40])
+{
+    uint8_t r[16];
+    rand_bytes(r, sizeof(r));
+    r[6] = (uint8_t)((r[6] & 0x0f) | 0x40);
+    r[8] = (uint8_t)((r[8] & 0x3f) | 0x80);
+    char h[33];
+    hex_encode(r, sizeof(r), h);
+    snprintf(out, 40, "%.8s-%.4s-%.4s-%.4s-%.12s", h, h + 8, h + 12, h + 16, h + 20);
+}
+
+static void fail(struct api_response *resp, enum api_proto proto, const char *code, int status,
+                 const char *msg)
+{
+    buf_reset(&resp->body);
+    resp->nheaders = 0;
+    resp->status = status ? status : api_error_status(proto, code);
+    snprintf(resp->error_code, sizeof(resp->error_code), "%s", code);
+    if (proto == PROTO_EC2 || proto == PROTO_QUERY) {
+        resp->content_type = "text/xml;charset=UTF-8";
+        api_xml_error(&resp->body, proto == PROTO_EC2, code, msg, resp->request_id);
+    } else {
+        resp->content_type =
+            proto == PROTO_JSON ? "application/x-amz-json-1.1" : "application/json";
+        api_response_header(resp, "x-amzn-ErrorType", "%s", code);
+        json_t *o = json_pack("{s:s, s:s}", "__type", code, "message", msg);
+        char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+        buf_puts(&resp->body, s ? s : "{}");
+        free(s);
+        json_decref(o);
+    }
+}
+
+/* The protocol a request looks like, before we know who sent it. */
+static enum api_proto sniff(const struct api_request *req, const struct api_params *params)
+{
+    if (api_header_get(req, "X-Amz-Target"))
+        return PROTO_JSON;
+    if (req->path[0] && strcmp(req->path, "/") != 0)
+        return PROTO_REST_JSON;
+    const char *v = api_params_get(params, "Version");
+    return v && strcmp(v, "2011-06-15") == 0 ? PROTO_QUERY : PROTO_EC2;
+}
+
+static bool is_form(const struct api_request *req)
+{
+    const char *ct = api_header_get(req, "Content-Type");
+    return ct && str_startswith(ct, "application/x-www-form-urlencoded");
+}
+
+/* JSON services name validation failures differently. */
+static const char *json_code(const char *code)
+{
+    if (strcmp(code, "InvalidParameterValue") == 0 || strcmp(code, "MissingParameter") == 0 ||
+        strcmp(code, "UnknownParameter") == 0)
+        return "ValidationException";
+    return code;
+}
+
+static bool authenticate(struct api *api, const struct api_request *req, struct api_response *resp,
+                         struct api_params *params, enum api_proto *proto, struct sigv4_auth *auth,
+                         const struct api_service **ret_svc, char account_id[16])
+{
+    const char *msg = NULL;
+    char msgbuf[512];
+    enum sigv4_fail f = sigv4_parse(req, auth, &msg, msgbuf, sizeof(msgbuf));
+    const struct api_service *svc = NULL;
+    if (f == SIGV4_OK) {
+        svc = api_service_find(auth->service);
+        if (svc)
+            *proto = svc->proto;
+        if (!svc) {
+            f = SIGV4_BAD_SERVICE;
+            snprintf(msgbuf, sizeof(msgbuf),
+                     "Credential should be scoped to correct service: '%s' is not a service "
+                     "this endpoint offers.",
+                     auth->service);
+            msg = msgbuf;
+        } else if (!core_region_find(api->app, auth->region) &&
+                   !(strcmp(auth->service, "sts") == 0 && strcmp(auth->region, "us-east-1") == 0)) {
+            f = SIGV4_BAD_REGION;
+            snprintf(msgbuf, sizeof(msgbuf),
+                     "Credential should be scoped to a valid region, not '%s'.", auth->region);
+            msg = msgbuf;
+        }
+    }
+    if (f == SIGV4_OK) {
+        f = sigv4_check_time(auth, core_now_ms(api->app), api->cfg.time_window_s, msgbuf,
+                             sizeof(msgbuf));
+        msg = msgbuf;
+    }
+    char secret[48];
+    if (f == SIGV4_OK && core_key_secret(api->app, auth->key_id, account_id, secret) < 0) {
+        f = SIGV4_UNKNOWN_KEY;
+        msg = *proto == PROTO_EC2 ? "AWS was not able to validate the provided access credentials"
+                                  : "The security token included in the request is invalid.";
+    }
+    if (f == SIGV4_OK) {
+        char mine[65];
+        bool unsigned_ok = strcmp(svc->name, "ebs") == 0;
+        f = sigv4_sign(req, auth, secret, unsigned_ok, NULL, mine);
+        bool same = f == SIGV4_OK && crypto_memeq(mine, auth->signature, 64);
+        if (f == SIGV4_OK && !same && auth->presigned) {
+            /* A presigned URL may have been signed without a payload hash. */
+            f = sigv4_sign(req, auth, secret, unsigned_ok, "UNSIGNED-PAYLOAD", mine);
+            same = f == SIGV4_OK && crypto_memeq(mine, auth->signature, 64);
+        }
+        crypto_wipe(mine, sizeof(mine));
+        if (f == SIGV4_PAYLOAD_HASH) {
+            msg = "The provided 'x-amz-content-sha256' header does not match what was computed.";
+        } else if (!same) {
+            f = SIGV4_MISMATCH;
+            msg = *proto == PROTO_EC2
+                      ? "AWS was not able to validate the provided access credentials"
+                      : "The request signature we calculated does not match the signature you "
+                        "provided. Check your AWS Secret Access Key and signing method. Consult "
+                        "the service documentation for details.";
+        }
+    }
+    crypto_wipe(secret, sizeof(secret));
+    if (f != SIGV4_OK) {
+        const char *code;
+        int status;
+        api_auth_error(*proto, auth->service, f, &code, &status);
+        fail(resp, *proto, code, status, msg ? msg : "authentication failed");
+        (void)params;
+        return false;
+    }
+    *ret_svc = svc;
+    snprintf(resp->account, sizeof(resp->account), "%s", account_id);
+    snprintf(resp->service, sizeof(resp->service), "%s", svc->name);
+    return true;
+}
+
+void api_handle(struct api *api, const struct api_request *req, struct api_response *resp)
+{
+    memset(resp, 0, sizeof(*resp));
+    buf_init(&resp->body, 64 << 20);
+    request_id(resp->request_id);
+    resp->status = 200;
+    api->requests++;
+
+    struct api_params params = { 0 };
+    json_t *in = NULL, *out = NULL;
+    enum api_proto proto = PROTO_EC2;
+    int rc = api_params_parse(&params, req->query, strlen(req->query), true);
+    if (rc == 0 && is_form(req) && !api_header_get(req, "X-Amz-Target") &&
+        (!req->path[0] || strcmp(req->path, "/") == 0))
+        rc = api_params_parse(&params, req->body ? req->body : "", req->body_len, true);
+    proto = sniff(req, &params);
+    if (rc == -E2BIG) {
+        fail(resp, proto, "InvalidParameterValue", 0, "The request has too many parameters");
+        goto done;
+    } else if (rc < 0) {
+        fail(resp, proto, proto == PROTO_EC2 ? "MalformedQueryString" : "InvalidParameterValue", 0,
+             "The request's query string or form body is malformed");
+        goto done;
+    }
+
+    struct sigv4_auth auth;
+    const struct api_service *svc;
+    struct api_call call = {
+        .api = api, .app = api->app, .req = req, .resp = resp, .request_id = resp->request_id
+    };
+    if (!authenticate(api, req, resp, &params, &proto, &auth, &svc, call.account_id))
+        goto done;
+    call.svc = svc;
+    snprintf(call.region, sizeof(call.region), "%s", auth.region);
+    call.now_ms = core_now_ms(api->app);
+
+    const char *opname = NULL;
+    if (proto == PROTO_EC2 || proto == PROTO_QUERY) {
+        opname = api_params_get(&params, "Action");
+        const char *version = api_params_get(&params, "Version");
+        if (!opname || !*opname) {
+            fail(resp, proto, "MissingAction", 0, "The request must contain the parameter Action");
+            goto done;
+        }
+        snprintf(resp->action, sizeof(resp->action), "%s", opname);
+        if (!version) {
+            fail(resp, proto, "MissingParameter", 0,
+                 "The request must contain the parameter Version");
+            goto done;
+        }
+        if (strcmp(version, svc->model->api_version) != 0) {
+            char m[256];
+            snprintf(m, sizeof(m), "The requested version (%.40s) of service %s does not exist",
+                     version, proto == PROTO_EC2 ? "AmazonEC2" : "AWSSecurityTokenService");
+            fail(resp, proto, "NoSuchVersion", 0, m);
+            goto done;
+        }
+    } else if (proto == PROTO_JSON) {
+        const char *target = api_header_get(req, "X-Amz-Target");
+        size_t pl = svc->model->target_prefix ? strlen(svc->model->target_prefix) : 0;
+        if (target && pl && strncmp(target, svc->model->target_prefix, pl) == 0 &&
+            target[pl] == '.')
+            opname = target + pl + 1;
+    } else {
+        for (unsigned i = 0; i < svc->model->nops && !opname; i++)
+            if (api_rest_match(&svc->model->ops[i], req->method, req->path))
+                opname = svc->model->ops[i].name;
+    }
+    const struct api_op *op = opname ? op_find(svc, opname) : NULL;
+    call.mop = opname ? model_op_find(svc->model, opname) : NULL;
+    if (!op || !call.mop) {
+        char m[256];
+        snprintf(m, sizeof(m), "The action %.64s is not valid for this web service.",
+                 opname && str_utf8_valid(opname, strlen(opname)) ? opname : "(none)");
+        fail(resp, proto,
+             proto == PROTO_EC2 || proto == PROTO_QUERY ? "InvalidAction"
+                                                        : "UnknownOperationException",
+             0, m);
+        goto done;
+    }
+    snprintf(resp->action, sizeof(resp->action), "%s", op->name);
+
+    switch (proto) {
+    case PROTO_EC2:
+    case PROTO_QUERY:
+        rc = api_query_decode(call.mop->input, &params, proto == PROTO_EC2, &in, &call.err);
+        break;
+    case PROTO_JSON:
+        rc = api_json_decode(call.mop->input, req->body, req->body_len, &in, &call.err);
+        break;
+    case PROTO_REST_JSON:
+        rc = api_rest_decode(call.mop, req, &in, &call.err);
+        break;
+    }
+    if (rc == 0) {
+        call.dry_run = jbool(in, "DryRun", false);
+        rc = op->fn(&call, in, &out);
+        if (rc == 0 && call.dry_run && !(op->flags & API_OP_MUTATING))
+            rc = api_dry_run(&call);
+    }
+    if (rc < 0) {
+        const char *code = call.err.code ? call.err.code : "InternalError";
+        const char *msg = call.err.code ? call.err.msg : "An internal error has occurred";
+        if (proto == PROTO_JSON || proto == PROTO_REST_JSON)
+            code = json_code(code);
+        fail(resp, proto, code, 0, msg);
+        goto done;
+    }
+    switch (proto) {
+    case PROTO_EC2:
+    case PROTO_QUERY:
+        resp->content_type = "text/xml;charset=UTF-8";
+        rc = api_xml_response(&resp->body, svc->model, call.mop, out, resp->request_id);
+        break;
+    case PROTO_JSON:
+        resp->content_type = "application/x-amz-json-1.1";
+        rc = api_json_encode(&resp->body, call.mop->output, out);
+        break;
+    case PROTO_REST_JSON:
+        rc = api_rest_encode(call.mop, out, resp);
+        break;
+    }
+    if (rc < 0)
+        fail(resp, proto, proto == PROTO_EC2 ? "InternalError" : "InternalFailure", 500,
+             "The response could not be encoded");
+done:
+    json_decref(in);
+    json_decref(out);
+    api_params_free(&params);
+}

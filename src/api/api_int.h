@@ -1,0 +1,247 @@
+/*
+ * api_int.h — what the files of src/api/ share: SigV4, the parameter list of Query requests,
+ * the model-driven codecs, the error table, filters, pagination tokens and the operation table.
+ * Not for use outside src/api/ (unit tests include it to test the pieces).
+ */
+#ifndef AMID_API_INT_H
+#define AMID_API_INT_H
+
+#include "api/api.h"
+#include "api/api_model.h"
+
+#include <jansson.h>
+#include <stdatomic.h>
+
+struct app;
+struct db;
+
+/* ---- SigV4 (api_sigv4.c) ---- */
+
+enum sigv4_fail {
+    SIGV4_OK,
+    SIGV4_MISSING,      /* no Authorization header and no X-Amz-Signature */
+    SIGV4_INCOMPLETE,   /* an auth element is missing or malformed */
+    SIGV4_HOST,         /* host is not a signed header */
+    SIGV4_NO_DATE,      /* neither X-Amz-Date nor Date */
+    SIGV4_EXPIRED,      /* outside the time window, or past X-Amz-Expires */
+    SIGV4_SCOPE_DATE,   /* credential date differs from the request date */
+    SIGV4_UNKNOWN_KEY,  /* access key id not known */
+    SIGV4_MISMATCH,     /* signature does not match */
+    SIGV4_BAD_REGION,   /* scope names a region this deployment lacks */
+    SIGV4_BAD_SERVICE,  /* scope names a service amid does not offer */
+    SIGV4_PAYLOAD_HASH, /* x-amz-content-sha256 differs from the body's hash */
+};
+
+struct sigv4_auth {
+    bool presigned;
+    char key_id[32];
+    char date[9]; /* credential scope date, YYYYMMDD */
+    char region[32];
+    char service[32];
+    char terminator[16];
+    char amz_date[17]; /* YYYYMMDDTHHMMSSZ */
+    int64_t time_ms;
+    int64_t expires_s; /* presigned only */
+    char signed_headers[1024];
+    char signature[65];
+};
+
+/* Parses the Authorization header or the presigned X-Amz-* query parameters into *ret.
+ * Returns SIGV4_OK or a failure with a message for the user in *ret_msg (static text or
+ * `msgbuf`). */
+enum sigv4_fail sigv4_parse(const struct api_request *req, struct sigv4_auth *ret,
+                            const char **ret_msg, char *msgbuf, size_t msglen);
+/* Whether the request's time is within `window_s` of `now_ms` (and, presigned, not past its
+ * expiry). */
+enum sigv4_fail sigv4_check_time(const struct sigv4_auth *a, int64_t now_ms, int window_s,
+                                 char *msgbuf, size_t msglen);
+/* Computes the request's signature with `secret` into `out_hex`.  `allow_unsigned` lets the
+ * x-amz-content-sha256 header say UNSIGNED-PAYLOAD; `payload_override`, when non-NULL,
+ * replaces the payload hash (a presigned URL signed with UNSIGNED-PAYLOAD).  Returns SIGV4_OK
+ * or SIGV4_PAYLOAD_HASH / SIGV4_INCOMPLETE. */
+enum sigv4_fail sigv4_sign(const struct api_request *req, const struct sigv4_auth *a,
+                           const char *secret, bool allow_unsigned, const char *payload_override,
+                           char out_hex[65]);
+/* The canonical request and string to sign, for tests and debugging; caller frees. */
+int sigv4_canonical(const struct api_request *req, const struct sigv4_auth *a,
+                    const char *payload_hash, struct buf *canon, struct buf *to_sign);
+/* Case-insensitive header lookup: the first value, or NULL. */
+const char *api_header_get(const struct api_request *req, const char *name);
+
+/* ---- Query parameters (api_params.c) ---- */
+
+struct api_param {
+    char *name;
+    char *value;
+    size_t value_len;
+};
+
+struct api_params {
+    struct api_param *v;
+    size_t n, cap;
+};
+
+#define API_MAX_PARAMS 20000
+
+/* Parses "a=b&c=d" (form encoding when `plus`), appending to `p`.  Returns 0, -EINVAL for a
+ * malformed escape, -E2BIG past API_MAX_PARAMS, -ENOMEM. */
+int api_params_parse(struct api_params *p, const char *s, size_t n, bool plus);
+const char *api_params_get(const struct api_params *p, const char *name);
+void api_params_free(struct api_params *p);
+
+/* ---- the call an operation handler receives ---- */
+
+struct api_service;
+
+struct api_call {
+    struct api *api;
+    struct app *app;
+    const struct api_service *svc;
+    const struct model_op *mop;
+    const struct api_request *req;
+    struct api_response *resp;
+    char account_id[16];
+    char region[32];
+    const char *request_id;
+    bool dry_run;
+    int64_t now_ms;
+    struct err err;
+};
+
+/* An operation: takes the decoded input (borrowed), sets *ret_out to a new tree (or leaves it
+ * NULL for an empty result), returns 0 or a negative errno with call->err set. */
+typedef int (*api_handler)(struct api_call *call, json_t *in, json_t **ret_out);
+
+#define API_OP_MUTATING (1u << 0) /* handles DryRun itself, before changing anything */
+
+struct api_op {
+    const char *name;
+    api_handler fn;
+    unsigned flags;
+};
+
+enum api_proto { PROTO_EC2, PROTO_QUERY, PROTO_JSON, PROTO_REST_JSON };
+
+struct api_service {
+    const char *name; /* SigV4 service name */
+    enum api_proto proto;
+    const struct model_service *model;
+    const struct api_op *ops;
+    size_t nops;
+};
+
+/* The services amid offers (api_dispatch.c). */
+const struct api_service *api_service_find(const char *name);
+
+/* Fails a call with DryRunOperation (for mutating handlers, at the point of no return). */
+int api_dry_run(struct api_call *call);
+
+/* ---- codecs ---- */
+
+/* Decodes Query parameters into a tree for `shape` (EC2 flavour when `ec2`).  Auth, Action and
+ * Version parameters are skipped.  Returns 0 or -EINVAL with UnknownParameter,
+ * InvalidParameterValue or MissingParameter in `e`. */
+int api_query_decode(const struct model_shape *shape, const struct api_params *p, bool ec2,
+                     json_t **ret, struct err *e);
+/* Checks a tree against `shape` (required members, bounds, enums).  The decoders call it. */
+int api_validate(const struct model_shape *shape, json_t *v, const char *path, struct err *e);
+
+/* Writes <Action>Response for the EC2 protocol (`ec2`) or the Query protocol. */
+int api_xml_response(struct buf *b, const struct model_service *svc, const struct model_op *op,
+                     json_t *out, const char *request_id);
+/* Writes the EC2 error envelope or the Query protocol's <ErrorResponse>. */
+int api_xml_error(struct buf *b, bool ec2, const char *code, const char *msg,
+                  const char *request_id);
+/* Escapes text for XML into `b`. */
+int api_xml_escape(struct buf *b, const char *s, size_t n);
+
+/* JSON protocols: decode a body (JSON 1.1) or REST request into a tree for `shape`, and encode a
+ * tree as a JSON body. */
+int api_json_decode(const struct model_shape *shape, const char *body, size_t n, json_t **ret,
+                    struct err *e);
+int api_json_encode(struct buf *b, const struct model_shape *shape, json_t *out);
+/* REST-JSON: matches the request against the operation's URI template and fills the URI,
+ * query-string and header members; the body members come from the JSON body or the payload. */
+bool api_rest_match(const struct model_op *op, const char *method, const char *path);
+int api_rest_decode(const struct model_op *op, const struct api_request *req, json_t **ret,
+                    struct err *e);
+/* Encodes a REST-JSON result: header members as response headers, the payload or the JSON body. */
+int api_rest_encode(const struct model_op *op, json_t *out, struct api_response *resp);
+
+/* ---- errors (api_errors.c) ---- */
+
+/* The HTTP status for an AWS error code in a protocol. */
+int api_error_status(enum api_proto proto, const char *code);
+/* The code and status a SigV4 failure gets in a service's protocol. */
+void api_auth_error(enum api_proto proto, const char *service, enum sigv4_fail f,
+                    const char **ret_code, int *ret_status);
+
+/* ---- filters (api_filter.c) ---- */
+
+/* How a filter name finds its values in an output item: a dotted path of member names through
+ * the item's tree ("Attachments.InstanceId" walks lists on the way), or a function. */
+#define API_FILTER_TIME (1u << 0) /* integer values are timestamps: match as ISO 8601 */
+
+struct api_filter_def {
+    const char *name;
+    const char *path;
+    unsigned flags;
+    /* Alternative to `path`: appends the item's values for this filter to the json array. */
+    void (*values)(json_t *item, json_t *ret_values);
+};
+
+struct api_filters;
+
+/* Parses the "Filters" member of an input tree against `defs` (NULL-name terminated); `tags`
+ * enables tag:KEY, tag-key and tag-value over the item's "Tags" list.  An unknown name gets
+ * InvalidParameterValue; more than 200 values in all FilterLimitExceeded.  *ret is NULL when
+ * there are no filters.  Free with api_filters_free. */
+int api_filters_parse(json_t *in, const struct api_filter_def *defs, bool tags,
+                      struct api_filters **ret, struct err *e);
+/* Whether `item` passes every filter (values OR'd, filters AND'd, * and ? wildcards). */
+bool api_filters_match(const struct api_filters *f, json_t *item);
+void api_filters_free(struct api_filters *f);
+
+/* ---- pagination (api_token.c) ---- */
+
+/* Makes an opaque, tamper-evident NextToken that resumes after `position` for this caller and
+ * operation.  Returns a new string (caller frees) or NULL. */
+char *api_token_make(struct api_call *call, const char *position);
+/* Checks a NextToken and copies its position out.  Fails with InvalidNextToken. */
+int api_token_open(struct api_call *call, const char *token, char *position, size_t poslen);
+
+/* Pages a sorted array of items by the string member `key` (unique, ascending): reads
+ * MaxResults (bounds `min`..`max`) and NextToken from `in`, and returns the page as a new array
+ * and the next token (or NULL).  Errors: InvalidParameterValue, InvalidNextToken. */
+int api_page(struct api_call *call, json_t *in, json_t *items, const char *key, int64_t min,
+             int64_t max, json_t **ret_page, char **ret_next);
+
+/* ---- the front door ---- */
+
+struct api {
+    struct app *app;
+    struct api_config cfg;
+    char listen_copy[128];
+    uint8_t token_key[32];
+    void *mhd; /* struct MHD_Daemon */
+    _Atomic uint64_t requests;
+};
+
+/* ---- handlers ---- */
+
+int ec2_describe_regions(struct api_call *c, json_t *in, json_t **ret);
+int ec2_describe_availability_zones(struct api_call *c, json_t *in, json_t **ret);
+int ec2_describe_account_attributes(struct api_call *c, json_t *in, json_t **ret);
+int ec2_create_tags(struct api_call *c, json_t *in, json_t **ret);
+int ec2_delete_tags(struct api_call *c, json_t *in, json_t **ret);
+int ec2_describe_tags(struct api_call *c, json_t *in, json_t **ret);
+int sts_get_caller_identity(struct api_call *c, json_t *in, json_t **ret);
+
+/* Small helpers for handlers working on jansson trees. */
+const char *jstr(json_t *obj, const char *key); /* string member or NULL */
+bool jbool(json_t *obj, const char *key, bool dflt);
+/* Appends a new {Key, Value} list of a resource's tags to `item` as "Tags" (omitted when
+ * empty). */
+int api_add_tags(struct api_call *call, struct db *db, json_t *item, const char *resource_id);
+
+#endif

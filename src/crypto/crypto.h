@@ -1,0 +1,65 @@
+/*
+ * crypto.h — hashing, MACs, authenticated encryption and the master key, on OpenSSL's libcrypto.
+ *
+ * Everything secret passes through here: compare secrets with crypto_memeq (constant time) and
+ * wipe them with crypto_wipe.  The master key (32 random bytes in DATA/master.key, mode 0600)
+ * wraps every secret amid stores: access key secrets now, KMS key material later.
+ */
+#ifndef AMID_CRYPTO_H
+#define AMID_CRYPTO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SHA256_LEN     32
+#define AEAD_KEY_LEN   32
+#define AEAD_NONCE_LEN 12
+#define AEAD_TAG_LEN   16
+/* Bytes aead_seal adds to a plaintext: nonce in front, tag behind. */
+#define AEAD_OVERHEAD (AEAD_NONCE_LEN + AEAD_TAG_LEN)
+
+void crypto_sha256(const void *data, size_t n, uint8_t out[SHA256_LEN]);
+
+/* Incremental SHA-256.  crypto_sha256_new returns NULL when out of memory; the caller frees
+ * with crypto_sha256_free (accepts NULL). */
+struct sha256;
+struct sha256 *crypto_sha256_new(void);
+void crypto_sha256_update(struct sha256 *h, const void *data, size_t n);
+/* Writes the digest and resets the context for reuse. */
+void crypto_sha256_final(struct sha256 *h, uint8_t out[SHA256_LEN]);
+void crypto_sha256_free(struct sha256 *h);
+
+void crypto_hmac_sha256(const void *key, size_t klen, const void *data, size_t n,
+                        uint8_t out[SHA256_LEN]);
+
+/* Constant-time equality of two `n`-byte buffers. */
+bool crypto_memeq(const void *a, const void *b, size_t n);
+/* Overwrites `n` bytes with zeroes in a way the compiler keeps. */
+void crypto_wipe(void *p, size_t n);
+
+/* AES-256-GCM.  aead_seal writes nonce || ciphertext || tag (n + AEAD_OVERHEAD bytes) into
+ * `out`, with a fresh random nonce; `aad` is authenticated, not encrypted.  Returns 0 or -EIO. */
+int crypto_aead_seal(const uint8_t key[AEAD_KEY_LEN], const void *aad, size_t aadlen,
+                     const void *in, size_t n, uint8_t *out);
+/* Opens what crypto_aead_seal produced (`n` bytes including overhead) into `out`
+ * (n - AEAD_OVERHEAD bytes).  Returns 0, or -EBADMSG when the data, tag, aad or key is wrong. */
+int crypto_aead_open(const uint8_t key[AEAD_KEY_LEN], const void *aad, size_t aadlen,
+                     const uint8_t *in, size_t n, uint8_t *out);
+
+/* The master key of a data directory. */
+struct masterkey {
+    uint8_t key[AEAD_KEY_LEN];
+};
+
+/* Creates DATA/master.key with 32 random bytes, mode 0600, durably.  -EEXIST if present. */
+int masterkey_create(const char *path, struct masterkey *ret);
+/* Loads the key.  Refuses with -EPERM when the file is readable or writable by group or others,
+ * -EBADMSG when it is not 32 bytes. */
+int masterkey_load(const char *path, struct masterkey *ret);
+void masterkey_wipe(struct masterkey *mk);
+/* Derives a purpose-specific subkey (HMAC-SHA256 of `label` under the master key), so one key
+ * never serves two purposes. */
+void masterkey_derive(const struct masterkey *mk, const char *label, uint8_t out[32]);
+
+#endif

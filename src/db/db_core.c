@@ -1,0 +1,249 @@
+/*
+ * db_core.c — opening the database, the numbered schema migrations, transactions, a per-
+ * connection cache of prepared statements, and the settings table.
+ *
+ * Migrations are append-only: migration N brings user_version from N-1 to N.  A file whose
+ * user_version is greater than ours was written by a newer amid and is refused, untouched.
+ */
+#include "db/db_int.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char *const migrations[] = {
+    /* 1: the foundation — settings, regions, zones, accounts, access keys, tags. */
+    "CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;"
+    "CREATE TABLE regions (name TEXT PRIMARY KEY, store_path TEXT NOT NULL) STRICT;"
+    "CREATE TABLE zones (name TEXT PRIMARY KEY, zone_id TEXT NOT NULL UNIQUE,"
+    "  region TEXT NOT NULL REFERENCES regions(name)) STRICT;"
+    "CREATE TABLE accounts (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE,"
+    "  alias TEXT NOT NULL DEFAULT '', created_ms INTEGER NOT NULL,"
+    "  system INTEGER NOT NULL DEFAULT 0) STRICT;"
+    "CREATE TABLE access_keys (id TEXT PRIMARY KEY,"
+    "  account_id TEXT NOT NULL REFERENCES accounts(id), secret_enc BLOB NOT NULL,"
+    "  label TEXT NOT NULL DEFAULT '', created_ms INTEGER NOT NULL) STRICT;"
+    "CREATE INDEX access_keys_account ON access_keys(account_id);"
+    "CREATE TABLE tags (region TEXT NOT NULL, resource_id TEXT NOT NULL,"
+    "  resource_type TEXT NOT NULL, owner TEXT NOT NULL, key TEXT NOT NULL,"
+    "  value TEXT NOT NULL, PRIMARY KEY (region, resource_id, key)) STRICT;"
+    "CREATE INDEX tags_owner ON tags(region, owner, resource_id);",
+};
+
+int db_schema_version(void)
+{
+    return (int)(sizeof(migrations) / sizeof(migrations[0]));
+}
+
+int db_rc(int src)
+{
+    switch (src & 0xff) {
+    case SQLITE_OK:
+    case SQLITE_DONE:
+    case SQLITE_ROW:
+        return 0;
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        return -EBUSY;
+    case SQLITE_CONSTRAINT:
+        return -EEXIST;
+    case SQLITE_NOMEM:
+        return -ENOMEM;
+    case SQLITE_FULL:
+        return -ENOSPC;
+    case SQLITE_CANTOPEN:
+        return -ENOENT;
+    case SQLITE_READONLY:
+        return -EROFS;
+    default:
+        return -EIO;
+    }
+}
+
+sqlite3_stmt *db_stmt(struct db *db, const char *sql)
+{
+    /* Statements are keyed by the address of their (static) SQL text. */
+    size_t h = ((uintptr_t)sql >> 4) % DB_STMT_SLOTS;
+    for (size_t i = 0; i < DB_STMT_SLOTS; i++) {
+        struct db_stmt_slot *s = &db->stmts[(h + i) % DB_STMT_SLOTS];
+        if (s->sql == sql) {
+            sqlite3_reset(s->stmt);
+            sqlite3_clear_bindings(s->stmt);
+            return s->stmt;
+        }
+        if (!s->sql) {
+            if (sqlite3_prepare_v3(db->h, sql, -1, SQLITE_PREPARE_PERSISTENT, &s->stmt, NULL) !=
+                SQLITE_OK)
+                return NULL;
+            s->sql = sql;
+            return s->stmt;
+        }
+    }
+    return NULL; /* more distinct statements than slots: a programming error */
+}
+
+int db_exec(struct db *db, const char *sql)
+{
+    return db_rc(sqlite3_exec(db->h, sql, NULL, NULL, NULL));
+}
+
+void db_copy_text(sqlite3_stmt *st, int col, char *out, size_t outlen)
+{
+    const unsigned char *t = sqlite3_column_text(st, col);
+    snprintf(out, outlen, "%s", t ? (const char *)t : "");
+}
+
+int db_step_done(sqlite3_stmt *st)
+{
+    int rc = sqlite3_step(st);
+    int r = db_rc(rc);
+    sqlite3_reset(st);
+    return r;
+}
+
+static int read_version(sqlite3 *h, int *ret)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(h, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK)
+        return -EIO;
+    int rc = sqlite3_step(st) == SQLITE_ROW ? 0 : -EIO;
+    if (rc == 0)
+        *ret = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int db_file_version(const char *path, int *ret_version)
+{
+    if (access(path, F_OK) < 0)
+        return -ENOENT;
+    sqlite3 *h;
+    if (sqlite3_open_v2(path, &h, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+        sqlite3_close(h);
+        return -EIO;
+    }
+    sqlite3_busy_timeout(h, 5000);
+    int rc = read_version(h, ret_version);
+    sqlite3_close(h);
+    return rc;
+}
+
+static int migrate(struct db *db)
+{
+    int v;
+    int rc = read_version(db->h, &v);
+    if (rc < 0)
+        return rc;
+    if (v > db_schema_version())
+        return -EPROTO;
+    if (v == db_schema_version())
+        return 0;
+    rc = db_begin(db);
+    if (rc < 0)
+        return rc;
+    /* Another process may have migrated while we waited for the lock. */
+    rc = read_version(db->h, &v);
+    for (; rc == 0 && v < db_schema_version(); v++) {
+        rc = db_exec(db, migrations[v]);
+        if (rc == 0) {
+            char pragma[64];
+            snprintf(pragma, sizeof(pragma), "PRAGMA user_version = %d", v + 1);
+            rc = db_exec(db, pragma);
+        }
+    }
+    if (rc < 0) {
+        db_rollback(db);
+        return rc;
+    }
+    return db_commit(db);
+}
+
+int db_open(const char *path, bool create, struct db **ret)
+{
+    int v;
+    if (!create && access(path, F_OK) < 0)
+        return -ENOENT;
+    /* Check before opening read-write, so a newer file is never touched (not even its WAL). */
+    if (db_file_version(path, &v) == 0 && v > db_schema_version())
+        return -EPROTO;
+    struct db *db = calloc(1, sizeof(*db));
+    if (!db)
+        return -ENOMEM;
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create ? SQLITE_OPEN_CREATE : 0);
+    if (sqlite3_open_v2(path, &db->h, flags, NULL) != SQLITE_OK) {
+        sqlite3_close(db->h);
+        free(db);
+        return -EIO;
+    }
+    sqlite3_busy_timeout(db->h, 10000);
+    sqlite3_extended_result_codes(db->h, 0);
+    int rc = db_exec(db, "PRAGMA journal_mode=WAL");
+    if (rc == 0)
+        rc = db_exec(db, "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON");
+    if (rc == 0)
+        rc = migrate(db);
+    if (rc < 0) {
+        db_close(db);
+        return rc;
+    }
+    *ret = db;
+    return 0;
+}
+
+void db_close(struct db *db)
+{
+    if (!db)
+        return;
+    for (size_t i = 0; i < DB_STMT_SLOTS; i++)
+        if (db->stmts[i].stmt)
+            sqlite3_finalize(db->stmts[i].stmt);
+    sqlite3_close(db->h);
+    free(db);
+}
+
+int db_begin(struct db *db)
+{
+    return db_exec(db, "BEGIN IMMEDIATE");
+}
+
+int db_commit(struct db *db)
+{
+    int rc = db_exec(db, "COMMIT");
+    if (rc < 0)
+        db_rollback(db);
+    return rc;
+}
+
+void db_rollback(struct db *db)
+{
+    if (!sqlite3_get_autocommit(db->h))
+        sqlite3_exec(db->h, "ROLLBACK", NULL, NULL, NULL);
+}
+
+int db_setting_get(struct db *db, const char *key, char *out, size_t outlen)
+{
+    sqlite3_stmt *st = db_stmt(db, "SELECT value FROM settings WHERE key = ?1");
+    if (!st)
+        return -EIO;
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        db_copy_text(st, 0, out, outlen);
+        sqlite3_reset(st);
+        return 0;
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? -ENOENT : db_rc(rc);
+}
+
+int db_setting_set(struct db *db, const char *key, const char *value)
+{
+    sqlite3_stmt *st = db_stmt(db, "INSERT INTO settings (key, value) VALUES (?1, ?2) "
+                                   "ON CONFLICT(key) DO UPDATE SET value = excluded.value");
+    if (!st)
+        return -EIO;
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, value, -1, SQLITE_STATIC);
+    return db_step_done(st);
+}
