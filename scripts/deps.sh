@@ -3,9 +3,9 @@
 # Idempotent and silent when everything is present.  Usage: scripts/deps.sh [build|test|all]
 set -eu
 build="meson ninja-build pkg-config gcc libc6-dev libmicrohttpd-dev libsqlite3-dev libssl-dev
-libjansson-dev libzstd-dev"
+libjansson-dev libzstd-dev libcurl4-openssl-dev"
 test="libcmocka-dev python3-pytest python3-boto3 awscli clang-format qemu-utils libnbd-bin
-nbdkit qemu-system-x86 mtools syslinux syslinux-common fdisk e2fsprogs cpio busybox-static"
+nbdkit qemu-system-x86 openssh-client openssl mtools syslinux syslinux-common fdisk e2fsprogs cpio busybox-static"
 case "${1:-all}" in
 build) want="$build" ;;
 *) want="$build $test" ;;

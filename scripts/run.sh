@@ -15,11 +15,14 @@ else
     creds=$($AMID key create "$account" --label make-run --replace --data "$DATA" 2>/dev/null)
 fi
 creds=$(echo "$creds" | sed "s#AWS_ENDPOINT_URL=[^ ]*#AWS_ENDPOINT_URL=http://$LISTEN#")
+# The system catalogue: a small bootable image, public, owned by the alias "amid" (once).
+$AMID catalog import --data "$DATA" >/dev/null
 echo
 echo "Paste this into your shell, then use the AWS CLI or SDKs as usual:"
 echo
 echo "    $creds"
 echo
 echo "(AWS CLI 2.9 and boto3 1.26, Debian 12's, predate AWS_ENDPOINT_URL: pass --endpoint-url http://$LISTEN)"
+echo "A bootable image to start with:  aws ec2 describe-images --owners amid"
 echo
 exec $AMID serve --data "$DATA" --listen "$LISTEN"

@@ -16,7 +16,7 @@ allowed() {
     api) echo "util crypto core api" ;;
     sched) echo "util crypto core sched" ;;
     daemon) echo "util crypto core api sched nbd vmm daemon" ;;
-    cli) echo "util crypto core api daemon cli" ;;
+    cli) echo "util crypto core api daemon nbd cli" ;;
     *) echo "" ;;
     esac
 }

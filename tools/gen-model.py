@@ -75,11 +75,16 @@ def gen(svc, ops):
             if k in s:
                 visit(s[k]['shape'])
 
+    errors = []
     for op in ops:
         o = m['operations'][op]
         for k in ('input', 'output'):
             if k in o:
                 visit(o[k]['shape'])
+        for er in o.get('errors', []):
+            visit(er['shape'])
+            if er['shape'] not in errors:
+                errors.append(er['shape'])
 
     out = []
     w = out.append
@@ -161,6 +166,9 @@ def gen(svc, ops):
             fields.append('.timestamp_format = %s' % cstr(s['timestampFormat']))
         if s.get('exception'):
             fields.append('.exception = 1')
+            code = s.get('error', {}).get('httpStatusCode')
+            if code:
+                fields.append('.status = %d' % code)
         w('static const struct model_shape S_%s = { %s };' % (ident(name), ', '.join(fields)))
     w('')
     w('static const struct model_op ops[] = {')
@@ -175,6 +183,12 @@ def gen(svc, ops):
             http.get('responseCode', 200)))
     w('};')
     w('')
+    w('static const struct model_shape *const errors[] = {')
+    for er in sorted(errors):
+        w('    &S_%s,' % ident(er))
+    w('    NULL,')
+    w('};')
+    w('')
     ns = meta.get('xmlNamespace')
     w('const struct model_service model_%s = {' % svc)
     w('    .name = %s,' % cstr(svc))
@@ -185,6 +199,7 @@ def gen(svc, ops):
     w('    .json_version = %s,' % cstr(meta.get('jsonVersion')))
     w('    .ops = ops,')
     w('    .nops = %d,' % len(ops))
+    w('    .errors = errors,')
     w('};')
     return '\n'.join(out) + '\n'
 

@@ -69,12 +69,55 @@ int api_add_tags(struct api_call *call, struct db *db, json_t *item, const char 
 /* ---- the services ---- */
 
 static const struct api_op ec2_ops[] = {
+    { "CancelImageLaunchPermission", ec2_cancel_image_launch_permission, API_OP_MUTATING },
+    { "CopySnapshot", ec2_copy_snapshot, API_OP_MUTATING },
+    { "CreateSnapshot", ec2_create_snapshot, API_OP_MUTATING },
+    { "CreateKeyPair", ec2_create_key_pair, API_OP_MUTATING },
     { "CreateTags", ec2_create_tags, API_OP_MUTATING },
+    { "CreateVolume", ec2_create_volume, API_OP_MUTATING },
+    { "DeleteSnapshot", ec2_delete_snapshot, API_OP_MUTATING },
+    { "DeleteKeyPair", ec2_delete_key_pair, API_OP_MUTATING },
     { "DeleteTags", ec2_delete_tags, API_OP_MUTATING },
+    { "DeleteVolume", ec2_delete_volume, API_OP_MUTATING },
+    { "DeregisterImage", ec2_deregister_image, API_OP_MUTATING },
     { "DescribeAccountAttributes", ec2_describe_account_attributes, 0 },
     { "DescribeAvailabilityZones", ec2_describe_availability_zones, 0 },
+    { "DescribeImageAttribute", ec2_describe_image_attribute, API_OP_MUTATING },
+    { "DescribeImages", ec2_describe_images, 0 },
+    { "DescribeKeyPairs", ec2_describe_key_pairs, 0 },
     { "DescribeRegions", ec2_describe_regions, 0 },
+    { "DescribeSnapshotAttribute", ec2_describe_snapshot_attribute, 0 },
+    { "DescribeSnapshots", ec2_describe_snapshots, 0 },
     { "DescribeTags", ec2_describe_tags, 0 },
+    { "DescribeVolumes", ec2_describe_volumes, 0 },
+    { "DescribeVolumesModifications", ec2_describe_volumes_modifications, 0 },
+    { "DisableImage", ec2_disable_image, API_OP_MUTATING },
+    { "DisableImageBlockPublicAccess", ec2_disable_image_block_public_access, API_OP_MUTATING },
+    { "DisableImageDeprecation", ec2_disable_image_deprecation, API_OP_MUTATING },
+    { "DisableImageDeregistrationProtection", ec2_disable_image_deregistration_protection,
+      API_OP_MUTATING },
+    { "EnableImage", ec2_enable_image, API_OP_MUTATING },
+    { "EnableImageBlockPublicAccess", ec2_enable_image_block_public_access, API_OP_MUTATING },
+    { "EnableImageDeprecation", ec2_enable_image_deprecation, API_OP_MUTATING },
+    { "EnableImageDeregistrationProtection", ec2_enable_image_deregistration_protection,
+      API_OP_MUTATING },
+    { "GetImageBlockPublicAccessState", ec2_get_image_block_public_access_state, 0 },
+    { "ImportKeyPair", ec2_import_key_pair, API_OP_MUTATING },
+    { "ModifyImageAttribute", ec2_modify_image_attribute, API_OP_MUTATING },
+    { "ModifySnapshotAttribute", ec2_modify_snapshot_attribute, API_OP_MUTATING },
+    { "ModifyVolume", ec2_modify_volume, API_OP_MUTATING },
+    { "RegisterImage", ec2_register_image, API_OP_MUTATING },
+    { "ResetImageAttribute", ec2_reset_image_attribute, API_OP_MUTATING },
+    { "ResetSnapshotAttribute", ec2_reset_snapshot_attribute, API_OP_MUTATING },
+};
+
+static const struct api_op ebs_ops[] = {
+    { "CompleteSnapshot", ebs_complete_snapshot, 0 },
+    { "GetSnapshotBlock", ebs_get_snapshot_block, 0 },
+    { "ListChangedBlocks", ebs_list_changed_blocks, 0 },
+    { "ListSnapshotBlocks", ebs_list_snapshot_blocks, 0 },
+    { "PutSnapshotBlock", ebs_put_snapshot_block, 0 },
+    { "StartSnapshot", ebs_start_snapshot, 0 },
 };
 
 static const struct api_op sts_ops[] = {
@@ -82,6 +125,7 @@ static const struct api_op sts_ops[] = {
 };
 
 static const struct api_service services[] = {
+    { "ebs", PROTO_REST_JSON, &model_ebs, ebs_ops, ARRAY_SIZE(ebs_ops) },
     { "ec2", PROTO_EC2, &model_ec2, ec2_ops, ARRAY_SIZE(ec2_ops) },
     { "sts", PROTO_QUERY, &model_sts, sts_ops, ARRAY_SIZE(sts_ops) },
 };
@@ -115,12 +159,13 @@ static void request_id(char out[40])
     snprintf(out, 40, "%.8s-%.4s-%.4s-%.4s-%.12s", h, h + 8, h + 12, h + 16, h + 20);
 }
 
-static void fail(struct api_response *resp, enum api_proto proto, const char *code, int status,
-                 const char *msg)
+static void fail_full(struct api_response *resp, enum api_proto proto,
+                      const struct api_service *svc, const char *code, int status, const char *msg,
+                      const char *reason)
 {
     buf_reset(&resp->body);
     resp->nheaders = 0;
-    resp->status = status ? status : api_error_status(proto, code);
+    resp->status = status ? status : api_error_status(proto, svc ? svc->model : NULL, code);
     snprintf(resp->error_code, sizeof(resp->error_code), "%s", code);
     if (proto == PROTO_EC2 || proto == PROTO_QUERY) {
         resp->content_type = "text/xml;charset=UTF-8";
@@ -130,11 +175,19 @@ static void fail(struct api_response *resp, enum api_proto proto, const char *co
             proto == PROTO_JSON ? "application/x-amz-json-1.1" : "application/json";
         api_response_header(resp, "x-amzn-ErrorType", "%s", code);
         json_t *o = json_pack("{s:s, s:s}", "__type", code, "message", msg);
+        if (o && reason)
+            json_object_set_new(o, "Reason", json_string(reason));
         char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
         buf_puts(&resp->body, s ? s : "{}");
         free(s);
         json_decref(o);
     }
+}
+
+static void fail(struct api_response *resp, enum api_proto proto, const char *code, int status,
+                 const char *msg)
+{
+    fail_full(resp, proto, NULL, code, status, msg, NULL);
 }
 
 /* The protocol a request looks like, before we know who sent it. */
@@ -191,8 +244,9 @@ static bool authenticate(struct api *api, const struct api_request *req, struct 
         }
     }
     if (f == SIGV4_OK) {
-        f = sigv4_check_time(auth, core_now_ms(api->app), api->cfg.time_window_s, msgbuf,
-                             sizeof(msgbuf));
+        /* Signatures are checked against the real clock: the admin's offset moves amid's own
+         * time (for time-based rules), not the clients'. */
+        f = sigv4_check_time(auth, time_now_ms(), api->cfg.time_window_s, msgbuf, sizeof(msgbuf));
         msg = msgbuf;
     }
     char secret[48];
@@ -343,7 +397,7 @@ void api_handle(struct api *api, const struct api_request *req, struct api_respo
         const char *msg = call.err.code ? call.err.msg : "An internal error has occurred";
         if (proto == PROTO_JSON || proto == PROTO_REST_JSON)
             code = json_code(code);
-        fail(resp, proto, code, 0, msg);
+        fail_full(resp, proto, svc, code, 0, msg, call.err.reason);
         goto done;
     }
     switch (proto) {
@@ -367,4 +421,28 @@ done:
     json_decref(in);
     json_decref(out);
     api_params_free(&params);
+}
+
+static int item_cmp(const void *a, const void *b, void *key)
+{
+    const char *x = jstr(*(json_t *const *)a, key);
+    const char *y = jstr(*(json_t *const *)b, key);
+    return strcmp(x ? x : "", y ? y : "");
+}
+
+void api_sort_items(json_t *items, const char *key)
+{
+    size_t n = json_array_size(items);
+    if (n < 2)
+        return;
+    json_t **v = malloc(n * sizeof(*v));
+    if (!v)
+        return;
+    for (size_t i = 0; i < n; i++)
+        v[i] = json_incref(json_array_get(items, i));
+    qsort_r(v, n, sizeof(*v), item_cmp, (void *)key);
+    json_array_clear(items);
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(items, v[i]);
+    free(v);
 }

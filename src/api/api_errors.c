@@ -55,8 +55,12 @@ static int lookup(const struct code_status *t, size_t n, const char *code)
     return 400;
 }
 
-int api_error_status(enum api_proto proto, const char *code)
+int api_error_status(enum api_proto proto, const struct model_service *svc, const char *code)
 {
+    /* The model's own word first: exceptions of REST and JSON services carry their status. */
+    for (const struct model_shape *const *e = svc ? svc->errors : NULL; e && *e; e++)
+        if ((*e)->status && strcmp((*e)->name, code) == 0)
+            return (*e)->status;
     switch (proto) {
     case PROTO_EC2:
     case PROTO_QUERY:
@@ -126,5 +130,5 @@ void api_auth_error(enum api_proto proto, const char *service, enum sigv4_fail f
     *ret_code = code;
     *ret_status = proto == PROTO_QUERY && strcmp(code, "IncompleteSignature") != 0
                       ? 403
-                      : api_error_status(proto, code);
+                      : api_error_status(proto, NULL, code);
 }

@@ -193,3 +193,22 @@ bool api_filters_match(const struct api_filters *f, json_t *item)
             return false;
     return true;
 }
+
+int api_filters_check(const struct api_filters *f, const char *name, const char *value)
+{
+    if (!f)
+        return 1;
+    for (size_t i = 0; i < f->n; i++) {
+        const struct filter *x = &f->v[i];
+        if (x->kind != F_DEF || strcmp(x->def->name, name) != 0)
+            continue;
+        bool ok = false;
+        for (size_t k = 0; k < json_array_size(x->values) && !ok; k++) {
+            const char *p = json_string_value(json_array_get(x->values, k));
+            ok = p && str_wildcard_match(p, value);
+        }
+        if (!ok)
+            return 0;
+    }
+    return 1;
+}

@@ -143,8 +143,10 @@ int api_dry_run(struct api_call *call);
  * InvalidParameterValue or MissingParameter in `e`. */
 int api_query_decode(const struct model_shape *shape, const struct api_params *p, bool ec2,
                      json_t **ret, struct err *e);
-/* Checks a tree against `shape` (required members, bounds, enums).  The decoders call it. */
-int api_validate(const struct model_shape *shape, json_t *v, const char *path, struct err *e);
+/* Checks a tree against `shape` (required members, bounds, enums; string lengths only with
+ * `lengths`).  The decoders call it. */
+int api_validate(const struct model_shape *shape, json_t *v, const char *path, bool lengths,
+                 struct err *e);
 
 /* Writes <Action>Response for the EC2 protocol (`ec2`) or the Query protocol. */
 int api_xml_response(struct buf *b, const struct model_service *svc, const struct model_op *op,
@@ -170,8 +172,8 @@ int api_rest_encode(const struct model_op *op, json_t *out, struct api_response 
 
 /* ---- errors (api_errors.c) ---- */
 
-/* The HTTP status for an AWS error code in a protocol. */
-int api_error_status(enum api_proto proto, const char *code);
+/* The HTTP status for an AWS error code in a protocol (and service, when known). */
+int api_error_status(enum api_proto proto, const struct model_service *svc, const char *code);
 /* The code and status a SigV4 failure gets in a service's protocol. */
 void api_auth_error(enum api_proto proto, const char *service, enum sigv4_fail f,
                     const char **ret_code, int *ret_status);
@@ -201,6 +203,9 @@ int api_filters_parse(json_t *in, const struct api_filter_def *defs, bool tags,
 /* Whether `item` passes every filter (values OR'd, filters AND'd, * and ? wildcards). */
 bool api_filters_match(const struct api_filters *f, json_t *item);
 void api_filters_free(struct api_filters *f);
+/* A quick check before an item is built: 0 when a filter named `name` exists and `value` matches
+ * none of its values, 1 otherwise.  api_filters_match still decides. */
+int api_filters_check(const struct api_filters *f, const char *name, const char *value);
 
 /* ---- pagination (api_token.c) ---- */
 
@@ -211,8 +216,9 @@ char *api_token_make(struct api_call *call, const char *position);
 int api_token_open(struct api_call *call, const char *token, char *position, size_t poslen);
 
 /* Pages a sorted array of items by the string member `key` (unique, ascending): reads
- * MaxResults (bounds `min`..`max`) and NextToken from `in`, and returns the page as a new array
- * and the next token (or NULL).  Errors: InvalidParameterValue, InvalidNextToken. */
+ * MaxResults (below `min` is refused, above `max` means `max`) and NextToken from `in`, and returns
+ * the page as a new array and the next token (or NULL).  Errors: InvalidParameterValue,
+ * InvalidNextToken. */
 int api_page(struct api_call *call, json_t *in, json_t *items, const char *key, int64_t min,
              int64_t max, json_t **ret_page, char **ret_next);
 
@@ -236,6 +242,57 @@ int ec2_create_tags(struct api_call *c, json_t *in, json_t **ret);
 int ec2_delete_tags(struct api_call *c, json_t *in, json_t **ret);
 int ec2_describe_tags(struct api_call *c, json_t *in, json_t **ret);
 int sts_get_caller_identity(struct api_call *c, json_t *in, json_t **ret);
+
+int ec2_create_volume(struct api_call *c, json_t *in, json_t **ret);
+int ec2_describe_volumes(struct api_call *c, json_t *in, json_t **ret);
+int ec2_delete_volume(struct api_call *c, json_t *in, json_t **ret);
+int ec2_modify_volume(struct api_call *c, json_t *in, json_t **ret);
+int ec2_describe_volumes_modifications(struct api_call *c, json_t *in, json_t **ret);
+int ec2_create_snapshot(struct api_call *c, json_t *in, json_t **ret);
+int ec2_describe_snapshots(struct api_call *c, json_t *in, json_t **ret);
+int ec2_delete_snapshot(struct api_call *c, json_t *in, json_t **ret);
+int ec2_copy_snapshot(struct api_call *c, json_t *in, json_t **ret);
+int ec2_describe_snapshot_attribute(struct api_call *c, json_t *in, json_t **ret);
+int ec2_modify_snapshot_attribute(struct api_call *c, json_t *in, json_t **ret);
+int ec2_reset_snapshot_attribute(struct api_call *c, json_t *in, json_t **ret);
+int ec2_register_image(struct api_call *c, json_t *in, json_t **ret);
+int ec2_describe_images(struct api_call *c, json_t *in, json_t **ret);
+int ec2_describe_image_attribute(struct api_call *c, json_t *in, json_t **ret);
+int ec2_modify_image_attribute(struct api_call *c, json_t *in, json_t **ret);
+int ec2_reset_image_attribute(struct api_call *c, json_t *in, json_t **ret);
+int ec2_cancel_image_launch_permission(struct api_call *c, json_t *in, json_t **ret);
+int ec2_enable_image_block_public_access(struct api_call *c, json_t *in, json_t **ret);
+int ec2_disable_image_block_public_access(struct api_call *c, json_t *in, json_t **ret);
+int ec2_get_image_block_public_access_state(struct api_call *c, json_t *in, json_t **ret);
+int ec2_enable_image_deprecation(struct api_call *c, json_t *in, json_t **ret);
+int ec2_disable_image_deprecation(struct api_call *c, json_t *in, json_t **ret);
+int ec2_enable_image_deregistration_protection(struct api_call *c, json_t *in, json_t **ret);
+int ec2_disable_image_deregistration_protection(struct api_call *c, json_t *in, json_t **ret);
+int ec2_enable_image(struct api_call *c, json_t *in, json_t **ret);
+int ec2_disable_image(struct api_call *c, json_t *in, json_t **ret);
+int ec2_deregister_image(struct api_call *c, json_t *in, json_t **ret);
+int ec2_create_key_pair(struct api_call *c, json_t *in, json_t **ret);
+int ec2_import_key_pair(struct api_call *c, json_t *in, json_t **ret);
+int ec2_describe_key_pairs(struct api_call *c, json_t *in, json_t **ret);
+int ec2_delete_key_pair(struct api_call *c, json_t *in, json_t **ret);
+int ebs_start_snapshot(struct api_call *c, json_t *in, json_t **ret);
+int ebs_put_snapshot_block(struct api_call *c, json_t *in, json_t **ret);
+int ebs_complete_snapshot(struct api_call *c, json_t *in, json_t **ret);
+int ebs_list_snapshot_blocks(struct api_call *c, json_t *in, json_t **ret);
+int ebs_list_changed_blocks(struct api_call *c, json_t *in, json_t **ret);
+int ebs_get_snapshot_block(struct api_call *c, json_t *in, json_t **ret);
+
+/* Reads TagSpecifications for resources of `type` into a new array of tags borrowed from `in`
+ * (caller frees the array).  A specification for another type is InvalidParameterValue. */
+struct core_tag;
+int api_tag_specs(struct api_call *c, json_t *in, const char *type, struct core_tag **ret,
+                  size_t *ret_n);
+/* Sorts an array of objects by their string member `key`, ascending. */
+void api_sort_items(json_t *items, const char *key);
+/* Verifies a presigned EC2 URL carried as a parameter (CopySnapshot's PresignedUrl): signed by
+ * a key of the caller's account, unexpired, for `action` with `param` = `value`. */
+int api_presigned_check(struct api_call *c, const char *url, const char *action, const char *param,
+                        const char *value);
 
 /* Small helpers for handlers working on jansson trees. */
 const char *jstr(json_t *obj, const char *key); /* string member or NULL */

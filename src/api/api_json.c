@@ -225,7 +225,7 @@ int api_json_decode(const struct model_shape *shape, const char *body, size_t n,
     json_t *tree = NULL;
     int rc = json_body(shape, body, n, &tree, e);
     if (rc == 0 && shape)
-        rc = api_validate(shape, tree, NULL, e);
+        rc = api_validate(shape, tree, NULL, true, e);
     if (rc < 0) {
         json_decref(tree);
         return rc;
@@ -423,7 +423,7 @@ int api_rest_decode(const struct model_op *op, const struct api_request *req, js
     json_decref(labels);
     api_params_free(&qp);
     if (rc == 0 && s)
-        rc = api_validate(s, tree, NULL, e);
+        rc = api_validate(s, tree, NULL, true, e);
     if (rc < 0) {
         json_decref(tree);
         return rc;

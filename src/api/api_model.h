@@ -61,6 +61,7 @@ struct model_shape {
     unsigned nenums;
     int64_t min, max; /* string length, list length or numeric value bounds */
     const char *timestamp_format;
+    int status; /* exceptions: the HTTP status the model gives them, 0 when it gives none */
 };
 
 struct model_op {
@@ -81,10 +82,12 @@ struct model_service {
     const char *json_version;
     const struct model_op *ops; /* sorted by name */
     unsigned nops;
+    const struct model_shape *const *errors; /* the operations' exception shapes, NULL-ended */
 };
 
 extern const struct model_service model_ec2;
 extern const struct model_service model_sts;
+extern const struct model_service model_ebs;
 
 /* Finds an operation by name (binary search); NULL when the service has none by that name. */
 const struct model_op *model_op_find(const struct model_service *svc, const char *name);

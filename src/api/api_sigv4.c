@@ -9,6 +9,7 @@
  * the client's signature is constant-time (api_dispatch.c).
  */
 #include "api/api_int.h"
+#include "core/core.h"
 #include "crypto/crypto.h"
 
 #include <errno.h>
@@ -534,4 +535,64 @@ enum sigv4_fail sigv4_sign(const struct api_request *req, const struct sigv4_aut
     buf_free(&canon);
     buf_free(&to_sign);
     return SIGV4_OK;
+}
+
+int api_presigned_check(struct api_call *c, const char *url, const char *action, const char *param,
+                        const char *value)
+{
+    /* http[s]://HOST[:PORT]/PATH?QUERY */
+    const char *p = strstr(url, "://");
+    if (!p)
+        goto invalid;
+    const char *host = p + 3, *slash = strchr(host, '/');
+    if (!slash || (size_t)(slash - host) >= 256)
+        goto invalid;
+    char hostbuf[256], pathbuf[1024];
+    memcpy(hostbuf, host, (size_t)(slash - host));
+    hostbuf[slash - host] = '\0';
+    const char *q = strchr(slash, '?');
+    size_t pl = q ? (size_t)(q - slash) : strlen(slash);
+    if (!q || pl >= sizeof(pathbuf))
+        goto invalid;
+    memcpy(pathbuf, slash, pl);
+    pathbuf[pl] = '\0';
+    struct api_header h[1] = { { "Host", hostbuf } };
+    struct api_request req = { .method = "GET",
+                               .path = pathbuf,
+                               .query = q + 1,
+                               .headers = h,
+                               .nheaders = 1,
+                               .body = "",
+                               .body_len = 0 };
+    struct sigv4_auth a;
+    const char *msg;
+    char buf[256], account[16], secret[48], mine[65];
+    if (sigv4_parse(&req, &a, &msg, buf, sizeof(buf)) != SIGV4_OK || !a.presigned ||
+        strcmp(a.service, "ec2") != 0)
+        goto invalid;
+    if (sigv4_check_time(&a, time_now_ms(), c->api->cfg.time_window_s, buf, sizeof(buf)) !=
+        SIGV4_OK)
+        return err_set(&c->err, -EINVAL, "InvalidParameterValue", "PresignedUrl has expired");
+    if (core_key_secret(c->app, a.key_id, account, secret) < 0)
+        goto invalid;
+    bool ok = sigv4_sign(&req, &a, secret, false, NULL, mine) == SIGV4_OK &&
+              crypto_memeq(mine, a.signature, 64);
+    if (!ok)
+        ok = sigv4_sign(&req, &a, secret, false, "UNSIGNED-PAYLOAD", mine) == SIGV4_OK &&
+             crypto_memeq(mine, a.signature, 64);
+    crypto_wipe(secret, sizeof(secret));
+    if (!ok || strcmp(account, c->account_id) != 0)
+        goto invalid;
+    struct api_params params = { 0 };
+    int rc = api_params_parse(&params, req.query, strlen(req.query), true);
+    const char *act = rc == 0 ? api_params_get(&params, "Action") : NULL;
+    const char *val = rc == 0 ? api_params_get(&params, param) : NULL;
+    ok = act && val && strcmp(act, action) == 0 && value && strcmp(val, value) == 0;
+    api_params_free(&params);
+    if (!ok)
+        goto invalid;
+    return 0;
+invalid:
+    return err_set(&c->err, -EINVAL, "InvalidParameterValue",
+                   "PresignedUrl is not a valid presigned %s request of this account", action);
 }

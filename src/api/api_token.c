@@ -81,11 +81,9 @@ int api_page(struct api_call *call, json_t *in, json_t *items, const char *key, 
                            "Value ( %lld ) for parameter maxResults is invalid. Expecting a value "
                            "greater than or equal to %lld.",
                            (long long)limit, (long long)min);
+        /* Above the largest page EC2 returns its largest page (the AWS CLI asks for 1000). */
         if (limit > max)
-            return err_set(&call->err, -EINVAL, "InvalidParameterValue",
-                           "Value ( %lld ) for parameter maxResults is invalid. Expecting a value "
-                           "less than or equal to %lld.",
-                           (long long)limit, (long long)max);
+            limit = max;
     }
     char after[TOKEN_POS_MAX + 1] = "";
     const char *tok = jstr(in, "NextToken");

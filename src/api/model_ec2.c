@@ -49,6 +49,163 @@ static const struct model_shape S_DescribeTagsResult;
 static const struct model_shape S_TagDescriptionList;
 static const struct model_shape S_TagDescription;
 static const struct model_shape S_ResourceType;
+static const struct model_shape S_CreateVolumeRequest;
+static const struct model_shape S_AvailabilityZoneName;
+static const struct model_shape S_AvailabilityZoneId;
+static const struct model_shape S_KmsKeyId;
+static const struct model_shape S_SnapshotId;
+static const struct model_shape S_VolumeType;
+static const struct model_shape S_TagSpecificationList;
+static const struct model_shape S_TagSpecification;
+static const struct model_shape S_OperatorRequest;
+static const struct model_shape S_Volume;
+static const struct model_shape S_SSEType;
+static const struct model_shape S_OperatorResponse;
+static const struct model_shape S_VolumeState;
+static const struct model_shape S_DateTime;
+static const struct model_shape S_VolumeAttachmentList;
+static const struct model_shape S_VolumeAttachment;
+static const struct model_shape S_VolumeAttachmentState;
+static const struct model_shape S_DescribeVolumesRequest;
+static const struct model_shape S_VolumeIdStringList;
+static const struct model_shape S_VolumeId;
+static const struct model_shape S_DescribeVolumesResult;
+static const struct model_shape S_VolumeList;
+static const struct model_shape S_DeleteVolumeRequest;
+static const struct model_shape S_ModifyVolumeRequest;
+static const struct model_shape S_ModifyVolumeResult;
+static const struct model_shape S_VolumeModification;
+static const struct model_shape S_VolumeModificationState;
+static const struct model_shape S_Long;
+static const struct model_shape S_DescribeVolumesModificationsRequest;
+static const struct model_shape S_DescribeVolumesModificationsResult;
+static const struct model_shape S_VolumeModificationList;
+static const struct model_shape S_CreateSnapshotRequest;
+static const struct model_shape S_SnapshotLocationEnum;
+static const struct model_shape S_Snapshot;
+static const struct model_shape S_StorageTier;
+static const struct model_shape S_MillisecondDateTime;
+static const struct model_shape S_TransferType;
+static const struct model_shape S_SnapshotCompletionDurationMinutesResponse;
+static const struct model_shape S_SnapshotState;
+static const struct model_shape S_DescribeSnapshotsRequest;
+static const struct model_shape S_OwnerStringList;
+static const struct model_shape S_RestorableByStringList;
+static const struct model_shape S_SnapshotIdStringList;
+static const struct model_shape S_DescribeSnapshotsResult;
+static const struct model_shape S_SnapshotList;
+static const struct model_shape S_DeleteSnapshotRequest;
+static const struct model_shape S_CopySnapshotRequest;
+static const struct model_shape S_CopySnapshotRequestPSU;
+static const struct model_shape S_SnapshotCompletionDurationMinutesRequest;
+static const struct model_shape S_CopySnapshotResult;
+static const struct model_shape S_DescribeSnapshotAttributeRequest;
+static const struct model_shape S_SnapshotAttributeName;
+static const struct model_shape S_DescribeSnapshotAttributeResult;
+static const struct model_shape S_ProductCodeList;
+static const struct model_shape S_ProductCode;
+static const struct model_shape S_ProductCodeValues;
+static const struct model_shape S_CreateVolumePermissionList;
+static const struct model_shape S_CreateVolumePermission;
+static const struct model_shape S_PermissionGroup;
+static const struct model_shape S_ModifySnapshotAttributeRequest;
+static const struct model_shape S_CreateVolumePermissionModifications;
+static const struct model_shape S_GroupNameStringList;
+static const struct model_shape S_SecurityGroupName;
+static const struct model_shape S_OperationType;
+static const struct model_shape S_UserIdStringList;
+static const struct model_shape S_ResetSnapshotAttributeRequest;
+static const struct model_shape S_RegisterImageRequest;
+static const struct model_shape S_BillingProductList;
+static const struct model_shape S_BootModeValues;
+static const struct model_shape S_TpmSupportValues;
+static const struct model_shape S_ImageUefiDataRequest;
+static const struct model_shape S_ImdsSupportValues;
+static const struct model_shape S_ImageNameRequest;
+static const struct model_shape S_ImageDescriptionRequest;
+static const struct model_shape S_ArchitectureValues;
+static const struct model_shape S_KernelId;
+static const struct model_shape S_RamdiskId;
+static const struct model_shape S_BlockDeviceMappingRequestList;
+static const struct model_shape S_BlockDeviceMapping;
+static const struct model_shape S_EbsBlockDevice;
+static const struct model_shape S_RegisterImageResult;
+static const struct model_shape S_DescribeImagesRequest;
+static const struct model_shape S_ExecutableByStringList;
+static const struct model_shape S_ImageIdStringList;
+static const struct model_shape S_ImageId;
+static const struct model_shape S_DescribeImagesResult;
+static const struct model_shape S_ImageList;
+static const struct model_shape S_Image;
+static const struct model_shape S_BlockDeviceMappingList;
+static const struct model_shape S_HypervisorType;
+static const struct model_shape S_DeviceType;
+static const struct model_shape S_StateReason;
+static const struct model_shape S_VirtualizationType;
+static const struct model_shape S_ImageState;
+static const struct model_shape S_ImageTypeValues;
+static const struct model_shape S_PlatformValues;
+static const struct model_shape S_DescribeImageAttributeRequest;
+static const struct model_shape S_ImageAttributeName;
+static const struct model_shape S_ImageAttribute;
+static const struct model_shape S_AttributeValue;
+static const struct model_shape S_LaunchPermissionList;
+static const struct model_shape S_LaunchPermission;
+static const struct model_shape S_ModifyImageAttributeRequest;
+static const struct model_shape S_LaunchPermissionModifications;
+static const struct model_shape S_ProductCodeStringList;
+static const struct model_shape S_UserGroupStringList;
+static const struct model_shape S_OrganizationArnStringList;
+static const struct model_shape S_OrganizationalUnitArnStringList;
+static const struct model_shape S_ResetImageAttributeRequest;
+static const struct model_shape S_ResetImageAttributeName;
+static const struct model_shape S_CancelImageLaunchPermissionRequest;
+static const struct model_shape S_CancelImageLaunchPermissionResult;
+static const struct model_shape S_EnableImageBlockPublicAccessRequest;
+static const struct model_shape S_ImageBlockPublicAccessEnabledState;
+static const struct model_shape S_EnableImageBlockPublicAccessResult;
+static const struct model_shape S_DisableImageBlockPublicAccessRequest;
+static const struct model_shape S_DisableImageBlockPublicAccessResult;
+static const struct model_shape S_ImageBlockPublicAccessDisabledState;
+static const struct model_shape S_GetImageBlockPublicAccessStateRequest;
+static const struct model_shape S_GetImageBlockPublicAccessStateResult;
+static const struct model_shape S_ManagedBy;
+static const struct model_shape S_EnableImageDeprecationRequest;
+static const struct model_shape S_EnableImageDeprecationResult;
+static const struct model_shape S_DisableImageDeprecationRequest;
+static const struct model_shape S_DisableImageDeprecationResult;
+static const struct model_shape S_EnableImageDeregistrationProtectionRequest;
+static const struct model_shape S_EnableImageDeregistrationProtectionResult;
+static const struct model_shape S_DisableImageDeregistrationProtectionRequest;
+static const struct model_shape S_DisableImageDeregistrationProtectionResult;
+static const struct model_shape S_EnableImageRequest;
+static const struct model_shape S_EnableImageResult;
+static const struct model_shape S_DisableImageRequest;
+static const struct model_shape S_DisableImageResult;
+static const struct model_shape S_DeregisterImageRequest;
+static const struct model_shape S_DeregisterImageResult;
+static const struct model_shape S_DeleteSnapshotResultSet;
+static const struct model_shape S_DeleteSnapshotReturnCode;
+static const struct model_shape S_SnapshotReturnCodes;
+static const struct model_shape S_CreateKeyPairRequest;
+static const struct model_shape S_KeyType;
+static const struct model_shape S_KeyFormat;
+static const struct model_shape S_KeyPair;
+static const struct model_shape S_SensitiveUserData;
+static const struct model_shape S_ImportKeyPairRequest;
+static const struct model_shape S_Blob;
+static const struct model_shape S_ImportKeyPairResult;
+static const struct model_shape S_DescribeKeyPairsRequest;
+static const struct model_shape S_KeyNameStringList;
+static const struct model_shape S_KeyPairName;
+static const struct model_shape S_KeyPairIdStringList;
+static const struct model_shape S_KeyPairId;
+static const struct model_shape S_DescribeKeyPairsResult;
+static const struct model_shape S_KeyPairList;
+static const struct model_shape S_KeyPairInfo;
+static const struct model_shape S_DeleteKeyPairRequest;
+static const struct model_shape S_KeyPairNameWithResolver;
+static const struct model_shape S_DeleteKeyPairResult;
 
 static const struct model_member M_DescribeRegionsRequest[] = {
     { "RegionNames", "RegionName", "RegionName", &S_RegionNameStringList, 0, ML_BODY },
@@ -206,6 +363,641 @@ static const struct model_member M_TagDescription[] = {
     { "Value", "Value", "value", &S_String, 0, ML_BODY },
 };
 static const char *const E_ResourceType[] = { "capacity-reservation", "client-vpn-endpoint", "customer-gateway", "carrier-gateway", "coip-pool", "declarative-policies-report", "dedicated-host", "dhcp-options", "egress-only-internet-gateway", "elastic-ip", "elastic-gpu", "export-image-task", "export-instance-task", "fleet", "fpga-image", "host-reservation", "image", "image-usage-report", "import-image-task", "import-snapshot-task", "instance", "instance-event-window", "internet-gateway", "ipam", "ipam-pool", "ipam-scope", "ipv4pool-ec2", "ipv6pool-ec2", "key-pair", "launch-template", "local-gateway", "local-gateway-route-table", "local-gateway-virtual-interface", "local-gateway-virtual-interface-group", "local-gateway-route-table-vpc-association", "local-gateway-route-table-virtual-interface-group-association", "natgateway", "network-acl", "network-interface", "network-insights-analysis", "network-insights-path", "network-insights-access-scope", "network-insights-access-scope-analysis", "outpost-lag", "placement-group", "prefix-list", "replace-root-volume-task", "reserved-instances", "route-table", "security-group", "security-group-rule", "service-link-virtual-interface", "snapshot", "spot-fleet-request", "spot-instances-request", "subnet", "subnet-cidr-reservation", "traffic-mirror-filter", "traffic-mirror-session", "traffic-mirror-target", "transit-gateway", "transit-gateway-attachment", "transit-gateway-connect-peer", "transit-gateway-multicast-domain", "transit-gateway-policy-table", "transit-gateway-metering-policy", "transit-gateway-route-table", "transit-gateway-route-table-announcement", "volume", "vpc", "vpc-endpoint", "vpc-endpoint-connection", "vpc-endpoint-service", "vpc-endpoint-service-permission", "vpc-peering-connection", "vpn-connection", "vpn-gateway", "vpc-flow-log", "capacity-reservation-fleet", "traffic-mirror-filter-rule", "vpc-endpoint-connection-device-type", "verified-access-instance", "verified-access-group", "verified-access-endpoint", "verified-access-policy", "verified-access-trust-provider", "vpn-connection-device-type", "vpc-block-public-access-exclusion", "vpc-encryption-control", "route-server", "route-server-endpoint", "route-server-peer", "ipam-resource-discovery", "ipam-resource-discovery-association", "instance-connect-endpoint", "verified-access-endpoint-target", "ipam-external-resource-verification-token", "capacity-block", "mac-modification-task", "ipam-prefix-list-resolver", "ipam-policy", "ipam-prefix-list-resolver-target", "secondary-interface", "secondary-network", "secondary-subnet", "capacity-manager-data-export", "vpn-concentrator", "ipam-pool-allocation" };
+static const struct model_member M_CreateVolumeRequest[] = {
+    { "AvailabilityZone", "AvailabilityZone", "AvailabilityZone", &S_AvailabilityZoneName, 0, ML_BODY },
+    { "AvailabilityZoneId", "AvailabilityZoneId", "AvailabilityZoneId", &S_AvailabilityZoneId, 0, ML_BODY },
+    { "Encrypted", "Encrypted", "encrypted", &S_Boolean, 0, ML_BODY },
+    { "Iops", "Iops", "Iops", &S_Integer, 0, ML_BODY },
+    { "KmsKeyId", "KmsKeyId", "KmsKeyId", &S_KmsKeyId, 0, ML_BODY },
+    { "OutpostArn", "OutpostArn", "OutpostArn", &S_String, 0, ML_BODY },
+    { "Size", "Size", "Size", &S_Integer, 0, ML_BODY },
+    { "SnapshotId", "SnapshotId", "SnapshotId", &S_SnapshotId, 0, ML_BODY },
+    { "VolumeType", "VolumeType", "VolumeType", &S_VolumeType, 0, ML_BODY },
+    { "TagSpecifications", "TagSpecification", "TagSpecification", &S_TagSpecificationList, 0, ML_BODY },
+    { "MultiAttachEnabled", "MultiAttachEnabled", "MultiAttachEnabled", &S_Boolean, 0, ML_BODY },
+    { "Throughput", "Throughput", "Throughput", &S_Integer, 0, ML_BODY },
+    { "ClientToken", "ClientToken", "ClientToken", &S_String, MF_IDEMPOTENCY, ML_BODY },
+    { "VolumeInitializationRate", "VolumeInitializationRate", "VolumeInitializationRate", &S_Integer, 0, ML_BODY },
+    { "Operator", "Operator", "Operator", &S_OperatorRequest, 0, ML_BODY },
+    { "DryRun", "DryRun", "dryRun", &S_Boolean, 0, ML_BODY },
+};
+static const char *const E_VolumeType[] = { "standard", "io1", "io2", "gp2", "sc1", "st1", "gp3" };
+static const struct model_member L_TagSpecificationList[] = {
+    { "member", "item", "item", &S_TagSpecification, 0, ML_BODY },
+};
+static const struct model_member M_TagSpecification[] = {
+    { "ResourceType", "ResourceType", "resourceType", &S_ResourceType, 0, ML_BODY },
+    { "Tags", "Tag", "Tag", &S_TagList, 0, ML_BODY },
+};
+static const struct model_member M_OperatorRequest[] = {
+    { "Principal", "Principal", "Principal", &S_String, 0, ML_BODY },
+};
+static const struct model_member M_Volume[] = {
+    { "AvailabilityZoneId", "AvailabilityZoneId", "availabilityZoneId", &S_String, 0, ML_BODY },
+    { "OutpostArn", "OutpostArn", "outpostArn", &S_String, 0, ML_BODY },
+    { "SourceVolumeId", "SourceVolumeId", "sourceVolumeId", &S_String, 0, ML_BODY },
+    { "Iops", "Iops", "iops", &S_Integer, 0, ML_BODY },
+    { "Tags", "TagSet", "tagSet", &S_TagList, 0, ML_BODY },
+    { "VolumeType", "VolumeType", "volumeType", &S_VolumeType, 0, ML_BODY },
+    { "FastRestored", "FastRestored", "fastRestored", &S_Boolean, 0, ML_BODY },
+    { "MultiAttachEnabled", "MultiAttachEnabled", "multiAttachEnabled", &S_Boolean, 0, ML_BODY },
+    { "Throughput", "Throughput", "throughput", &S_Integer, 0, ML_BODY },
+    { "SseType", "SseType", "sseType", &S_SSEType, 0, ML_BODY },
+    { "Operator", "Operator", "operator", &S_OperatorResponse, 0, ML_BODY },
+    { "VolumeInitializationRate", "VolumeInitializationRate", "volumeInitializationRate", &S_Integer, 0, ML_BODY },
+    { "VolumeId", "VolumeId", "volumeId", &S_String, 0, ML_BODY },
+    { "Size", "Size", "size", &S_Integer, 0, ML_BODY },
+    { "SnapshotId", "SnapshotId", "snapshotId", &S_String, 0, ML_BODY },
+    { "AvailabilityZone", "AvailabilityZone", "availabilityZone", &S_String, 0, ML_BODY },
+    { "State", "Status", "status", &S_VolumeState, 0, ML_BODY },
+    { "CreateTime", "CreateTime", "createTime", &S_DateTime, 0, ML_BODY },
+    { "Attachments", "AttachmentSet", "attachmentSet", &S_VolumeAttachmentList, 0, ML_BODY },
+    { "Encrypted", "Encrypted", "encrypted", &S_Boolean, 0, ML_BODY },
+    { "KmsKeyId", "KmsKeyId", "kmsKeyId", &S_String, 0, ML_BODY },
+};
+static const char *const E_SSEType[] = { "sse-ebs", "sse-kms", "none" };
+static const struct model_member M_OperatorResponse[] = {
+    { "Managed", "Managed", "managed", &S_Boolean, 0, ML_BODY },
+    { "Principal", "Principal", "principal", &S_String, 0, ML_BODY },
+    { "HiddenByDefault", "HiddenByDefault", "hiddenByDefault", &S_Boolean, 0, ML_BODY },
+};
+static const char *const E_VolumeState[] = { "creating", "available", "in-use", "deleting", "deleted", "error" };
+static const struct model_member L_VolumeAttachmentList[] = {
+    { "member", "item", "item", &S_VolumeAttachment, 0, ML_BODY },
+};
+static const struct model_member M_VolumeAttachment[] = {
+    { "DeleteOnTermination", "DeleteOnTermination", "deleteOnTermination", &S_Boolean, 0, ML_BODY },
+    { "AssociatedResource", "AssociatedResource", "associatedResource", &S_String, 0, ML_BODY },
+    { "InstanceOwningService", "InstanceOwningService", "instanceOwningService", &S_String, 0, ML_BODY },
+    { "EbsCardIndex", "EbsCardIndex", "ebsCardIndex", &S_Integer, 0, ML_BODY },
+    { "VolumeId", "VolumeId", "volumeId", &S_String, 0, ML_BODY },
+    { "InstanceId", "InstanceId", "instanceId", &S_String, 0, ML_BODY },
+    { "Device", "Device", "device", &S_String, 0, ML_BODY },
+    { "State", "Status", "status", &S_VolumeAttachmentState, 0, ML_BODY },
+    { "AttachTime", "AttachTime", "attachTime", &S_DateTime, 0, ML_BODY },
+};
+static const char *const E_VolumeAttachmentState[] = { "attaching", "attached", "detaching", "detached", "busy" };
+static const struct model_member M_DescribeVolumesRequest[] = {
+    { "VolumeIds", "VolumeId", "VolumeId", &S_VolumeIdStringList, 0, ML_BODY },
+    { "IncludeManagedResources", "IncludeManagedResources", "IncludeManagedResources", &S_Boolean, 0, ML_BODY },
+    { "DryRun", "DryRun", "dryRun", &S_Boolean, 0, ML_BODY },
+    { "Filters", "Filter", "Filter", &S_FilterList, 0, ML_BODY },
+    { "NextToken", "NextToken", "nextToken", &S_String, 0, ML_BODY },
+    { "MaxResults", "MaxResults", "maxResults", &S_Integer, 0, ML_BODY },
+};
+static const struct model_member L_VolumeIdStringList[] = {
+    { "member", "VolumeId", "VolumeId", &S_VolumeId, 0, ML_BODY },
+};
+static const struct model_member M_DescribeVolumesResult[] = {
+    { "NextToken", "NextToken", "nextToken", &S_String, 0, ML_BODY },
+    { "Volumes", "VolumeSet", "volumeSet", &S_VolumeList, 0, ML_BODY },
+};
+static const struct model_member L_VolumeList[] = {
+    { "member", "item", "item", &S_Volume, 0, ML_BODY },
+};
+static const struct model_member M_DeleteVolumeRequest[] = {
+    { "VolumeId", "VolumeId", "VolumeId", &S_VolumeId, MF_REQUIRED, ML_BODY },
+    { "DryRun", "DryRun", "dryRun", &S_Boolean, 0, ML_BODY },
+};
+static const struct model_member M_ModifyVolumeRequest[] = {
+    { "DryRun", "DryRun", "DryRun", &S_Boolean, 0, ML_BODY },
+    { "VolumeId", "VolumeId", "VolumeId", &S_VolumeId, MF_REQUIRED, ML_BODY },
+    { "Size", "Size", "Size", &S_Integer, 0, ML_BODY },
+    { "VolumeType", "VolumeType", "VolumeType", &S_VolumeType, 0, ML_BODY },
+    { "Iops", "Iops", "Iops", &S_Integer, 0, ML_BODY },
+    { "Throughput", "Throughput", "Throughput", &S_Integer, 0, ML_BODY },
+    { "MultiAttachEnabled", "MultiAttachEnabled", "MultiAttachEnabled", &S_Boolean, 0, ML_BODY },
+};
+static const struct model_member M_ModifyVolumeResult[] = {
+    { "VolumeModification", "VolumeModification", "volumeModification", &S_VolumeModification, 0, ML_BODY },
+};
+static const struct model_member M_VolumeModification[] = {
+    { "VolumeId", "VolumeId", "volumeId", &S_String, 0, ML_BODY },
+    { "ModificationState", "ModificationState", "modificationState", &S_VolumeModificationState, 0, ML_BODY },
+    { "StatusMessage", "StatusMessage", "statusMessage", &S_String, 0, ML_BODY },
+    { "TargetSize", "TargetSize", "targetSize", &S_Integer, 0, ML_BODY },
+    { "TargetIops", "TargetIops", "targetIops", &S_Integer, 0, ML_BODY },
+    { "TargetVolumeType", "TargetVolumeType", "targetVolumeType", &S_VolumeType, 0, ML_BODY },
+    { "TargetThroughput", "TargetThroughput", "targetThroughput", &S_Integer, 0, ML_BODY },
+    { "TargetMultiAttachEnabled", "TargetMultiAttachEnabled", "targetMultiAttachEnabled", &S_Boolean, 0, ML_BODY },
+    { "OriginalSize", "OriginalSize", "originalSize", &S_Integer, 0, ML_BODY },
+    { "OriginalIops", "OriginalIops", "originalIops", &S_Integer, 0, ML_BODY },
+    { "OriginalVolumeType", "OriginalVolumeType", "originalVolumeType", &S_VolumeType, 0, ML_BODY },
+    { "OriginalThroughput", "OriginalThroughput", "originalThroughput", &S_Integer, 0, ML_BODY },
+    { "OriginalMultiAttachEnabled", "OriginalMultiAttachEnabled", "originalMultiAttachEnabled", &S_Boolean, 0, ML_BODY },
+    { "Progress", "Progress", "progress", &S_Long, 0, ML_BODY },
+    { "StartTime", "StartTime", "startTime", &S_DateTime, 0, ML_BODY },
+    { "EndTime", "EndTime", "endTime", &S_DateTime, 0, ML_BODY },
+    { "Operator", "Operator", "operator", &S_OperatorResponse, 0, ML_BODY },
+};
+static const char *const E_VolumeModificationState[] = { "modifying", "optimizing", "completed", "failed" };
+static const struct model_member M_DescribeVolumesModificationsRequest[] = {
+    { "DryRun", "DryRun", "DryRun", &S_Boolean, 0, ML_BODY },
+    { "VolumeIds", "VolumeId", "VolumeId", &S_VolumeIdStringList, 0, ML_BODY },
+    { "Filters", "Filter", "Filter", &S_FilterList, 0, ML_BODY },
+    { "NextToken", "NextToken", "NextToken", &S_String, 0, ML_BODY },
+    { "MaxResults", "MaxResults", "MaxResults", &S_Integer, 0, ML_BODY },
+};
+static const struct model_member M_DescribeVolumesModificationsResult[] = {
+    { "NextToken", "NextToken", "nextToken", &S_String, 0, ML_BODY },
+    { "VolumesModifications", "VolumeModificationSet", "volumeModificationSet", &S_VolumeModificationList, 0, ML_BODY },
+};
+static const struct model_member L_VolumeModificationList[] = {
+    { "member", "item", "item", &S_VolumeModification, 0, ML_BODY },
+};
+static const struct model_member M_CreateSnapshotRequest[] = {
+    { "Description", "Description", "Description", &S_String, 0, ML_BODY },
+    { "OutpostArn", "OutpostArn", "OutpostArn", &S_String, 0, ML_BODY },
+    { "VolumeId", "VolumeId", "VolumeId", &S_VolumeId, MF_REQUIRED, ML_BODY },
+    { "TagSpecifications", "TagSpecification", "TagSpecification", &S_TagSpecificationList, 0, ML_BODY },
+    { "Location", "Location", "Location", &S_SnapshotLocationEnum, 0, ML_BODY },
+    { "DryRun", "DryRun", "dryRun", &S_Boolean, 0, ML_BODY },
+};
+static const char *const E_SnapshotLocationEnum[] = { "regional", "local" };
+static const struct model_member M_Snapshot[] = {
+    { "OwnerAlias", "OwnerAlias", "ownerAlias", &S_String, 0, ML_BODY },
+    { "OutpostArn", "OutpostArn", "outpostArn", &S_String, 0, ML_BODY },
+    { "Tags", "TagSet", "tagSet", &S_TagList, 0, ML_BODY },
+    { "StorageTier", "StorageTier", "storageTier", &S_StorageTier, 0, ML_BODY },
+    { "RestoreExpiryTime", "RestoreExpiryTime", "restoreExpiryTime", &S_MillisecondDateTime, 0, ML_BODY },
+    { "SseType", "SseType", "sseType", &S_SSEType, 0, ML_BODY },
+    { "AvailabilityZone", "AvailabilityZone", "availabilityZone", &S_String, 0, ML_BODY },
+    { "TransferType", "TransferType", "transferType", &S_TransferType, 0, ML_BODY },
+    { "CompletionDurationMinutes", "CompletionDurationMinutes", "completionDurationMinutes", &S_SnapshotCompletionDurationMinutesResponse, 0, ML_BODY },
+    { "CompletionTime", "CompletionTime", "completionTime", &S_MillisecondDateTime, 0, ML_BODY },
+    { "FullSnapshotSizeInBytes", "FullSnapshotSizeInBytes", "fullSnapshotSizeInBytes", &S_Long, 0, ML_BODY },
+    { "SnapshotId", "SnapshotId", "snapshotId", &S_String, 0, ML_BODY },
+    { "VolumeId", "VolumeId", "volumeId", &S_String, 0, ML_BODY },
+    { "State", "Status", "status", &S_SnapshotState, 0, ML_BODY },
+    { "StateMessage", "StatusMessage", "statusMessage", &S_String, 0, ML_BODY },
+    { "StartTime", "StartTime", "startTime", &S_DateTime, 0, ML_BODY },
+    { "Progress", "Progress", "progress", &S_String, 0, ML_BODY },
+    { "OwnerId", "OwnerId", "ownerId", &S_String, 0, ML_BODY },
+    { "Description", "Description", "description", &S_String, 0, ML_BODY },
+    { "VolumeSize", "VolumeSize", "volumeSize", &S_Integer, 0, ML_BODY },
+    { "Encrypted", "Encrypted", "encrypted", &S_Boolean, 0, ML_BODY },
+    { "KmsKeyId", "KmsKeyId", "kmsKeyId", &S_String, 0, ML_BODY },
+    { "DataEncryptionKeyId", "DataEncryptionKeyId", "dataEncryptionKeyId", &S_String, 0, ML_BODY },
+};
+static const char *const E_StorageTier[] = { "archive", "standard" };
+static const char *const E_TransferType[] = { "time-based", "standard" };
+static const char *const E_SnapshotState[] = { "pending", "completed", "error", "recoverable", "recovering" };
+static const struct model_member M_DescribeSnapshotsRequest[] = {
+    { "MaxResults", "MaxResults", "MaxResults", &S_Integer, 0, ML_BODY },
+    { "NextToken", "NextToken", "NextToken", &S_String, 0, ML_BODY },
+    { "OwnerIds", "Owner", "Owner", &S_OwnerStringList, 0, ML_BODY },
+    { "RestorableByUserIds", "RestorableBy", "RestorableBy", &S_RestorableByStringList, 0, ML_BODY },
+    { "SnapshotIds", "SnapshotId", "SnapshotId", &S_SnapshotIdStringList, 0, ML_BODY },
+    { "DryRun", "DryRun", "dryRun", &S_Boolean, 0, ML_BODY },
+    { "Filters", "Filter", "Filter", &S_FilterList, 0, ML_BODY },
+};
+static const struct model_member L_OwnerStringList[] = {
+    { "member", "Owner", "Owner", &S_String, 0, ML_BODY },
+};
+static const struct model_member L_RestorableByStringList[] = {
+    { "member", "member", "member", &S_String, 0, ML_BODY },
+};
+static const struct model_member L_SnapshotIdStringList[] = {
+    { "member", "SnapshotId", "SnapshotId", &S_SnapshotId, 0, ML_BODY },
+};
+static const struct model_member M_DescribeSnapshotsResult[] = {
+    { "NextToken", "NextToken", "nextToken", &S_String, 0, ML_BODY },
+    { "Snapshots", "SnapshotSet", "snapshotSet", &S_SnapshotList, 0, ML_BODY },
+};
+static const struct model_member L_SnapshotList[] = {
+    { "member", "item", "item", &S_Snapshot, 0, ML_BODY },
+};
+static const struct model_member M_DeleteSnapshotRequest[] = {
+    { "SnapshotId", "SnapshotId", "SnapshotId", &S_SnapshotId, MF_REQUIRED, ML_BODY },
+    { "DryRun", "DryRun", "dryRun", &S_Boolean, 0, ML_BODY },
+};
+static const struct model_member M_CopySnapshotRequest[] = {
+    { "Description", "Description", "Description", &S_String, 0, ML_BODY },
+    { "DestinationOutpostArn", "DestinationOutpostArn", "DestinationOutpostArn", &S_String, 0, ML_BODY },
+    { "DestinationRegion", "DestinationRegion", "destinationRegion", &S_String, 0, ML_BODY },
+    { "Encrypted", "Encrypted", "encrypted", &S_Boolean, 0, ML_BODY },
+    { "KmsKeyId", "KmsKeyId", "kmsKeyId", &S_KmsKeyId, 0, ML_BODY },
+    { "PresignedUrl", "PresignedUrl", "presignedUrl", &S_CopySnapshotRequestPSU, MF_SENSITIVE, ML_BODY },
+    { "SourceRegion", "SourceRegion", "SourceRegion", &S_String, MF_REQUIRED, ML_BODY },
+    { "SourceSnapshotId", "SourceSnapshotId", "SourceSnapshotId", &S_String, MF_REQUIRED, ML_BODY },
+    { "TagSpecifications", "TagSpecification", "TagSpecification", &S_TagSpecificationList, 0, ML_BODY },
+    { "CompletionDurationMinutes", "CompletionDurationMinutes", "CompletionDurationMinutes", &S_SnapshotCompletionDurationMinutesRequest, 0, ML_BODY },
+    { "DestinationAvailabilityZone", "DestinationAvailabilityZone", "DestinationAvailabilityZone", &S_String, 0, ML_BODY },
+    { "DryRun", "DryRun", "dryRun", &S_Boolean, 0, ML_BODY },
+};
+static const struct model_member M_CopySnapshotResult[] = {
+    { "Tags", "TagSet", "tagSet", &S_TagList, 0, ML_BODY },
+    { "SnapshotId", "SnapshotId", "snapshotId", &S_String, 0, ML_BODY },
+};
+static const struct model_member M_DescribeSnapshotAttributeRequest[] = {
+    { "Attribute", "Attribute", "Attribute", &S_SnapshotAttributeName, MF_REQUIRED, ML_BODY },
+    { "SnapshotId", "SnapshotId", "SnapshotId", &S_SnapshotId, MF_REQUIRED, ML_BODY },
+    { "DryRun", "DryRun", "dryRun", &S_Boolean, 0, ML_BODY },
+};
+static const char *const E_SnapshotAttributeName[] = { "productCodes", "createVolumePermission" };
+static const struct model_member M_DescribeSnapshotAttributeResult[] = {
+    { "ProductCodes", "ProductCodes", "productCodes", &S_ProductCodeList, 0, ML_BODY },
+    { "SnapshotId", "SnapshotId", "snapshotId", &S_String, 0, ML_BODY },
+    { "CreateVolumePermissions", "CreateVolumePermission", "createVolumePermission", &S_CreateVolumePermissionList, 0, ML_BODY },
+};
+static const struct model_member L_ProductCodeList[] = {
+    { "member", "item", "item", &S_ProductCode, 0, ML_BODY },
+};
+static const struct model_member M_ProductCode[] = {
+    { "ProductCodeId", "ProductCode", "productCode", &S_String, 0, ML_BODY },
+    { "ProductCodeType", "Type", "type", &S_ProductCodeValues, 0, ML_BODY },
+};
+static const char *const E_ProductCodeValues[] = { "devpay", "marketplace" };
+static const struct model_member L_CreateVolumePermissionList[] = {
+    { "member", "item", "item", &S_CreateVolumePermission, 0, ML_BODY },
+};
+static const struct model_member M_CreateVolumePermission[] = {
+    { "UserId", "UserId", "userId", &S_String, 0, ML_BODY },
+    { "Group", "Group", "group", &S_PermissionGroup, 0, ML_BODY },
+};
+static const char *const E_PermissionGroup[] = { "all" };
+static const struct model_member M_ModifySnapshotAttributeRequest[] = {
+    { "Attribute", "Attribute", "Attribute", &S_SnapshotAttributeName, 0, ML_BODY },
+    { "CreateVolumePermission", "CreateVolumePermission", "CreateVolumePermission", &S_CreateVolumePermissionModifications, 0, ML_BODY },
+    { "GroupNames", "UserGroup", "UserGroup", &S_GroupNameStringList, 0, ML_BODY },
+    { "OperationType", "OperationType", "OperationType", &S_OperationType, 0, ML_BODY },
+    { "SnapshotId", "SnapshotId", "SnapshotId", &S_SnapshotId, MF_REQUIRED, ML_BODY },
+    { "UserIds", "UserId", "UserId", &S_UserIdStringList, 0, ML_BODY },
+    { "DryRun", "DryRun", "dryRun", &S_Boolean, 0, ML_BODY },
+};
+static const struct model_member M_CreateVolumePermissionModifications[] = {
+    { "Add", "Add", "Add", &S_CreateVolumePermissionList, 0, ML_BODY },
+    { "Remove", "Remove", "Remove", &S_CreateVolumePermissionList, 0, ML_BODY },
+};
+static const struct model_member L_GroupNameStringList[] = {
+    { "member", "GroupName", "GroupName", &S_SecurityGroupName, 0, ML_BODY },
+};
+static const char *const E_OperationType[] = { "add", "remove" };
+static const struct model_member L_UserIdStringList[] = {
+    { "member", "UserId", "UserId", &S_String, 0, ML_BODY },
+};
+static const struct model_member M_ResetSnapshotAttributeRequest[] = {
+    { "Attribute", "Attribute", "Attribute", &S_SnapshotAttributeName, MF_REQUIRED, ML_BODY },
+    { "SnapshotId", "SnapshotId", "SnapshotId", &S_SnapshotId, MF_REQUIRED, ML_BODY },
+    { "DryRun", "DryRun", "dryRun", &S_Boolean, 0, ML_BODY },
+};
+static const struct model_member M_RegisterImageRequest[] = {
+    { "ImageLocation", "ImageLocation", "ImageLocation", &S_String, 0, ML_BODY },
+    { "BillingProducts", "BillingProduct", "BillingProduct", &S_BillingProductList, 0, ML_BODY },
+    { "BootMode", "BootMode", "BootMode", &S_BootModeValues, 0, ML_BODY },
+    { "TpmSupport", "TpmSupport", "TpmSupport", &S_TpmSupportValues, 0, ML_BODY },
+    { "UefiData", "UefiData", "UefiData", &S_ImageUefiDataRequest, 0, ML_BODY },
+    { "ImdsSupport", "ImdsSupport", "ImdsSupport", &S_ImdsSupportValues, 0, ML_BODY },
+    { "TagSpecifications", "TagSpecification", "TagSpecification", &S_TagSpecificationList, 0, ML_BODY },
+    { "DryRun", "DryRun", "dryRun", &S_Boolean, 0, ML_BODY },
+    { "Name", "Name", "name", &S_ImageNameRequest, MF_REQUIRED, ML_BODY },
+    { "Description", "Description", "description", &S_ImageDescriptionRequest, 0, ML_BODY },
+    { "Architecture", "Architecture", "architecture", &S_ArchitectureValues, 0, ML_BODY },
+    { "KernelId", "KernelId", "kernelId", &S_KernelId, 0, ML_BODY },
+    { "RamdiskId", "RamdiskId", "ramdiskId", &S_RamdiskId, 0, ML_BODY },
+    { "RootDeviceName", "RootDeviceName", "rootDeviceName", &S_String, 0, ML_BODY },
+    { "BlockDeviceMappings", "BlockDeviceMapping", "BlockDeviceMapping", &S_BlockDeviceMappingRequestList, 0, ML_BODY },
+    { "VirtualizationType", "VirtualizationType", "virtualizationType", &S_String, 0, ML_BODY },
+    { "SriovNetSupport", "SriovNetSupport", "sriovNetSupport", &S_String, 0, ML_BODY },
+    { "EnaSupport", "EnaSupport", "enaSupport", &S_Boolean, 0, ML_BODY },
+};
+static const struct model_member L_BillingProductList[] = {
+    { "member", "item", "item", &S_String, 0, ML_BODY },
+};
+static const char *const E_BootModeValues[] = { "legacy-bios", "uefi", "uefi-preferred" };
+static const char *const E_TpmSupportValues[] = { "v2.0" };
+static const char *const E_ImdsSupportValues[] = { "v2.0" };
+static const char *const E_ArchitectureValues[] = { "i386", "x86_64", "arm64", "x86_64_mac", "arm64_mac" };
+static const struct model_member L_BlockDeviceMappingRequestList[] = {
+    { "member", "BlockDeviceMapping", "BlockDeviceMapping", &S_BlockDeviceMapping, 0, ML_BODY },
+};
+static const struct model_member M_BlockDeviceMapping[] = {
+    { "Ebs", "Ebs", "ebs", &S_EbsBlockDevice, 0, ML_BODY },
+    { "NoDevice", "NoDevice", "noDevice", &S_String, 0, ML_BODY },
+    { "DeviceName", "DeviceName", "deviceName", &S_String, 0, ML_BODY },
+    { "VirtualName", "VirtualName", "virtualName", &S_String, 0, ML_BODY },
+};
+static const struct model_member M_EbsBlockDevice[] = {
+    { "DeleteOnTermination", "DeleteOnTermination", "deleteOnTermination", &S_Boolean, 0, ML_BODY },
+    { "Iops", "Iops", "iops", &S_Integer, 0, ML_BODY },
+    { "SnapshotId", "SnapshotId", "snapshotId", &S_SnapshotId, 0, ML_BODY },
+    { "VolumeSize", "VolumeSize", "volumeSize", &S_Integer, 0, ML_BODY },
+    { "VolumeType", "VolumeType", "volumeType", &S_VolumeType, 0, ML_BODY },
+    { "KmsKeyId", "KmsKeyId", "kmsKeyId", &S_String, 0, ML_BODY },
+    { "Throughput", "Throughput", "throughput", &S_Integer, 0, ML_BODY },
+    { "OutpostArn", "OutpostArn", "outpostArn", &S_String, 0, ML_BODY },
+    { "AvailabilityZone", "AvailabilityZone", "availabilityZone", &S_String, 0, ML_BODY },
+    { "Encrypted", "Encrypted", "encrypted", &S_Boolean, 0, ML_BODY },
+    { "VolumeInitializationRate", "VolumeInitializationRate", "VolumeInitializationRate", &S_Integer, 0, ML_BODY },
+    { "AvailabilityZoneId", "AvailabilityZoneId", "AvailabilityZoneId", &S_String, 0, ML_BODY },
+    { "EbsCardIndex", "EbsCardIndex", "EbsCardIndex", &S_Integer, 0, ML_BODY },
+};
+static const struct model_member M_RegisterImageResult[] = {
+    { "ImageId", "ImageId", "imageId", &S_String, 0, ML_BODY },
+};
+static const struct model_member M_DescribeImagesRequest[] = {
+    { "ExecutableUsers", "ExecutableBy", "ExecutableBy", &S_ExecutableByStringList, 0, ML_BODY },
+    { "ImageIds", "ImageId", "ImageId", &S_ImageIdStringList, 0, ML_BODY },
+    { "Owners", "Owner", "Owner", &S_OwnerStringList, 0, ML_BODY },
+    { "IncludeDeprecated", "IncludeDeprecated", "IncludeDeprecated", &S_Boolean, 0, ML_BODY },
+    { "IncludeDisabled", "IncludeDisabled", "IncludeDisabled", &S_Boolean, 0, ML_BODY },
+    { "MaxResults", "MaxResults", "MaxResults", &S_Integer, 0, ML_BODY },
+    { "NextToken", "NextToken", "NextToken", &S_String, 0, ML_BODY },
+    { "DryRun", "DryRun", "dryRun", &S_Boolean, 0, ML_BODY },
+    { "Filters", "Filter", "Filter", &S_FilterList, 0, ML_BODY },
+};
+static const struct model_member L_ExecutableByStringList[] = {
+    { "member", "ExecutableBy", "ExecutableBy", &S_String, 0, ML_BODY },
+};
+static const struct model_member L_ImageIdStringList[] = {
+    { "member", "ImageId", "ImageId", &S_ImageId, 0, ML_BODY },
+};
+static const struct model_member M_DescribeImagesResult[] = {
+    { "NextToken", "NextToken", "nextToken", &S_String, 0, ML_BODY },
+    { "Images", "ImagesSet", "imagesSet", &S_ImageList, 0, ML_BODY },
+};
+static const struct model_member L_ImageList[] = {
+    { "member", "item", "item", &S_Image, 0, ML_BODY },
+};
+static const struct model_member M_Image[] = {
+    { "PlatformDetails", "PlatformDetails", "platformDetails", &S_String, 0, ML_BODY },
+    { "UsageOperation", "UsageOperation", "usageOperation", &S_String, 0, ML_BODY },
+    { "BlockDeviceMappings", "BlockDeviceMapping", "blockDeviceMapping", &S_BlockDeviceMappingList, 0, ML_BODY },
+    { "Description", "Description", "description", &S_String, 0, ML_BODY },
+    { "EnaSupport", "EnaSupport", "enaSupport", &S_Boolean, 0, ML_BODY },
+    { "Hypervisor", "Hypervisor", "hypervisor", &S_HypervisorType, 0, ML_BODY },
+    { "ImageOwnerAlias", "ImageOwnerAlias", "imageOwnerAlias", &S_String, 0, ML_BODY },
+    { "Name", "Name", "name", &S_String, 0, ML_BODY },
+    { "RootDeviceName", "RootDeviceName", "rootDeviceName", &S_String, 0, ML_BODY },
+    { "RootDeviceType", "RootDeviceType", "rootDeviceType", &S_DeviceType, 0, ML_BODY },
+    { "SriovNetSupport", "SriovNetSupport", "sriovNetSupport", &S_String, 0, ML_BODY },
+    { "StateReason", "StateReason", "stateReason", &S_StateReason, 0, ML_BODY },
+    { "Tags", "TagSet", "tagSet", &S_TagList, 0, ML_BODY },
+    { "VirtualizationType", "VirtualizationType", "virtualizationType", &S_VirtualizationType, 0, ML_BODY },
+    { "BootMode", "BootMode", "bootMode", &S_BootModeValues, 0, ML_BODY },
+    { "TpmSupport", "TpmSupport", "tpmSupport", &S_TpmSupportValues, 0, ML_BODY },
+    { "DeprecationTime", "DeprecationTime", "deprecationTime", &S_String, 0, ML_BODY },
+    { "ImdsSupport", "ImdsSupport", "imdsSupport", &S_ImdsSupportValues, 0, ML_BODY },
+    { "SourceInstanceId", "SourceInstanceId", "sourceInstanceId", &S_String, 0, ML_BODY },
+    { "DeregistrationProtection", "DeregistrationProtection", "deregistrationProtection", &S_String, 0, ML_BODY },
+    { "LastLaunchedTime", "LastLaunchedTime", "lastLaunchedTime", &S_String, 0, ML_BODY },
+    { "ImageAllowed", "ImageAllowed", "imageAllowed", &S_Boolean, 0, ML_BODY },
+    { "SourceImageId", "SourceImageId", "sourceImageId", &S_String, 0, ML_BODY },
+    { "SourceImageRegion", "SourceImageRegion", "sourceImageRegion", &S_String, 0, ML_BODY },
+    { "FreeTierEligible", "FreeTierEligible", "freeTierEligible", &S_Boolean, 0, ML_BODY },
+    { "ImageId", "ImageId", "imageId", &S_String, 0, ML_BODY },
+    { "ImageLocation", "ImageLocation", "imageLocation", &S_String, 0, ML_BODY },
+    { "State", "ImageState", "imageState", &S_ImageState, 0, ML_BODY },
+    { "OwnerId", "ImageOwnerId", "imageOwnerId", &S_String, 0, ML_BODY },
+    { "CreationDate", "CreationDate", "creationDate", &S_String, 0, ML_BODY },
+    { "Public", "IsPublic", "isPublic", &S_Boolean, 0, ML_BODY },
+    { "ProductCodes", "ProductCodes", "productCodes", &S_ProductCodeList, 0, ML_BODY },
+    { "Architecture", "Architecture", "architecture", &S_ArchitectureValues, 0, ML_BODY },
+    { "ImageType", "ImageType", "imageType", &S_ImageTypeValues, 0, ML_BODY },
+    { "KernelId", "KernelId", "kernelId", &S_String, 0, ML_BODY },
+    { "RamdiskId", "RamdiskId", "ramdiskId", &S_String, 0, ML_BODY },
+    { "Platform", "Platform", "platform", &S_PlatformValues, 0, ML_BODY },
+};
+static const struct model_member L_BlockDeviceMappingList[] = {
+    { "member", "item", "item", &S_BlockDeviceMapping, 0, ML_BODY },
+};
+static const char *const E_HypervisorType[] = { "ovm", "xen" };
+static const char *const E_DeviceType[] = { "ebs", "instance-store" };
+static const struct model_member M_StateReason[] = {
+    { "Code", "Code", "code", &S_String, 0, ML_BODY },
+    { "Message", "Message", "message", &S_String, 0, ML_BODY },
+};
+static const char *const E_VirtualizationType[] = { "hvm", "paravirtual" };
+static const char *const E_ImageState[] = { "pending", "available", "invalid", "deregistered", "transient", "failed", "error", "disabled" };
+static const char *const E_ImageTypeValues[] = { "machine", "kernel", "ramdisk" };
+static const char *const E_PlatformValues[] = { "Windows" };
+static const struct model_member M_DescribeImageAttributeRequest[] = {
+    { "Attribute", "Attribute", "Attribute", &S_ImageAttributeName, MF_REQUIRED, ML_BODY },
+    { "ImageId", "ImageId", "ImageId", &S_ImageId, MF_REQUIRED, ML_BODY },
+    { "DryRun", "DryRun", "dryRun", &S_Boolean, 0, ML_BODY },
+};
+static const char *const E_ImageAttributeName[] = { "description", "kernel", "ramdisk", "launchPermission", "productCodes", "blockDeviceMapping", "sriovNetSupport", "bootMode", "tpmSupport", "uefiData", "lastLaunchedTime", "imdsSupport", "deregistrationProtection" };
+static const struct model_member M_ImageAttribute[] = {
+    { "Description", "Description", "description", &S_AttributeValue, 0, ML_BODY },
+    { "KernelId", "Kernel", "kernel", &S_AttributeValue, 0, ML_BODY },
+    { "RamdiskId", "Ramdisk", "ramdisk", &S_AttributeValue, 0, ML_BODY },
+    { "SriovNetSupport", "SriovNetSupport", "sriovNetSupport", &S_AttributeValue, 0, ML_BODY },
+    { "BootMode", "BootMode", "bootMode", &S_AttributeValue, 0, ML_BODY },
+    { "TpmSupport", "TpmSupport", "tpmSupport", &S_AttributeValue, 0, ML_BODY },
+    { "UefiData", "UefiData", "uefiData", &S_AttributeValue, 0, ML_BODY },
+    { "LastLaunchedTime", "LastLaunchedTime", "lastLaunchedTime", &S_AttributeValue, 0, ML_BODY },
+    { "ImdsSupport", "ImdsSupport", "imdsSupport", &S_AttributeValue, 0, ML_BODY },
+    { "DeregistrationProtection", "DeregistrationProtection", "deregistrationProtection", &S_AttributeValue, 0, ML_BODY },
+    { "ImageId", "ImageId", "imageId", &S_String, 0, ML_BODY },
+    { "LaunchPermissions", "LaunchPermission", "launchPermission", &S_LaunchPermissionList, 0, ML_BODY },
+    { "ProductCodes", "ProductCodes", "productCodes", &S_ProductCodeList, 0, ML_BODY },
+    { "BlockDeviceMappings", "BlockDeviceMapping", "blockDeviceMapping", &S_BlockDeviceMappingList, 0, ML_BODY },
+};
+static const struct model_member M_AttributeValue[] = {
+    { "Value", "Value", "value", &S_String, 0, ML_BODY },
+};
+static const struct model_member L_LaunchPermissionList[] = {
+    { "member", "item", "item", &S_LaunchPermission, 0, ML_BODY },
+};
+static const struct model_member M_LaunchPermission[] = {
+    { "OrganizationArn", "OrganizationArn", "organizationArn", &S_String, 0, ML_BODY },
+    { "OrganizationalUnitArn", "OrganizationalUnitArn", "organizationalUnitArn", &S_String, 0, ML_BODY },
+    { "UserId", "UserId", "userId", &S_String, 0, ML_BODY },
+    { "Group", "Group", "group", &S_PermissionGroup, 0, ML_BODY },
+};
+static const struct model_member M_ModifyImageAttributeRequest[] = {
+    { "Attribute", "Attribute", "Attribute", &S_String, 0, ML_BODY },
+    { "Description", "Description", "Description", &S_AttributeValue, 0, ML_BODY },
+    { "ImageId", "ImageId", "ImageId", &S_ImageId, MF_REQUIRED, ML_BODY },
+    { "LaunchPermission", "LaunchPermission", "LaunchPermission", &S_LaunchPermissionModifications, 0, ML_BODY },
+    { "OperationType", "OperationType", "OperationType", &S_OperationType, 0, ML_BODY },
+    { "ProductCodes", "ProductCode", "ProductCode", &S_ProductCodeStringList, 0, ML_BODY },
+    { "UserGroups", "UserGroup", "UserGroup", &S_UserGroupStringList, 0, ML_BODY },
+    { "UserIds", "UserId", "UserId", &S_UserIdStringList, 0, ML_BODY },
+    { "Value", "Value", "Value", &S_String, 0, ML_BODY },
+    { "OrganizationArns", "OrganizationArn", "OrganizationArn", &S_OrganizationArnStringList, 0, ML_BODY },
+    { "OrganizationalUnitArns", "OrganizationalUnitArn", "OrganizationalUnitArn", &S_OrganizationalUnitArnStringList, 0, ML_BODY },
+    { "ImdsSupport", "ImdsSupport", "ImdsSupport", &S_AttributeValue, 0, ML_BODY },
+    { "DryRun", "DryRun", "dryRun", &S_Boolean, 0, ML_BODY },
+};
+static const struct model_member M_LaunchPermissionModifications[] = {
+    { "Add", "Add", "Add", &S_LaunchPermissionList, 0, ML_BODY },
+    { "Remove", "Remove", "Remove", &S_LaunchPermissionList, 0, ML_BODY },
+};
+static const struct model_member L_ProductCodeStringList[] = {
+    { "member", "ProductCode", "ProductCode", &S_String, 0, ML_BODY },
+};
+static const struct model_member L_UserGroupStringList[] = {
+    { "member", "UserGroup", "UserGroup", &S_String, 0, ML_BODY },
+};
+static const struct model_member L_OrganizationArnStringList[] = {
+    { "member", "OrganizationArn", "OrganizationArn", &S_String, 0, ML_BODY },
+};
+static const struct model_member L_OrganizationalUnitArnStringList[] = {
+    { "member", "OrganizationalUnitArn", "OrganizationalUnitArn", &S_String, 0, ML_BODY },
+};
+static const struct model_member M_ResetImageAttributeRequest[] = {
+    { "Attribute", "Attribute", "Attribute", &S_ResetImageAttributeName, MF_REQUIRED, ML_BODY },
+    { "ImageId", "ImageId", "ImageId", &S_ImageId, MF_REQUIRED, ML_BODY },
+    { "DryRun", "DryRun", "dryRun", &S_Boolean, 0, ML_BODY },
+};
+static const char *const E_ResetImageAttributeName[] = { "launchPermission" };
+static const struct model_member M_CancelImageLaunchPermissionRequest[] = {
+    { "ImageId", "ImageId", "ImageId", &S_ImageId, MF_REQUIRED, ML_BODY },
+    { "DryRun", "DryRun", "DryRun", &S_Boolean, 0, ML_BODY },
+};
+static const struct model_member M_CancelImageLaunchPermissionResult[] = {
+    { "Return", "Return", "return", &S_Boolean, 0, ML_BODY },
+};
+static const struct model_member M_EnableImageBlockPublicAccessRequest[] = {
+    { "ImageBlockPublicAccessState", "ImageBlockPublicAccessState", "ImageBlockPublicAccessState", &S_ImageBlockPublicAccessEnabledState, MF_REQUIRED, ML_BODY },
+    { "DryRun", "DryRun", "DryRun", &S_Boolean, 0, ML_BODY },
+};
+static const char *const E_ImageBlockPublicAccessEnabledState[] = { "block-new-sharing" };
+static const struct model_member M_EnableImageBlockPublicAccessResult[] = {
+    { "ImageBlockPublicAccessState", "ImageBlockPublicAccessState", "imageBlockPublicAccessState", &S_ImageBlockPublicAccessEnabledState, 0, ML_BODY },
+};
+static const struct model_member M_DisableImageBlockPublicAccessRequest[] = {
+    { "DryRun", "DryRun", "DryRun", &S_Boolean, 0, ML_BODY },
+};
+static const struct model_member M_DisableImageBlockPublicAccessResult[] = {
+    { "ImageBlockPublicAccessState", "ImageBlockPublicAccessState", "imageBlockPublicAccessState", &S_ImageBlockPublicAccessDisabledState, 0, ML_BODY },
+};
+static const char *const E_ImageBlockPublicAccessDisabledState[] = { "unblocked" };
+static const struct model_member M_GetImageBlockPublicAccessStateRequest[] = {
+    { "DryRun", "DryRun", "DryRun", &S_Boolean, 0, ML_BODY },
+};
+static const struct model_member M_GetImageBlockPublicAccessStateResult[] = {
+    { "ImageBlockPublicAccessState", "ImageBlockPublicAccessState", "imageBlockPublicAccessState", &S_String, 0, ML_BODY },
+    { "ManagedBy", "ManagedBy", "managedBy", &S_ManagedBy, 0, ML_BODY },
+};
+static const char *const E_ManagedBy[] = { "account", "declarative-policy" };
+static const struct model_member M_EnableImageDeprecationRequest[] = {
+    { "ImageId", "ImageId", "ImageId", &S_ImageId, MF_REQUIRED, ML_BODY },
+    { "DeprecateAt", "DeprecateAt", "DeprecateAt", &S_MillisecondDateTime, MF_REQUIRED, ML_BODY },
+    { "DryRun", "DryRun", "DryRun", &S_Boolean, 0, ML_BODY },
+};
+static const struct model_member M_EnableImageDeprecationResult[] = {
+    { "Return", "Return", "return", &S_Boolean, 0, ML_BODY },
+};
+static const struct model_member M_DisableImageDeprecationRequest[] = {
+    { "ImageId", "ImageId", "ImageId", &S_ImageId, MF_REQUIRED, ML_BODY },
+    { "DryRun", "DryRun", "DryRun", &S_Boolean, 0, ML_BODY },
+};
+static const struct model_member M_DisableImageDeprecationResult[] = {
+    { "Return", "Return", "return", &S_Boolean, 0, ML_BODY },
+};
+static const struct model_member M_EnableImageDeregistrationProtectionRequest[] = {
+    { "ImageId", "ImageId", "ImageId", &S_ImageId, MF_REQUIRED, ML_BODY },
+    { "WithCooldown", "WithCooldown", "WithCooldown", &S_Boolean, 0, ML_BODY },
+    { "DryRun", "DryRun", "DryRun", &S_Boolean, 0, ML_BODY },
+};
+static const struct model_member M_EnableImageDeregistrationProtectionResult[] = {
+    { "Return", "Return", "return", &S_String, 0, ML_BODY },
+};
+static const struct model_member M_DisableImageDeregistrationProtectionRequest[] = {
+    { "ImageId", "ImageId", "ImageId", &S_ImageId, MF_REQUIRED, ML_BODY },
+    { "DryRun", "DryRun", "DryRun", &S_Boolean, 0, ML_BODY },
+};
+static const struct model_member M_DisableImageDeregistrationProtectionResult[] = {
+    { "Return", "Return", "return", &S_String, 0, ML_BODY },
+};
+static const struct model_member M_EnableImageRequest[] = {
+    { "ImageId", "ImageId", "ImageId", &S_ImageId, MF_REQUIRED, ML_BODY },
+    { "DryRun", "DryRun", "DryRun", &S_Boolean, 0, ML_BODY },
+};
+static const struct model_member M_EnableImageResult[] = {
+    { "Return", "Return", "return", &S_Boolean, 0, ML_BODY },
+};
+static const struct model_member M_DisableImageRequest[] = {
+    { "ImageId", "ImageId", "ImageId", &S_ImageId, MF_REQUIRED, ML_BODY },
+    { "DryRun", "DryRun", "DryRun", &S_Boolean, 0, ML_BODY },
+};
+static const struct model_member M_DisableImageResult[] = {
+    { "Return", "Return", "return", &S_Boolean, 0, ML_BODY },
+};
+static const struct model_member M_DeregisterImageRequest[] = {
+    { "ImageId", "ImageId", "ImageId", &S_ImageId, MF_REQUIRED, ML_BODY },
+    { "DeleteAssociatedSnapshots", "DeleteAssociatedSnapshots", "DeleteAssociatedSnapshots", &S_Boolean, 0, ML_BODY },
+    { "DryRun", "DryRun", "dryRun", &S_Boolean, 0, ML_BODY },
+};
+static const struct model_member M_DeregisterImageResult[] = {
+    { "Return", "Return", "return", &S_Boolean, 0, ML_BODY },
+    { "DeleteSnapshotResults", "DeleteSnapshotResultSet", "deleteSnapshotResultSet", &S_DeleteSnapshotResultSet, 0, ML_BODY },
+};
+static const struct model_member L_DeleteSnapshotResultSet[] = {
+    { "member", "item", "item", &S_DeleteSnapshotReturnCode, 0, ML_BODY },
+};
+static const struct model_member M_DeleteSnapshotReturnCode[] = {
+    { "SnapshotId", "SnapshotId", "snapshotId", &S_SnapshotId, 0, ML_BODY },
+    { "ReturnCode", "ReturnCode", "returnCode", &S_SnapshotReturnCodes, 0, ML_BODY },
+};
+static const char *const E_SnapshotReturnCodes[] = { "success", "skipped", "missing-permissions", "internal-error", "client-error" };
+static const struct model_member M_CreateKeyPairRequest[] = {
+    { "KeyName", "KeyName", "KeyName", &S_String, MF_REQUIRED, ML_BODY },
+    { "KeyType", "KeyType", "KeyType", &S_KeyType, 0, ML_BODY },
+    { "TagSpecifications", "TagSpecification", "TagSpecification", &S_TagSpecificationList, 0, ML_BODY },
+    { "KeyFormat", "KeyFormat", "KeyFormat", &S_KeyFormat, 0, ML_BODY },
+    { "DryRun", "DryRun", "dryRun", &S_Boolean, 0, ML_BODY },
+};
+static const char *const E_KeyType[] = { "rsa", "ed25519" };
+static const char *const E_KeyFormat[] = { "pem", "ppk" };
+static const struct model_member M_KeyPair[] = {
+    { "KeyPairId", "KeyPairId", "keyPairId", &S_String, 0, ML_BODY },
+    { "Tags", "TagSet", "tagSet", &S_TagList, 0, ML_BODY },
+    { "KeyName", "KeyName", "keyName", &S_String, 0, ML_BODY },
+    { "KeyFingerprint", "KeyFingerprint", "keyFingerprint", &S_String, 0, ML_BODY },
+    { "KeyMaterial", "KeyMaterial", "keyMaterial", &S_SensitiveUserData, MF_SENSITIVE, ML_BODY },
+};
+static const struct model_member M_ImportKeyPairRequest[] = {
+    { "TagSpecifications", "TagSpecification", "TagSpecification", &S_TagSpecificationList, 0, ML_BODY },
+    { "DryRun", "DryRun", "dryRun", &S_Boolean, 0, ML_BODY },
+    { "KeyName", "KeyName", "keyName", &S_String, MF_REQUIRED, ML_BODY },
+    { "PublicKeyMaterial", "PublicKeyMaterial", "publicKeyMaterial", &S_Blob, MF_REQUIRED, ML_BODY },
+};
+static const struct model_member M_ImportKeyPairResult[] = {
+    { "KeyFingerprint", "KeyFingerprint", "keyFingerprint", &S_String, 0, ML_BODY },
+    { "KeyName", "KeyName", "keyName", &S_String, 0, ML_BODY },
+    { "KeyPairId", "KeyPairId", "keyPairId", &S_String, 0, ML_BODY },
+    { "Tags", "TagSet", "tagSet", &S_TagList, 0, ML_BODY },
+};
+static const struct model_member M_DescribeKeyPairsRequest[] = {
+    { "KeyNames", "KeyName", "KeyName", &S_KeyNameStringList, 0, ML_BODY },
+    { "KeyPairIds", "KeyPairId", "KeyPairId", &S_KeyPairIdStringList, 0, ML_BODY },
+    { "IncludePublicKey", "IncludePublicKey", "IncludePublicKey", &S_Boolean, 0, ML_BODY },
+    { "DryRun", "DryRun", "dryRun", &S_Boolean, 0, ML_BODY },
+    { "Filters", "Filter", "Filter", &S_FilterList, 0, ML_BODY },
+};
+static const struct model_member L_KeyNameStringList[] = {
+    { "member", "KeyName", "KeyName", &S_KeyPairName, 0, ML_BODY },
+};
+static const struct model_member L_KeyPairIdStringList[] = {
+    { "member", "KeyPairId", "KeyPairId", &S_KeyPairId, 0, ML_BODY },
+};
+static const struct model_member M_DescribeKeyPairsResult[] = {
+    { "KeyPairs", "KeySet", "keySet", &S_KeyPairList, 0, ML_BODY },
+};
+static const struct model_member L_KeyPairList[] = {
+    { "member", "item", "item", &S_KeyPairInfo, 0, ML_BODY },
+};
+static const struct model_member M_KeyPairInfo[] = {
+    { "KeyPairId", "KeyPairId", "keyPairId", &S_String, 0, ML_BODY },
+    { "KeyType", "KeyType", "keyType", &S_KeyType, 0, ML_BODY },
+    { "Tags", "TagSet", "tagSet", &S_TagList, 0, ML_BODY },
+    { "PublicKey", "PublicKey", "publicKey", &S_String, 0, ML_BODY },
+    { "CreateTime", "CreateTime", "createTime", &S_MillisecondDateTime, 0, ML_BODY },
+    { "KeyName", "KeyName", "keyName", &S_String, 0, ML_BODY },
+    { "KeyFingerprint", "KeyFingerprint", "keyFingerprint", &S_String, 0, ML_BODY },
+};
+static const struct model_member M_DeleteKeyPairRequest[] = {
+    { "KeyName", "KeyName", "KeyName", &S_KeyPairNameWithResolver, 0, ML_BODY },
+    { "KeyPairId", "KeyPairId", "KeyPairId", &S_KeyPairId, 0, ML_BODY },
+    { "DryRun", "DryRun", "dryRun", &S_Boolean, 0, ML_BODY },
+};
+static const struct model_member M_DeleteKeyPairResult[] = {
+    { "Return", "Return", "return", &S_Boolean, 0, ML_BODY },
+    { "KeyPairId", "KeyPairId", "keyPairId", &S_String, 0, ML_BODY },
+};
 
 static const struct model_shape S_DescribeRegionsRequest = { .name = "DescribeRegionsRequest", .type = MT_STRUCT, .members = M_DescribeRegionsRequest, .nmembers = 4 };
 static const struct model_shape S_RegionNameStringList = { .name = "RegionNameStringList", .type = MT_LIST, .member = &L_RegionNameStringList[0] };
@@ -253,14 +1045,207 @@ static const struct model_shape S_DescribeTagsResult = { .name = "DescribeTagsRe
 static const struct model_shape S_TagDescriptionList = { .name = "TagDescriptionList", .type = MT_LIST, .member = &L_TagDescriptionList[0] };
 static const struct model_shape S_TagDescription = { .name = "TagDescription", .type = MT_STRUCT, .members = M_TagDescription, .nmembers = 4 };
 static const struct model_shape S_ResourceType = { .name = "ResourceType", .type = MT_STRING, .enums = E_ResourceType, .nenums = 108 };
+static const struct model_shape S_CreateVolumeRequest = { .name = "CreateVolumeRequest", .type = MT_STRUCT, .members = M_CreateVolumeRequest, .nmembers = 16 };
+static const struct model_shape S_AvailabilityZoneName = { .name = "AvailabilityZoneName", .type = MT_STRING };
+static const struct model_shape S_AvailabilityZoneId = { .name = "AvailabilityZoneId", .type = MT_STRING };
+static const struct model_shape S_KmsKeyId = { .name = "KmsKeyId", .type = MT_STRING };
+static const struct model_shape S_SnapshotId = { .name = "SnapshotId", .type = MT_STRING };
+static const struct model_shape S_VolumeType = { .name = "VolumeType", .type = MT_STRING, .enums = E_VolumeType, .nenums = 7 };
+static const struct model_shape S_TagSpecificationList = { .name = "TagSpecificationList", .type = MT_LIST, .member = &L_TagSpecificationList[0] };
+static const struct model_shape S_TagSpecification = { .name = "TagSpecification", .type = MT_STRUCT, .members = M_TagSpecification, .nmembers = 2 };
+static const struct model_shape S_OperatorRequest = { .name = "OperatorRequest", .type = MT_STRUCT, .members = M_OperatorRequest, .nmembers = 1 };
+static const struct model_shape S_Volume = { .name = "Volume", .type = MT_STRUCT, .members = M_Volume, .nmembers = 21 };
+static const struct model_shape S_SSEType = { .name = "SSEType", .type = MT_STRING, .enums = E_SSEType, .nenums = 3 };
+static const struct model_shape S_OperatorResponse = { .name = "OperatorResponse", .type = MT_STRUCT, .members = M_OperatorResponse, .nmembers = 3 };
+static const struct model_shape S_VolumeState = { .name = "VolumeState", .type = MT_STRING, .enums = E_VolumeState, .nenums = 6 };
+static const struct model_shape S_DateTime = { .name = "DateTime", .type = MT_TIMESTAMP };
+static const struct model_shape S_VolumeAttachmentList = { .name = "VolumeAttachmentList", .type = MT_LIST, .member = &L_VolumeAttachmentList[0] };
+static const struct model_shape S_VolumeAttachment = { .name = "VolumeAttachment", .type = MT_STRUCT, .members = M_VolumeAttachment, .nmembers = 9 };
+static const struct model_shape S_VolumeAttachmentState = { .name = "VolumeAttachmentState", .type = MT_STRING, .enums = E_VolumeAttachmentState, .nenums = 5 };
+static const struct model_shape S_DescribeVolumesRequest = { .name = "DescribeVolumesRequest", .type = MT_STRUCT, .members = M_DescribeVolumesRequest, .nmembers = 6 };
+static const struct model_shape S_VolumeIdStringList = { .name = "VolumeIdStringList", .type = MT_LIST, .member = &L_VolumeIdStringList[0] };
+static const struct model_shape S_VolumeId = { .name = "VolumeId", .type = MT_STRING };
+static const struct model_shape S_DescribeVolumesResult = { .name = "DescribeVolumesResult", .type = MT_STRUCT, .members = M_DescribeVolumesResult, .nmembers = 2 };
+static const struct model_shape S_VolumeList = { .name = "VolumeList", .type = MT_LIST, .member = &L_VolumeList[0] };
+static const struct model_shape S_DeleteVolumeRequest = { .name = "DeleteVolumeRequest", .type = MT_STRUCT, .members = M_DeleteVolumeRequest, .nmembers = 2 };
+static const struct model_shape S_ModifyVolumeRequest = { .name = "ModifyVolumeRequest", .type = MT_STRUCT, .members = M_ModifyVolumeRequest, .nmembers = 7 };
+static const struct model_shape S_ModifyVolumeResult = { .name = "ModifyVolumeResult", .type = MT_STRUCT, .members = M_ModifyVolumeResult, .nmembers = 1 };
+static const struct model_shape S_VolumeModification = { .name = "VolumeModification", .type = MT_STRUCT, .members = M_VolumeModification, .nmembers = 17 };
+static const struct model_shape S_VolumeModificationState = { .name = "VolumeModificationState", .type = MT_STRING, .enums = E_VolumeModificationState, .nenums = 4 };
+static const struct model_shape S_Long = { .name = "Long", .type = MT_LONG };
+static const struct model_shape S_DescribeVolumesModificationsRequest = { .name = "DescribeVolumesModificationsRequest", .type = MT_STRUCT, .members = M_DescribeVolumesModificationsRequest, .nmembers = 5 };
+static const struct model_shape S_DescribeVolumesModificationsResult = { .name = "DescribeVolumesModificationsResult", .type = MT_STRUCT, .members = M_DescribeVolumesModificationsResult, .nmembers = 2 };
+static const struct model_shape S_VolumeModificationList = { .name = "VolumeModificationList", .type = MT_LIST, .member = &L_VolumeModificationList[0] };
+static const struct model_shape S_CreateSnapshotRequest = { .name = "CreateSnapshotRequest", .type = MT_STRUCT, .members = M_CreateSnapshotRequest, .nmembers = 6 };
+static const struct model_shape S_SnapshotLocationEnum = { .name = "SnapshotLocationEnum", .type = MT_STRING, .enums = E_SnapshotLocationEnum, .nenums = 2 };
+static const struct model_shape S_Snapshot = { .name = "Snapshot", .type = MT_STRUCT, .members = M_Snapshot, .nmembers = 23 };
+static const struct model_shape S_StorageTier = { .name = "StorageTier", .type = MT_STRING, .enums = E_StorageTier, .nenums = 2 };
+static const struct model_shape S_MillisecondDateTime = { .name = "MillisecondDateTime", .type = MT_TIMESTAMP };
+static const struct model_shape S_TransferType = { .name = "TransferType", .type = MT_STRING, .enums = E_TransferType, .nenums = 2 };
+static const struct model_shape S_SnapshotCompletionDurationMinutesResponse = { .name = "SnapshotCompletionDurationMinutesResponse", .type = MT_INTEGER };
+static const struct model_shape S_SnapshotState = { .name = "SnapshotState", .type = MT_STRING, .enums = E_SnapshotState, .nenums = 5 };
+static const struct model_shape S_DescribeSnapshotsRequest = { .name = "DescribeSnapshotsRequest", .type = MT_STRUCT, .members = M_DescribeSnapshotsRequest, .nmembers = 7 };
+static const struct model_shape S_OwnerStringList = { .name = "OwnerStringList", .type = MT_LIST, .member = &L_OwnerStringList[0] };
+static const struct model_shape S_RestorableByStringList = { .name = "RestorableByStringList", .type = MT_LIST, .member = &L_RestorableByStringList[0] };
+static const struct model_shape S_SnapshotIdStringList = { .name = "SnapshotIdStringList", .type = MT_LIST, .member = &L_SnapshotIdStringList[0] };
+static const struct model_shape S_DescribeSnapshotsResult = { .name = "DescribeSnapshotsResult", .type = MT_STRUCT, .members = M_DescribeSnapshotsResult, .nmembers = 2 };
+static const struct model_shape S_SnapshotList = { .name = "SnapshotList", .type = MT_LIST, .member = &L_SnapshotList[0] };
+static const struct model_shape S_DeleteSnapshotRequest = { .name = "DeleteSnapshotRequest", .type = MT_STRUCT, .members = M_DeleteSnapshotRequest, .nmembers = 2 };
+static const struct model_shape S_CopySnapshotRequest = { .name = "CopySnapshotRequest", .type = MT_STRUCT, .members = M_CopySnapshotRequest, .nmembers = 12 };
+static const struct model_shape S_CopySnapshotRequestPSU = { .name = "CopySnapshotRequestPSU", .type = MT_STRING };
+static const struct model_shape S_SnapshotCompletionDurationMinutesRequest = { .name = "SnapshotCompletionDurationMinutesRequest", .type = MT_INTEGER, .has_min = 1, .min = 1, .has_max = 1, .max = 2880 };
+static const struct model_shape S_CopySnapshotResult = { .name = "CopySnapshotResult", .type = MT_STRUCT, .members = M_CopySnapshotResult, .nmembers = 2 };
+static const struct model_shape S_DescribeSnapshotAttributeRequest = { .name = "DescribeSnapshotAttributeRequest", .type = MT_STRUCT, .members = M_DescribeSnapshotAttributeRequest, .nmembers = 3 };
+static const struct model_shape S_SnapshotAttributeName = { .name = "SnapshotAttributeName", .type = MT_STRING, .enums = E_SnapshotAttributeName, .nenums = 2 };
+static const struct model_shape S_DescribeSnapshotAttributeResult = { .name = "DescribeSnapshotAttributeResult", .type = MT_STRUCT, .members = M_DescribeSnapshotAttributeResult, .nmembers = 3 };
+static const struct model_shape S_ProductCodeList = { .name = "ProductCodeList", .type = MT_LIST, .member = &L_ProductCodeList[0] };
+static const struct model_shape S_ProductCode = { .name = "ProductCode", .type = MT_STRUCT, .members = M_ProductCode, .nmembers = 2 };
+static const struct model_shape S_ProductCodeValues = { .name = "ProductCodeValues", .type = MT_STRING, .enums = E_ProductCodeValues, .nenums = 2 };
+static const struct model_shape S_CreateVolumePermissionList = { .name = "CreateVolumePermissionList", .type = MT_LIST, .member = &L_CreateVolumePermissionList[0] };
+static const struct model_shape S_CreateVolumePermission = { .name = "CreateVolumePermission", .type = MT_STRUCT, .members = M_CreateVolumePermission, .nmembers = 2 };
+static const struct model_shape S_PermissionGroup = { .name = "PermissionGroup", .type = MT_STRING, .enums = E_PermissionGroup, .nenums = 1 };
+static const struct model_shape S_ModifySnapshotAttributeRequest = { .name = "ModifySnapshotAttributeRequest", .type = MT_STRUCT, .members = M_ModifySnapshotAttributeRequest, .nmembers = 7 };
+static const struct model_shape S_CreateVolumePermissionModifications = { .name = "CreateVolumePermissionModifications", .type = MT_STRUCT, .members = M_CreateVolumePermissionModifications, .nmembers = 2 };
+static const struct model_shape S_GroupNameStringList = { .name = "GroupNameStringList", .type = MT_LIST, .member = &L_GroupNameStringList[0] };
+static const struct model_shape S_SecurityGroupName = { .name = "SecurityGroupName", .type = MT_STRING };
+static const struct model_shape S_OperationType = { .name = "OperationType", .type = MT_STRING, .enums = E_OperationType, .nenums = 2 };
+static const struct model_shape S_UserIdStringList = { .name = "UserIdStringList", .type = MT_LIST, .member = &L_UserIdStringList[0] };
+static const struct model_shape S_ResetSnapshotAttributeRequest = { .name = "ResetSnapshotAttributeRequest", .type = MT_STRUCT, .members = M_ResetSnapshotAttributeRequest, .nmembers = 3 };
+static const struct model_shape S_RegisterImageRequest = { .name = "RegisterImageRequest", .type = MT_STRUCT, .members = M_RegisterImageRequest, .nmembers = 18 };
+static const struct model_shape S_BillingProductList = { .name = "BillingProductList", .type = MT_LIST, .member = &L_BillingProductList[0] };
+static const struct model_shape S_BootModeValues = { .name = "BootModeValues", .type = MT_STRING, .enums = E_BootModeValues, .nenums = 3 };
+static const struct model_shape S_TpmSupportValues = { .name = "TpmSupportValues", .type = MT_STRING, .enums = E_TpmSupportValues, .nenums = 1 };
+static const struct model_shape S_ImageUefiDataRequest = { .name = "ImageUefiDataRequest", .type = MT_STRING, .has_min = 1, .min = 0, .has_max = 1, .max = 64000 };
+static const struct model_shape S_ImdsSupportValues = { .name = "ImdsSupportValues", .type = MT_STRING, .enums = E_ImdsSupportValues, .nenums = 1 };
+static const struct model_shape S_ImageNameRequest = { .name = "ImageNameRequest", .type = MT_STRING, .has_min = 1, .min = 3, .has_max = 1, .max = 128 };
+static const struct model_shape S_ImageDescriptionRequest = { .name = "ImageDescriptionRequest", .type = MT_STRING, .has_min = 1, .min = 0, .has_max = 1, .max = 255 };
+static const struct model_shape S_ArchitectureValues = { .name = "ArchitectureValues", .type = MT_STRING, .enums = E_ArchitectureValues, .nenums = 5 };
+static const struct model_shape S_KernelId = { .name = "KernelId", .type = MT_STRING };
+static const struct model_shape S_RamdiskId = { .name = "RamdiskId", .type = MT_STRING };
+static const struct model_shape S_BlockDeviceMappingRequestList = { .name = "BlockDeviceMappingRequestList", .type = MT_LIST, .member = &L_BlockDeviceMappingRequestList[0] };
+static const struct model_shape S_BlockDeviceMapping = { .name = "BlockDeviceMapping", .type = MT_STRUCT, .members = M_BlockDeviceMapping, .nmembers = 4 };
+static const struct model_shape S_EbsBlockDevice = { .name = "EbsBlockDevice", .type = MT_STRUCT, .members = M_EbsBlockDevice, .nmembers = 13 };
+static const struct model_shape S_RegisterImageResult = { .name = "RegisterImageResult", .type = MT_STRUCT, .members = M_RegisterImageResult, .nmembers = 1 };
+static const struct model_shape S_DescribeImagesRequest = { .name = "DescribeImagesRequest", .type = MT_STRUCT, .members = M_DescribeImagesRequest, .nmembers = 9 };
+static const struct model_shape S_ExecutableByStringList = { .name = "ExecutableByStringList", .type = MT_LIST, .member = &L_ExecutableByStringList[0] };
+static const struct model_shape S_ImageIdStringList = { .name = "ImageIdStringList", .type = MT_LIST, .member = &L_ImageIdStringList[0] };
+static const struct model_shape S_ImageId = { .name = "ImageId", .type = MT_STRING };
+static const struct model_shape S_DescribeImagesResult = { .name = "DescribeImagesResult", .type = MT_STRUCT, .members = M_DescribeImagesResult, .nmembers = 2 };
+static const struct model_shape S_ImageList = { .name = "ImageList", .type = MT_LIST, .member = &L_ImageList[0] };
+static const struct model_shape S_Image = { .name = "Image", .type = MT_STRUCT, .members = M_Image, .nmembers = 37 };
+static const struct model_shape S_BlockDeviceMappingList = { .name = "BlockDeviceMappingList", .type = MT_LIST, .member = &L_BlockDeviceMappingList[0] };
+static const struct model_shape S_HypervisorType = { .name = "HypervisorType", .type = MT_STRING, .enums = E_HypervisorType, .nenums = 2 };
+static const struct model_shape S_DeviceType = { .name = "DeviceType", .type = MT_STRING, .enums = E_DeviceType, .nenums = 2 };
+static const struct model_shape S_StateReason = { .name = "StateReason", .type = MT_STRUCT, .members = M_StateReason, .nmembers = 2 };
+static const struct model_shape S_VirtualizationType = { .name = "VirtualizationType", .type = MT_STRING, .enums = E_VirtualizationType, .nenums = 2 };
+static const struct model_shape S_ImageState = { .name = "ImageState", .type = MT_STRING, .enums = E_ImageState, .nenums = 8 };
+static const struct model_shape S_ImageTypeValues = { .name = "ImageTypeValues", .type = MT_STRING, .enums = E_ImageTypeValues, .nenums = 3 };
+static const struct model_shape S_PlatformValues = { .name = "PlatformValues", .type = MT_STRING, .enums = E_PlatformValues, .nenums = 1 };
+static const struct model_shape S_DescribeImageAttributeRequest = { .name = "DescribeImageAttributeRequest", .type = MT_STRUCT, .members = M_DescribeImageAttributeRequest, .nmembers = 3 };
+static const struct model_shape S_ImageAttributeName = { .name = "ImageAttributeName", .type = MT_STRING, .enums = E_ImageAttributeName, .nenums = 13 };
+static const struct model_shape S_ImageAttribute = { .name = "ImageAttribute", .type = MT_STRUCT, .members = M_ImageAttribute, .nmembers = 14 };
+static const struct model_shape S_AttributeValue = { .name = "AttributeValue", .type = MT_STRUCT, .members = M_AttributeValue, .nmembers = 1 };
+static const struct model_shape S_LaunchPermissionList = { .name = "LaunchPermissionList", .type = MT_LIST, .member = &L_LaunchPermissionList[0] };
+static const struct model_shape S_LaunchPermission = { .name = "LaunchPermission", .type = MT_STRUCT, .members = M_LaunchPermission, .nmembers = 4 };
+static const struct model_shape S_ModifyImageAttributeRequest = { .name = "ModifyImageAttributeRequest", .type = MT_STRUCT, .members = M_ModifyImageAttributeRequest, .nmembers = 13 };
+static const struct model_shape S_LaunchPermissionModifications = { .name = "LaunchPermissionModifications", .type = MT_STRUCT, .members = M_LaunchPermissionModifications, .nmembers = 2 };
+static const struct model_shape S_ProductCodeStringList = { .name = "ProductCodeStringList", .type = MT_LIST, .member = &L_ProductCodeStringList[0] };
+static const struct model_shape S_UserGroupStringList = { .name = "UserGroupStringList", .type = MT_LIST, .member = &L_UserGroupStringList[0] };
+static const struct model_shape S_OrganizationArnStringList = { .name = "OrganizationArnStringList", .type = MT_LIST, .member = &L_OrganizationArnStringList[0] };
+static const struct model_shape S_OrganizationalUnitArnStringList = { .name = "OrganizationalUnitArnStringList", .type = MT_LIST, .member = &L_OrganizationalUnitArnStringList[0] };
+static const struct model_shape S_ResetImageAttributeRequest = { .name = "ResetImageAttributeRequest", .type = MT_STRUCT, .members = M_ResetImageAttributeRequest, .nmembers = 3 };
+static const struct model_shape S_ResetImageAttributeName = { .name = "ResetImageAttributeName", .type = MT_STRING, .enums = E_ResetImageAttributeName, .nenums = 1 };
+static const struct model_shape S_CancelImageLaunchPermissionRequest = { .name = "CancelImageLaunchPermissionRequest", .type = MT_STRUCT, .members = M_CancelImageLaunchPermissionRequest, .nmembers = 2 };
+static const struct model_shape S_CancelImageLaunchPermissionResult = { .name = "CancelImageLaunchPermissionResult", .type = MT_STRUCT, .members = M_CancelImageLaunchPermissionResult, .nmembers = 1 };
+static const struct model_shape S_EnableImageBlockPublicAccessRequest = { .name = "EnableImageBlockPublicAccessRequest", .type = MT_STRUCT, .members = M_EnableImageBlockPublicAccessRequest, .nmembers = 2 };
+static const struct model_shape S_ImageBlockPublicAccessEnabledState = { .name = "ImageBlockPublicAccessEnabledState", .type = MT_STRING, .enums = E_ImageBlockPublicAccessEnabledState, .nenums = 1 };
+static const struct model_shape S_EnableImageBlockPublicAccessResult = { .name = "EnableImageBlockPublicAccessResult", .type = MT_STRUCT, .members = M_EnableImageBlockPublicAccessResult, .nmembers = 1 };
+static const struct model_shape S_DisableImageBlockPublicAccessRequest = { .name = "DisableImageBlockPublicAccessRequest", .type = MT_STRUCT, .members = M_DisableImageBlockPublicAccessRequest, .nmembers = 1 };
+static const struct model_shape S_DisableImageBlockPublicAccessResult = { .name = "DisableImageBlockPublicAccessResult", .type = MT_STRUCT, .members = M_DisableImageBlockPublicAccessResult, .nmembers = 1 };
+static const struct model_shape S_ImageBlockPublicAccessDisabledState = { .name = "ImageBlockPublicAccessDisabledState", .type = MT_STRING, .enums = E_ImageBlockPublicAccessDisabledState, .nenums = 1 };
+static const struct model_shape S_GetImageBlockPublicAccessStateRequest = { .name = "GetImageBlockPublicAccessStateRequest", .type = MT_STRUCT, .members = M_GetImageBlockPublicAccessStateRequest, .nmembers = 1 };
+static const struct model_shape S_GetImageBlockPublicAccessStateResult = { .name = "GetImageBlockPublicAccessStateResult", .type = MT_STRUCT, .members = M_GetImageBlockPublicAccessStateResult, .nmembers = 2 };
+static const struct model_shape S_ManagedBy = { .name = "ManagedBy", .type = MT_STRING, .enums = E_ManagedBy, .nenums = 2 };
+static const struct model_shape S_EnableImageDeprecationRequest = { .name = "EnableImageDeprecationRequest", .type = MT_STRUCT, .members = M_EnableImageDeprecationRequest, .nmembers = 3 };
+static const struct model_shape S_EnableImageDeprecationResult = { .name = "EnableImageDeprecationResult", .type = MT_STRUCT, .members = M_EnableImageDeprecationResult, .nmembers = 1 };
+static const struct model_shape S_DisableImageDeprecationRequest = { .name = "DisableImageDeprecationRequest", .type = MT_STRUCT, .members = M_DisableImageDeprecationRequest, .nmembers = 2 };
+static const struct model_shape S_DisableImageDeprecationResult = { .name = "DisableImageDeprecationResult", .type = MT_STRUCT, .members = M_DisableImageDeprecationResult, .nmembers = 1 };
+static const struct model_shape S_EnableImageDeregistrationProtectionRequest = { .name = "EnableImageDeregistrationProtectionRequest", .type = MT_STRUCT, .members = M_EnableImageDeregistrationProtectionRequest, .nmembers = 3 };
+static const struct model_shape S_EnableImageDeregistrationProtectionResult = { .name = "EnableImageDeregistrationProtectionResult", .type = MT_STRUCT, .members = M_EnableImageDeregistrationProtectionResult, .nmembers = 1 };
+static const struct model_shape S_DisableImageDeregistrationProtectionRequest = { .name = "DisableImageDeregistrationProtectionRequest", .type = MT_STRUCT, .members = M_DisableImageDeregistrationProtectionRequest, .nmembers = 2 };
+static const struct model_shape S_DisableImageDeregistrationProtectionResult = { .name = "DisableImageDeregistrationProtectionResult", .type = MT_STRUCT, .members = M_DisableImageDeregistrationProtectionResult, .nmembers = 1 };
+static const struct model_shape S_EnableImageRequest = { .name = "EnableImageRequest", .type = MT_STRUCT, .members = M_EnableImageRequest, .nmembers = 2 };
+static const struct model_shape S_EnableImageResult = { .name = "EnableImageResult", .type = MT_STRUCT, .members = M_EnableImageResult, .nmembers = 1 };
+static const struct model_shape S_DisableImageRequest = { .name = "DisableImageRequest", .type = MT_STRUCT, .members = M_DisableImageRequest, .nmembers = 2 };
+static const struct model_shape S_DisableImageResult = { .name = "DisableImageResult", .type = MT_STRUCT, .members = M_DisableImageResult, .nmembers = 1 };
+static const struct model_shape S_DeregisterImageRequest = { .name = "DeregisterImageRequest", .type = MT_STRUCT, .members = M_DeregisterImageRequest, .nmembers = 3 };
+static const struct model_shape S_DeregisterImageResult = { .name = "DeregisterImageResult", .type = MT_STRUCT, .members = M_DeregisterImageResult, .nmembers = 2 };
+static const struct model_shape S_DeleteSnapshotResultSet = { .name = "DeleteSnapshotResultSet", .type = MT_LIST, .member = &L_DeleteSnapshotResultSet[0] };
+static const struct model_shape S_DeleteSnapshotReturnCode = { .name = "DeleteSnapshotReturnCode", .type = MT_STRUCT, .members = M_DeleteSnapshotReturnCode, .nmembers = 2 };
+static const struct model_shape S_SnapshotReturnCodes = { .name = "SnapshotReturnCodes", .type = MT_STRING, .enums = E_SnapshotReturnCodes, .nenums = 5 };
+static const struct model_shape S_CreateKeyPairRequest = { .name = "CreateKeyPairRequest", .type = MT_STRUCT, .members = M_CreateKeyPairRequest, .nmembers = 5 };
+static const struct model_shape S_KeyType = { .name = "KeyType", .type = MT_STRING, .enums = E_KeyType, .nenums = 2 };
+static const struct model_shape S_KeyFormat = { .name = "KeyFormat", .type = MT_STRING, .enums = E_KeyFormat, .nenums = 2 };
+static const struct model_shape S_KeyPair = { .name = "KeyPair", .type = MT_STRUCT, .members = M_KeyPair, .nmembers = 5 };
+static const struct model_shape S_SensitiveUserData = { .name = "SensitiveUserData", .type = MT_STRING };
+static const struct model_shape S_ImportKeyPairRequest = { .name = "ImportKeyPairRequest", .type = MT_STRUCT, .members = M_ImportKeyPairRequest, .nmembers = 4 };
+static const struct model_shape S_Blob = { .name = "Blob", .type = MT_BLOB };
+static const struct model_shape S_ImportKeyPairResult = { .name = "ImportKeyPairResult", .type = MT_STRUCT, .members = M_ImportKeyPairResult, .nmembers = 4 };
+static const struct model_shape S_DescribeKeyPairsRequest = { .name = "DescribeKeyPairsRequest", .type = MT_STRUCT, .members = M_DescribeKeyPairsRequest, .nmembers = 5 };
+static const struct model_shape S_KeyNameStringList = { .name = "KeyNameStringList", .type = MT_LIST, .member = &L_KeyNameStringList[0] };
+static const struct model_shape S_KeyPairName = { .name = "KeyPairName", .type = MT_STRING };
+static const struct model_shape S_KeyPairIdStringList = { .name = "KeyPairIdStringList", .type = MT_LIST, .member = &L_KeyPairIdStringList[0] };
+static const struct model_shape S_KeyPairId = { .name = "KeyPairId", .type = MT_STRING };
+static const struct model_shape S_DescribeKeyPairsResult = { .name = "DescribeKeyPairsResult", .type = MT_STRUCT, .members = M_DescribeKeyPairsResult, .nmembers = 1 };
+static const struct model_shape S_KeyPairList = { .name = "KeyPairList", .type = MT_LIST, .member = &L_KeyPairList[0] };
+static const struct model_shape S_KeyPairInfo = { .name = "KeyPairInfo", .type = MT_STRUCT, .members = M_KeyPairInfo, .nmembers = 7 };
+static const struct model_shape S_DeleteKeyPairRequest = { .name = "DeleteKeyPairRequest", .type = MT_STRUCT, .members = M_DeleteKeyPairRequest, .nmembers = 3 };
+static const struct model_shape S_KeyPairNameWithResolver = { .name = "KeyPairNameWithResolver", .type = MT_STRING };
+static const struct model_shape S_DeleteKeyPairResult = { .name = "DeleteKeyPairResult", .type = MT_STRUCT, .members = M_DeleteKeyPairResult, .nmembers = 2 };
 
 static const struct model_op ops[] = {
+    { "CancelImageLaunchPermission", "POST", "/", &S_CancelImageLaunchPermissionRequest, &S_CancelImageLaunchPermissionResult, NULL, 200 },
+    { "CopySnapshot", "POST", "/", &S_CopySnapshotRequest, &S_CopySnapshotResult, NULL, 200 },
+    { "CreateKeyPair", "POST", "/", &S_CreateKeyPairRequest, &S_KeyPair, NULL, 200 },
+    { "CreateSnapshot", "POST", "/", &S_CreateSnapshotRequest, &S_Snapshot, NULL, 200 },
     { "CreateTags", "POST", "/", &S_CreateTagsRequest, NULL, NULL, 200 },
+    { "CreateVolume", "POST", "/", &S_CreateVolumeRequest, &S_Volume, NULL, 200 },
+    { "DeleteKeyPair", "POST", "/", &S_DeleteKeyPairRequest, &S_DeleteKeyPairResult, NULL, 200 },
+    { "DeleteSnapshot", "POST", "/", &S_DeleteSnapshotRequest, NULL, NULL, 200 },
     { "DeleteTags", "POST", "/", &S_DeleteTagsRequest, NULL, NULL, 200 },
+    { "DeleteVolume", "POST", "/", &S_DeleteVolumeRequest, NULL, NULL, 200 },
+    { "DeregisterImage", "POST", "/", &S_DeregisterImageRequest, &S_DeregisterImageResult, NULL, 200 },
     { "DescribeAccountAttributes", "POST", "/", &S_DescribeAccountAttributesRequest, &S_DescribeAccountAttributesResult, NULL, 200 },
     { "DescribeAvailabilityZones", "POST", "/", &S_DescribeAvailabilityZonesRequest, &S_DescribeAvailabilityZonesResult, NULL, 200 },
+    { "DescribeImageAttribute", "POST", "/", &S_DescribeImageAttributeRequest, &S_ImageAttribute, NULL, 200 },
+    { "DescribeImages", "POST", "/", &S_DescribeImagesRequest, &S_DescribeImagesResult, NULL, 200 },
+    { "DescribeKeyPairs", "POST", "/", &S_DescribeKeyPairsRequest, &S_DescribeKeyPairsResult, NULL, 200 },
     { "DescribeRegions", "POST", "/", &S_DescribeRegionsRequest, &S_DescribeRegionsResult, NULL, 200 },
+    { "DescribeSnapshotAttribute", "POST", "/", &S_DescribeSnapshotAttributeRequest, &S_DescribeSnapshotAttributeResult, NULL, 200 },
+    { "DescribeSnapshots", "POST", "/", &S_DescribeSnapshotsRequest, &S_DescribeSnapshotsResult, NULL, 200 },
     { "DescribeTags", "POST", "/", &S_DescribeTagsRequest, &S_DescribeTagsResult, NULL, 200 },
+    { "DescribeVolumes", "POST", "/", &S_DescribeVolumesRequest, &S_DescribeVolumesResult, NULL, 200 },
+    { "DescribeVolumesModifications", "POST", "/", &S_DescribeVolumesModificationsRequest, &S_DescribeVolumesModificationsResult, NULL, 200 },
+    { "DisableImage", "POST", "/", &S_DisableImageRequest, &S_DisableImageResult, NULL, 200 },
+    { "DisableImageBlockPublicAccess", "POST", "/", &S_DisableImageBlockPublicAccessRequest, &S_DisableImageBlockPublicAccessResult, NULL, 200 },
+    { "DisableImageDeprecation", "POST", "/", &S_DisableImageDeprecationRequest, &S_DisableImageDeprecationResult, NULL, 200 },
+    { "DisableImageDeregistrationProtection", "POST", "/", &S_DisableImageDeregistrationProtectionRequest, &S_DisableImageDeregistrationProtectionResult, NULL, 200 },
+    { "EnableImage", "POST", "/", &S_EnableImageRequest, &S_EnableImageResult, NULL, 200 },
+    { "EnableImageBlockPublicAccess", "POST", "/", &S_EnableImageBlockPublicAccessRequest, &S_EnableImageBlockPublicAccessResult, NULL, 200 },
+    { "EnableImageDeprecation", "POST", "/", &S_EnableImageDeprecationRequest, &S_EnableImageDeprecationResult, NULL, 200 },
+    { "EnableImageDeregistrationProtection", "POST", "/", &S_EnableImageDeregistrationProtectionRequest, &S_EnableImageDeregistrationProtectionResult, NULL, 200 },
+    { "GetImageBlockPublicAccessState", "POST", "/", &S_GetImageBlockPublicAccessStateRequest, &S_GetImageBlockPublicAccessStateResult, NULL, 200 },
+    { "ImportKeyPair", "POST", "/", &S_ImportKeyPairRequest, &S_ImportKeyPairResult, NULL, 200 },
+    { "ModifyImageAttribute", "POST", "/", &S_ModifyImageAttributeRequest, NULL, NULL, 200 },
+    { "ModifySnapshotAttribute", "POST", "/", &S_ModifySnapshotAttributeRequest, NULL, NULL, 200 },
+    { "ModifyVolume", "POST", "/", &S_ModifyVolumeRequest, &S_ModifyVolumeResult, NULL, 200 },
+    { "RegisterImage", "POST", "/", &S_RegisterImageRequest, &S_RegisterImageResult, NULL, 200 },
+    { "ResetImageAttribute", "POST", "/", &S_ResetImageAttributeRequest, NULL, NULL, 200 },
+    { "ResetSnapshotAttribute", "POST", "/", &S_ResetSnapshotAttributeRequest, NULL, NULL, 200 },
+};
+
+static const struct model_shape *const errors[] = {
+    NULL,
 };
 
 const struct model_service model_ec2 = {
@@ -271,5 +1256,6 @@ const struct model_service model_ec2 = {
     .target_prefix = NULL,
     .json_version = NULL,
     .ops = ops,
-    .nops = 6,
+    .nops = 38,
+    .errors = errors,
 };

@@ -25,6 +25,10 @@ static const struct model_op ops[] = {
     { "GetCallerIdentity", "POST", "/", &S_GetCallerIdentityRequest, &S_GetCallerIdentityResponse, "GetCallerIdentityResult", 200 },
 };
 
+static const struct model_shape *const errors[] = {
+    NULL,
+};
+
 const struct model_service model_sts = {
     .name = "sts",
     .protocol = "query",
@@ -34,4 +38,5 @@ const struct model_service model_sts = {
     .json_version = NULL,
     .ops = ops,
     .nops = 1,
+    .errors = errors,
 };

@@ -16,6 +16,14 @@ static const struct {
     { "serve", cmd_serve, "run the daemon (HTTP API) in the foreground" },
     { "account", cmd_account, "create or list accounts (account create NAME | account list)" },
     { "key", cmd_key, "create, delete or list access keys" },
+    { "import", cmd_import, "make a snapshot from a disk image (raw, qcow2, vmdk, vhdx, vpc)" },
+    { "export", cmd_export, "write a snapshot to a disk image (raw or qcow2)" },
+    { "catalog", cmd_catalog, "import the system catalogue image (catalog import)" },
+    { "clock", cmd_clock, "show or move amid's clock (admin only: for testing time-based rules)" },
+    { "nbd-uri", cmd_nbd_uri, "print the NBD URI the daemon serves a volume or snapshot at" },
+    { "verify", cmd_verify, "check every reference and, with --read-data, every chunk" },
+    { "gc", cmd_gc, "free the chunks nothing refers to any more" },
+    { "du", cmd_du, "storage per snapshot and image: full, stored, unique, shared" },
 };
 
 static void usage(FILE *f)

@@ -13,10 +13,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "db/db.h"
+#include "util/blockdev.h"
 #include "util/util.h"
 
 struct app;
-struct db;
 
 #define CORE_DEFAULT_LISTEN  "127.0.0.1:8773"
 #define CORE_DEFAULT_REGIONS "us-east-1,us-west-2"
@@ -78,6 +79,14 @@ int core_set_listen(struct app *app, const char *listen);
 /* A 32-byte subkey of the master key for `label` (pagination tokens, block tokens...). */
 void core_subkey(struct app *app, const char *label, uint8_t out[32]);
 
+/* Starts the daemon's background work (the job workers that capture snapshots) and recovers
+ * what a crash interrupted: pending snapshots are captured again, half-finished ones finished,
+ * volumes' layer chains reconciled with the database.  Only `amid serve` calls it; command-line
+ * tools that open a data directory work without it. */
+int core_start(struct app *app);
+/* Stops the job workers, letting the job in progress finish. */
+void core_stop(struct app *app);
+
 /* ---- regions ---- */
 
 struct core_region {
@@ -123,10 +132,17 @@ int core_account_each(struct app *app, int (*fn)(void *ctx, const struct core_ac
 int core_key_each(struct app *app, const char *account,
                   int (*fn)(void *ctx, const struct core_key_info *k), void *ctx);
 
+/* The system account that owns the system catalogue (alias `alias`, e.g. "amid"), created on
+ * first use; it has no keys and cannot sign requests.  Copies its id out. */
+int core_system_account(struct app *app, const char *alias, char ret_id[16], struct err *e);
+
 /* Resolves an access key id for request signing: copies its account id and the plaintext
  * secret (NUL-terminated) out.  -ENOENT for an unknown key or a system account's key.  The
  * caller wipes the secret as soon as the signature is checked. */
 int core_key_secret(struct app *app, const char *key_id, char account_id[16], char secret[48]);
+
+/* Whether `id` is `prefix` followed by 8 or 17 lower-case hex digits, as EC2 ids are. */
+bool core_id_valid(const char *id, const char *prefix);
 
 /* ---- tags ---- */
 
@@ -163,5 +179,380 @@ int core_tags_each(struct app *app, const struct core_caller *who,
 /* The tags of one resource, by key. */
 int core_tags_of(struct app *app, struct db *db, const char *region, const char *resource_id,
                  int (*fn)(void *ctx, const struct core_tag_row *t), void *ctx);
+
+/* ---- volumes and snapshots (rows are db's plain structs) ---- */
+
+#define CORE_BLOCK_SIZE     524288
+#define CORE_BLOCKS_PER_GIB 2048
+
+struct core_volume_spec {
+    const char *zone;    /* availability zone name, or NULL with zone_id */
+    const char *zone_id; /* or its id */
+    int64_t size_gib;    /* 0: the snapshot's size */
+    const char *type;    /* NULL: gp2 */
+    int64_t iops;        /* 0: the type's default */
+    int64_t throughput;  /* 0: the type's default */
+    const char *snapshot_id;
+    bool multi_attach;
+    int64_t init_rate; /* VolumeInitializationRate, 0 when not given */
+    bool encrypted;
+    const char *kms_key_id;
+    const struct core_tag *tags; /* TagSpecifications for the volume */
+    size_t ntags;
+    const char *client_token;
+};
+
+/* Creates a volume in constant time (no data is copied from its snapshot).  Checks everything
+ * EC2 checks: zone, type bounds on size, iops and throughput, the snapshot (completed, owned or
+ * shared with the caller through createVolumePermission, no bigger than the volume), tags and
+ * the client token (the same token and parameters return the first call's volume;
+ * different parameters IdempotentParameterMismatch). */
+int core_volume_create(struct app *app, const struct core_caller *who,
+                       const struct core_volume_spec *spec, struct db_volume *ret, struct err *e);
+/* A volume the caller owns in its region; InvalidVolume.NotFound otherwise (also for another
+ * account's), InvalidVolumeID.Malformed for a malformed id. */
+int core_volume_get(struct app *app, const struct core_caller *who, const char *id,
+                    struct db_volume *ret, struct err *e);
+/* The caller's volumes in its region, by id. */
+int core_volume_each(struct app *app, const struct core_caller *who,
+                     int (*fn)(void *ctx, const struct db_volume *v), void *ctx);
+/* Deletes an available volume and its data (VolumeInUse while attached or open for writing). */
+int core_volume_delete(struct app *app, const struct core_caller *who, const char *id,
+                       struct err *e);
+
+struct core_volume_mod {
+    int64_t size_gib; /* 0: unchanged; smaller than now: InvalidParameterValue */
+    const char *type; /* NULL: unchanged */
+    int64_t iops;     /* -1: unchanged */
+    int64_t throughput;
+    int multi_attach; /* -1: unchanged */
+};
+/* Modifies a volume (growing its device at once) and records the modification; *ret_body is a
+ * new JSON text of the VolumeModification (caller frees). */
+int core_volume_modify(struct app *app, const struct core_caller *who, const char *id,
+                       const struct core_volume_mod *mod, char **ret_body, struct err *e);
+/* Modification records (JSON texts) of the caller's volumes, newest first. */
+int core_volume_mods_each(struct app *app, const struct core_caller *who, const char *volume_id,
+                          int (*fn)(void *ctx, const char *body), void *ctx);
+
+/* Takes a snapshot of a volume: the point in time is this call.  Returns the pending snapshot;
+ * a job captures its changed blocks and completes it. */
+int core_snapshot_create(struct app *app, const struct core_caller *who, const char *volume_id,
+                         const char *description, const struct core_tag *tags, size_t ntags,
+                         struct db_snapshot *ret, struct err *e);
+
+enum core_access {
+    CORE_OWNER,  /* the caller must own it */
+    CORE_VISIBLE /* owned, or shared with the caller (createVolumePermission) */
+};
+/* A snapshot in the caller's region it may see; InvalidSnapshot.NotFound otherwise. */
+int core_snapshot_get(struct app *app, const struct core_caller *who, const char *id,
+                      enum core_access access, struct db_snapshot *ret, struct err *e);
+/* Snapshots in the caller's region: with `owner` only that account's, with `visible` those the
+ * caller may use (its own, shared with it and public), otherwise all. */
+int core_snapshot_each(struct app *app, const struct core_caller *who, const char *owner,
+                       bool visible, int (*fn)(void *ctx, const struct db_snapshot *s), void *ctx);
+/* Whether `account` may create volumes from snapshot `id` through a permission for it (or for
+ * "all" when `or_all`). */
+bool core_snapshot_granted(struct app *app, const char *id, const char *account, bool or_all);
+/* Deletes a snapshot the caller owns (InvalidSnapshot.InUse while an image uses it). */
+int core_snapshot_delete(struct app *app, const struct core_caller *who, const char *id,
+                         struct err *e);
+/* Copies a completed snapshot the caller may see (within the region: the copy shares chunks). */
+int core_snapshot_copy(struct app *app, const struct core_caller *who, const char *source_region,
+                       const char *source_id, const char *description, const struct core_tag *tags,
+                       size_t ntags, struct db_snapshot *ret, struct err *e);
+/* createVolumePermission: add or remove grantees ("all" or 12-digit account ids), or reset. */
+int core_snapshot_permission(struct app *app, const struct core_caller *who, const char *id,
+                             const char *const *add, size_t nadd, const char *const *remove,
+                             size_t nremove, struct err *e);
+int core_snapshot_permission_reset(struct app *app, const struct core_caller *who, const char *id,
+                                   struct err *e);
+int core_snapshot_permission_each(struct app *app, const struct core_caller *who, const char *id,
+                                  int (*fn)(void *ctx, const char *grantee), void *ctx,
+                                  struct err *e);
+
+/* ---- EBS direct ---- */
+
+struct core_ebs_start {
+    int64_t volume_size_gib;
+    const char *parent_id;
+    const char *description;
+    const struct core_tag *tags;
+    size_t ntags;
+    const char *client_token;
+    int64_t timeout_min; /* 0: 60 */
+    bool encrypted;
+};
+int core_ebs_start(struct app *app, const struct core_caller *who, const struct core_ebs_start *p,
+                   struct db_snapshot *ret, struct err *e);
+/* Stores block `idx` of a pending snapshot after checking its SHA-256 (`sha256`, as the client
+ * claims it).  Durable when it returns 0.  Each block written restarts the upload's idle
+ * timeout. */
+int core_ebs_put(struct app *app, const struct core_caller *who, const char *snapshot_id,
+                 int64_t idx, const void *data, size_t n, const uint8_t sha256[32], struct err *e);
+/* Completes an upload: checks the number of blocks put and, when `linear` is non-NULL, the LINEAR
+ * checksum over them; builds the snapshot's map from its parent and the blocks. */
+int core_ebs_complete(struct app *app, const struct core_caller *who, const char *snapshot_id,
+                      int64_t changed_blocks, const uint8_t *linear, struct db_snapshot *ret,
+                      struct err *e);
+
+/* Non-zero blocks of a completed snapshot the caller may read, from `start`, in index order:
+ * fn gets the index and the block's chunk id (32 bytes). */
+int core_snapshot_blocks(struct app *app, const struct core_caller *who, const char *id,
+                         int64_t start, int (*fn)(void *ctx, int64_t idx, const uint8_t *chunk),
+                         void *ctx, struct err *e);
+/* Blocks that differ between two snapshots of the same size (any two: related or not), from
+ * `start`: fn gets the index and each side's chunk id, NULL where that side is zero. */
+int core_snapshot_diff(struct app *app, const struct core_caller *who, const char *first,
+                       const char *second, int64_t start,
+                       int (*fn)(void *ctx, int64_t idx, const uint8_t *a, const uint8_t *b),
+                       void *ctx, struct err *e);
+/* Reads block `idx` of a snapshot (all 512 KiB of it) into `buf`; sets *ret_chunk to the
+ * block's chunk id, or all zero bytes for a zero block. */
+int core_snapshot_read_block(struct app *app, const struct core_caller *who, const char *id,
+                             int64_t idx, void *buf, uint8_t ret_chunk[32], struct err *e);
+
+/* ---- machine images ---- */
+
+struct core_image_spec {
+    const char *name;
+    const char *description;
+    const char *architecture;        /* NULL: x86_64 */
+    const char *root_device_name;    /* NULL: the first mapping's device */
+    const char *virtualization_type; /* NULL: hvm */
+    const char *boot_mode;
+    int ena_support; /* -1: not given */
+    const char *sriov_net_support;
+    const char *imds_support;
+    const char *tpm_support;
+    struct db_bdm *bdms; /* volume_size 0: the snapshot's size; kind "ebs", "ephemeral", "none" */
+    size_t nbdms;
+    const struct core_tag *tags;
+    size_t ntags;
+    const char *source_instance_id; /* CreateImage */
+    const char *source_image_id;    /* CopyImage */
+    const char *source_region;
+    const char *owner_override; /* the system catalogue registers as its own account */
+};
+
+/* Registers an image from snapshots with EC2's rules (name, mappings, snapshots the caller may
+ * use, sizes, types).  The image is available at once when every snapshot is completed, pending
+ * otherwise (it follows its snapshots: available when all complete, failed when one fails). */
+int core_image_register(struct app *app, const struct core_caller *who,
+                        const struct core_image_spec *spec, char ret_id[32], struct err *e);
+
+enum core_image_access {
+    CORE_IMAGE_OWNER,  /* the caller must own it */
+    CORE_IMAGE_LAUNCH, /* the caller may launch it: owner, granted or public; not disabled */
+    CORE_IMAGE_SEE,    /* the caller may see it (describe), disabled ones only as owner */
+};
+/* An image the caller may reach as `access` says.  A stranger gets InvalidAMIID.NotFound, exactly
+ * as for an image that does not exist; a grantee asking for an owner's operation gets AuthFailure.
+ * Deregistered images are InvalidAMIID.NotFound except for CORE_IMAGE_SEE (shown for a while). */
+int core_image_get(struct app *app, const struct core_caller *who, const char *id,
+                   enum core_image_access access, struct db_image *ret, struct err *e);
+/* Images per `q` (region defaults to the caller's); callers filter further. */
+int core_image_each(struct app *app, const struct db_image_query *q,
+                    int (*fn)(void *ctx, const struct db_image *im), void *ctx);
+int core_image_bdms(struct app *app, const char *id, int (*fn)(void *ctx, const struct db_bdm *b),
+                    void *ctx);
+/* Launch permissions: grantees ("all" or account ids) to add and remove; block public access
+ * refuses new "all" grants. */
+int core_image_permission(struct app *app, const struct core_caller *who, const char *id,
+                          const char *const *add, size_t nadd, const char *const *remove,
+                          size_t nremove, struct err *e);
+int core_image_permission_reset(struct app *app, const struct core_caller *who, const char *id,
+                                struct err *e);
+int core_image_permission_each(struct app *app, const char *id,
+                               int (*fn)(void *ctx, const char *grantee), void *ctx);
+/* Whether `account` holds an explicit launch permission for the image. */
+bool core_image_permission_granted(struct app *app, const char *id, const char *account);
+/* A grantee gives up its own launch permission. */
+int core_image_cancel_permission(struct app *app, const struct core_caller *who, const char *id,
+                                 struct err *e);
+/* Attribute changes by the owner: description, imdsSupport ("v2.0"). */
+int core_image_set(struct app *app, const struct core_caller *who, const char *id,
+                   const char *description, const char *imds_support, struct err *e);
+/* Deprecation time (0 cancels it). */
+int core_image_deprecate(struct app *app, const struct core_caller *who, const char *id,
+                         int64_t at_ms, struct err *e);
+/* Deregistration protection; *ret gets EC2's "return" text. */
+int core_image_protect(struct app *app, const struct core_caller *who, const char *id, bool enable,
+                       bool with_cooldown, struct err *e);
+/* Disables (private, unlaunchable, hidden) or re-enables an image. */
+int core_image_disable(struct app *app, const struct core_caller *who, const char *id, bool disable,
+                       struct err *e);
+/* Deregisters an image; with `delete_snapshots` deletes each of its snapshots no other image
+ * uses, reporting each as fn(ctx, snapshot, "success"|"skipped"|...). */
+int core_image_deregister(struct app *app, const struct core_caller *who, const char *id,
+                          bool delete_snapshots,
+                          void (*fn)(void *ctx, const char *snapshot_id, const char *code),
+                          void *ctx, struct err *e);
+/* Image block public access of the caller's account and region: `set` "block-new-sharing" or
+ * "unblocked", or NULL to read it into `out`. */
+int core_image_block_public(struct app *app, const struct core_caller *who, const char *set,
+                            char *out, size_t outlen, struct err *e);
+/* The display form of an image's deregistration protection ("disabled", "enabled-with-cooldown",
+ * "enabled-without-cooldown", "disabled-until-TIME"). */
+void core_image_protection_text(struct app *app, const struct db_image *im, char *out,
+                                size_t outlen);
+/* An image (not deregistered) an owner tagged key=value in a region; -ENOENT when none. */
+int core_image_find_tagged(struct app *app, const char *region, const char *owner, const char *key,
+                           const char *value, char ret_id[32]);
+/* Called when a snapshot completes or fails: pending images follow. */
+void core_images_snapshot_done(struct app *app, const char *snapshot_id);
+/* How long a deregistered image still shows in DescribeImages. */
+#define CORE_DEREGISTERED_VISIBLE_MS (60LL * 60 * 1000)
+
+/* The alias of an account (ImageOwnerAlias), "" when none. */
+void core_account_alias(struct app *app, const char *account_id, char *out, size_t outlen);
+/* The account id an Owners value names: self, an account id, or an alias. -ENOENT if none. */
+int core_owner_resolve(struct app *app, const struct core_caller *who, const char *owner,
+                       char out[16]);
+
+/* ---- key pairs ---- */
+
+/* Creates a key pair ("rsa" or "ed25519"); *ret_private gets the private key PEM, which amid
+ * does not keep (the caller wipes and frees it).  InvalidKeyPair.Duplicate for a name in use. */
+int core_keypair_create(struct app *app, const struct core_caller *who, const char *name,
+                        const char *type, const struct core_tag *tags, size_t ntags,
+                        struct db_keypair *ret, char **ret_private, struct err *e);
+/* Imports a public key (OpenSSH text, or PEM/DER SubjectPublicKeyInfo): InvalidKey.Format. */
+int core_keypair_import(struct app *app, const struct core_caller *who, const char *name,
+                        const uint8_t *material, size_t n, const struct core_tag *tags,
+                        size_t ntags, struct db_keypair *ret, struct err *e);
+/* A key pair of the caller by name or by id: InvalidKeyPair.NotFound. */
+int core_keypair_get(struct app *app, const struct core_caller *who, const char *name,
+                     const char *id, struct db_keypair *ret, struct err *e);
+int core_keypair_each(struct app *app, const struct core_caller *who,
+                      int (*fn)(void *ctx, const struct db_keypair *k), void *ctx);
+/* Deletes by name (an unknown name succeeds, as on EC2) or by id (InvalidKeyPair.NotFound). */
+int core_keypair_delete(struct app *app, const struct core_caller *who, const char *name,
+                        const char *id, char ret_id[32], struct err *e);
+
+/* EBS block tokens: opaque, expiring proof that the holder listed block `idx` (with chunk
+ * `chunk`, or zero bytes) of snapshot `id`.  core_block_token writes up to 64 characters. */
+void core_block_token(struct app *app, const char *id, int64_t idx, const uint8_t chunk[32],
+                      int64_t expiry_ms, char out[64]);
+/* 0 when `token` is a valid, unexpired token for the block; -EINVAL otherwise. */
+int core_block_token_check(struct app *app, const char *token, const char *id, int64_t idx,
+                           const uint8_t chunk[32]);
+#define CORE_BLOCK_TOKEN_TTL_MS (7LL * 24 * 3600 * 1000)
+
+/* ---- block devices for NBD ---- */
+
+struct core_bdev;
+
+/* Opens volume or snapshot `name` as a block device: volumes read-write (one writer at a time:
+ * -EBUSY; `probe` only looks and claims nothing), snapshots read-only (completed ones only).
+ * -ENOENT for anything else.  Close with core_bdev_close. */
+int core_bdev_open(struct app *app, const char *name, bool probe, struct core_bdev **ret);
+struct blockdev *core_bdev_dev(struct core_bdev *b);
+void core_bdev_close(struct app *app, struct core_bdev *b);
+/* The Unix socket the daemon's NBD server listens on: DATA/run/nbd.sock. */
+void core_nbd_socket(struct app *app, char *out, size_t outlen);
+
+/* ---- maintenance: verify, gc, du ---- */
+
+/* One finding of core_verify.  Strings are borrowed for the duration of the callback. */
+struct core_problem {
+    const char *kind;   /* "chunk-missing", "snapshot-map-missing", "orphan-map"... */
+    bool warning;       /* a warning (orphaned files) rather than an error */
+    const char *region; /* region name */
+    const char *id;     /* the snapshot, volume, image or upload concerned */
+    const char *chunk;  /* the chunk's id in hex, or NULL */
+    const char *detail; /* one line for people */
+};
+
+struct core_verify_opts {
+    bool read_data;   /* read and decode every referenced chunk (STORE_VERIFY) */
+    unsigned threads; /* readers for read_data; 0: one per CPU */
+};
+
+struct core_verify_stats {
+    uint64_t regions, snapshots, maps, volumes, uploads, images;
+    uint64_t chunks;      /* distinct chunks referenced (each checked to exist) */
+    uint64_t chunks_read; /* of those, read and decoded (read_data) */
+    uint64_t bytes_read;  /* decoded bytes */
+    uint64_t errors, warnings;
+    bool volumes_opened; /* volumes were also opened with vol_open (no daemon was serving) */
+};
+
+/* Checks every region of the data directory: each completed snapshot has a map that loads and
+ * whose chunks exist (and, with read_data, decode and match their ids); each pending EBS upload's
+ * blocks exist; each volume's state is readable, its layer files and base map exist; images'
+ * block device mappings name existing, completed snapshots; map files and volume directories
+ * nothing needs are reported as warnings.  Safe while a daemon serves the directory (volumes are
+ * opened with vol_open only when none does).  Calls `fn` once per problem; returns 0 when the
+ * check ran (whatever it found: see ret->errors), or a negative errno with `e` set when it could
+ * not. */
+int core_verify(struct app *app, const struct core_verify_opts *o,
+                void (*fn)(void *ctx, const struct core_problem *p), void *ctx,
+                struct core_verify_stats *ret, struct err *e);
+
+#define CORE_GC_DEFAULT_GRACE_MS (3600LL * 1000)
+
+struct core_gc_opts {
+    int64_t grace_ms; /* spare unreferenced chunks changed less than this before the scan */
+    bool dry_run;     /* count what would be freed; delete nothing */
+};
+
+struct core_gc_stats {
+    uint64_t chunks, bytes;        /* in the stores when scanned */
+    uint64_t referenced;           /* chunks something refers to */
+    uint64_t recent, recent_bytes; /* unreferenced but within the grace period: kept */
+    uint64_t freed, freed_bytes;   /* deleted (or, dry run, that would be) */
+    uint64_t maps_freed;           /* map files of deleted snapshots nothing needs any more */
+    uint64_t skipped;              /* candidates used again during the run: kept */
+};
+
+/* Frees chunks nothing refers to: not a map file present (every snapshot's, in any state, and
+ * those volumes and pending uploads still need after their snapshot was deleted), not a volume's
+ * base, not an EBS upload's block.  Records the scan's start first and deletes only chunks whose
+ * mtime is older than that minus the grace period (a put that deduplicates against a chunk
+ * refreshes its mtime), and nothing at all when any part of the scan fails (-EIO with `e` set).
+ * Map files of deleted snapshots that nothing needs any more go first, older than the grace
+ * period too.  Safe while a daemon serves the directory. */
+int core_gc(struct app *app, const struct core_gc_opts *o, struct core_gc_stats *ret,
+            struct err *e);
+
+struct core_du_snapshot {
+    const char *id, *region, *owner, *state, *volume_id;
+    uint64_t blocks;       /* non-zero blocks */
+    uint64_t full_bytes;   /* blocks * 512 KiB */
+    uint64_t chunks;       /* distinct chunks it references */
+    uint64_t stored_bytes; /* their files' sizes */
+    uint64_t unique_bytes; /* of which nothing else refers to: what deleting it frees */
+    uint64_t shared_bytes; /* stored_bytes - unique_bytes */
+    uint64_t freed_bytes;  /* what deleting it frees: unique_bytes, or 0 while a volume is
+                              based on it (its map then stays) */
+    uint64_t missing;      /* chunks it references that the store lacks */
+};
+
+struct core_du_image {
+    const char *id, *region, *name, *state;
+    const char *const *snapshots; /* its snapshots */
+    size_t nsnapshots;
+    uint64_t full_bytes;   /* sum over its snapshots */
+    uint64_t stored_bytes; /* distinct chunks of its snapshots */
+    uint64_t unique_bytes; /* chunks only its snapshots refer to */
+    uint64_t shared_bytes;
+};
+
+struct core_du_totals {
+    uint64_t snapshots, images;
+    uint64_t full_bytes; /* sum over snapshots */
+    uint64_t referenced_chunks, referenced_bytes;
+    uint64_t store_chunks, store_bytes; /* what the stores hold */
+    uint64_t unreferenced_bytes;        /* what gc could free (grace period aside) */
+};
+
+/* Storage per snapshot and image of `region` (every region when NULL), snapshots then images in
+ * id order; either callback may be NULL.  Read-only; safe while a daemon serves. */
+int core_du(struct app *app, const char *region,
+            void (*snapshot_fn)(void *ctx, const struct core_du_snapshot *s),
+            void (*image_fn)(void *ctx, const struct core_du_image *im), void *ctx,
+            struct core_du_totals *ret, struct err *e);
 
 #endif

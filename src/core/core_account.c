@@ -265,3 +265,53 @@ int core_key_each(struct app *app, const char *account,
     core_db_put(app, db);
     return rc;
 }
+
+struct sys_find {
+    const char *alias;
+    char id[16];
+};
+
+static int find_system(void *vctx, const struct db_account *a)
+{
+    struct sys_find *f = vctx;
+    if (a->system && strcmp(a->alias, f->alias) == 0) {
+        snprintf(f->id, sizeof(f->id), "%s", a->id);
+        return 1;
+    }
+    return 0;
+}
+
+static int system_tx(struct app *app, struct db *db, void *vctx)
+{
+    struct sys_find *f = vctx;
+    if (db_account_each(db, find_system, f) == 1)
+        return 0;
+    struct db_account a = { 0 };
+    uint8_t r[12];
+    int rc = rand_bytes(r, sizeof(r));
+    for (int i = 0; rc == 0 && i < 12; i++)
+        a.id[i] = (char)('0' + r[i] % 10);
+    if (rc < 0)
+        return rc;
+    if (a.id[0] == '0')
+        a.id[0] = '7';
+    snprintf(a.name, sizeof(a.name), "%s-catalog", f->alias);
+    snprintf(a.alias, sizeof(a.alias), "%s", f->alias);
+    a.created_ms = core_now_ms(app);
+    a.system = true;
+    rc = db_account_insert(db, &a);
+    if (rc == 0)
+        snprintf(f->id, sizeof(f->id), "%s", a.id);
+    return rc;
+}
+
+int core_system_account(struct app *app, const char *alias, char ret_id[16], struct err *e)
+{
+    struct sys_find f = { alias, "" };
+    int rc = core_tx(app, system_tx, &f);
+    if (rc < 0)
+        return err_set(e, rc, "InternalError", "cannot create the system account: %s",
+                       strerror(-rc));
+    snprintf(ret_id, 16, "%s", f.id);
+    return 0;
+}

@@ -242,6 +242,10 @@ int core_open(const char *dir, struct app **ret, struct err *e)
     app->dbpath = path_join(app->datadir, "amid.db");
     pthread_mutex_init(&app->pool_lock, NULL);
     pthread_cond_init(&app->pool_cond, NULL);
+    pthread_mutex_init(&app->rt_lock, NULL);
+    pthread_cond_init(&app->rt_cond, NULL);
+    pthread_mutex_init(&app->job_lock, NULL);
+    pthread_cond_init(&app->job_cond, NULL);
     int rc = 0;
     char *keypath = path_join(app->datadir, "master.key");
     if (!app->datadir || !app->dbpath || !keypath) {
@@ -265,6 +269,7 @@ int core_open(const char *dir, struct app **ret, struct err *e)
         goto fail;
     }
     masterkey_derive(&app->mk, "amid.access-key-secrets.v1", app->secrets_key);
+    masterkey_derive(&app->mk, "amid.ebs-block-tokens.v1", app->block_token_key);
     struct db *db;
     rc = db_open(app->dbpath, false, &db);
     if (rc == -EPROTO) {
@@ -303,12 +308,19 @@ void core_close(struct app *app)
 {
     if (!app)
         return;
+    core_stop(app);
+    core_storage_close(app);
     for (int i = 0; i < app->nfree; i++)
         db_close(app->pool_free[i]);
     masterkey_wipe(&app->mk);
     crypto_wipe(app->secrets_key, sizeof(app->secrets_key));
+    crypto_wipe(app->block_token_key, sizeof(app->block_token_key));
     pthread_mutex_destroy(&app->pool_lock);
     pthread_cond_destroy(&app->pool_cond);
+    pthread_mutex_destroy(&app->rt_lock);
+    pthread_cond_destroy(&app->rt_cond);
+    pthread_mutex_destroy(&app->job_lock);
+    pthread_cond_destroy(&app->job_cond);
     free(app->datadir);
     free(app->dbpath);
     free(app);

@@ -11,6 +11,10 @@
 #include <string.h>
 
 static const struct core_restype restypes[] = {
+    { "vol-", "volume", "InvalidVolume.NotFound", "volume", core_volume_owned },
+    { "snap-", "snapshot", "InvalidSnapshot.NotFound", "snapshot", core_snapshot_owned },
+    { "ami-", "image", "InvalidAMIID.NotFound", "image", core_image_owned },
+    { "key-", "key-pair", "InvalidKeyPair.NotFound", "key pair", core_keypair_owned },
     { NULL, NULL, NULL, NULL, NULL },
 };
 
@@ -158,6 +162,14 @@ static int check_tags(const struct core_tag *tags, size_t ntags, bool values_req
     return 0;
 }
 
+int core_tags_check(const struct core_tag *tags, size_t ntags, struct err *e)
+{
+    if (ntags > CORE_TAGS_MAX)
+        return err_set(e, -EINVAL, "TagLimitExceeded",
+                       "The maximum number of Tags for a resource has been reached.");
+    return check_tags(tags, ntags, false, e);
+}
+
 int core_tags_create(struct app *app, const struct core_caller *who, const char *const *ids,
                      size_t nids, const struct core_tag *tags, size_t ntags, struct err *e)
 {
@@ -216,6 +228,18 @@ int core_tags_delete(struct app *app, const struct core_caller *who, const char 
                            "Tag keys starting with 'aws:' are reserved for internal use");
     struct tags_ctx c = { who, ids, nids, tags, ntags, e };
     return core_tx(app, delete_tx, &c);
+}
+
+int core_tags_insert(struct db *db, const struct core_caller *who, const char *resource_id,
+                     const char *type, const struct core_tag *tags, size_t ntags)
+{
+    for (size_t i = 0; i < ntags; i++) {
+        int rc = db_tag_put(db, who->region, who->account_id, resource_id, type, tags[i].key,
+                            tags[i].value ? tags[i].value : "");
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
 }
 
 struct each_ctx {

@@ -62,4 +62,23 @@ void masterkey_wipe(struct masterkey *mk);
  * never serves two purposes. */
 void masterkey_derive(const struct masterkey *mk, const char *label, uint8_t out[32]);
 
+/* ---- SSH key pairs (EC2 key pairs) ---- */
+
+#define SSHKEY_PUB_MAX 1024
+#define SSHKEY_FP_MAX  128
+
+/* A new key pair: `type` "rsa" (2048 bits) or "ed25519".  Writes the private key PEM (PKCS#1
+ * "RSA PRIVATE KEY" for rsa, "OPENSSH PRIVATE KEY" for ed25519, as EC2 hands them out) into
+ * `priv` (caller frees with crypto_wipe + free), the public key in OpenSSH text form ("ssh-rsa
+ * AAAA... name") into pub, and EC2's fingerprint: the SHA-1 of the DER private key (rsa) or the
+ * base64 SHA-256 of the public key (ed25519).  Returns 0, -EINVAL (type) or -EIO. */
+int sshkey_generate(const char *type, const char *comment, char **priv, char pub[SSHKEY_PUB_MAX],
+                    char fp[SSHKEY_FP_MAX]);
+/* Parses a public key as ImportKeyPair takes it (OpenSSH "ssh-rsa"/"ssh-ed25519" text, or PEM/DER
+ * SubjectPublicKeyInfo): sets its type ("rsa"/"ed25519"), its OpenSSH text and EC2's fingerprint
+ * for imported keys (MD5 of the DER public key for rsa, base64 SHA-256 for ed25519).
+ * -EINVAL for anything else (RSA under 1024 bits included). */
+int sshkey_import(const uint8_t *data, size_t n, char type[16], char pub[SSHKEY_PUB_MAX],
+                  char fp[SSHKEY_FP_MAX]);
+
 #endif

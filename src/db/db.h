@@ -120,8 +120,302 @@ int db_tag_count(struct db *db, const char *region, const char *resource_id);
 /* Tags of one resource in key order. */
 int db_tag_each_of(struct db *db, const char *region, const char *resource_id,
                    int (*fn)(void *ctx, const struct db_tag *t), void *ctx);
+/* The first resource of `type` an owner tagged key=value in a region (by id); -ENOENT. */
+int db_tag_find(struct db *db, const char *region, const char *owner, const char *type,
+                const char *key, const char *value, char *ret_id, size_t idlen);
 /* Every tag an owner holds in a region, ordered by resource id then key (DescribeTags). */
 int db_tag_each_owned(struct db *db, const char *region, const char *owner,
                       int (*fn)(void *ctx, const struct db_tag *t), void *ctx);
+
+/* ---- volumes ---- */
+
+struct db_volume {
+    char id[32];
+    char region[32];
+    char owner[16];
+    char zone[40];
+    int64_t size_gib;
+    char type[16];
+    int64_t iops;
+    int64_t throughput;
+    char snapshot_id[32]; /* "" when created empty */
+    char state[16];
+    int64_t create_ms;
+    bool encrypted;
+    char kms_key_id[160];
+    bool multi_attach;
+    int64_t init_rate;
+};
+
+int db_volume_insert(struct db *db, const struct db_volume *v);
+/* Rewrites every mutable column of the row with id v->id. */
+int db_volume_update(struct db *db, const struct db_volume *v);
+int db_volume_get(struct db *db, const char *id, struct db_volume *ret);
+int db_volume_delete(struct db *db, const char *id);
+/* Volumes in a region (of one owner when `owner` is non-NULL), in id order. */
+int db_volume_each(struct db *db, const char *region, const char *owner,
+                   int (*fn)(void *ctx, const struct db_volume *v), void *ctx);
+/* Number of volumes made from a snapshot (any state). */
+int db_volume_count_from(struct db *db, const char *snapshot_id);
+
+/* ---- snapshots ---- */
+
+struct db_snapshot {
+    char id[32];
+    char region[32];
+    char owner[16];
+    char volume_id[32];
+    int64_t volume_size_gib;
+    char state[16]; /* pending, completed, error */
+    char state_message[256];
+    int64_t progress; /* percent */
+    int64_t start_ms;
+    int64_t complete_ms;
+    char description[1024];
+    bool encrypted;
+    char kms_key_id[160];
+    char source[16];    /* volume, ebs, copy */
+    char parent_id[32]; /* ebs ParentSnapshotId, or the source of a copy */
+    int64_t full_bytes;
+    int64_t stored_bytes;
+    int64_t blocks;
+    uint8_t linear[32];
+    bool has_linear;
+    int64_t expiry_ms;   /* ebs: a pending upload idle past this is cancelled */
+    int64_t timeout_min; /* ebs: the idle timeout StartSnapshot asked for */
+};
+
+int db_snapshot_insert(struct db *db, const struct db_snapshot *s);
+int db_snapshot_update(struct db *db, const struct db_snapshot *s);
+int db_snapshot_get(struct db *db, const char *id, struct db_snapshot *ret);
+int db_snapshot_delete(struct db *db, const char *id);
+/* Snapshots of a region in id order: with `owner`, only that owner's; with `visible_to`, those
+ * the account owns or may create volumes from (a permission for it or for "all"); with
+ * neither, all of them. */
+int db_snapshot_each(struct db *db, const char *region, const char *owner, const char *visible_to,
+                     int (*fn)(void *ctx, const struct db_snapshot *s), void *ctx);
+/* Every snapshot in every region in a given state (recovery after a restart). */
+int db_snapshot_each_state(struct db *db, const char *state,
+                           int (*fn)(void *ctx, const struct db_snapshot *s), void *ctx);
+
+/* createVolumePermission: grantee is an account id or "all". */
+int db_snapshot_perm_add(struct db *db, const char *snapshot_id, const char *grantee);
+int db_snapshot_perm_remove(struct db *db, const char *snapshot_id, const char *grantee);
+int db_snapshot_perm_clear(struct db *db, const char *snapshot_id);
+/* 0 when `grantee` (or "all", when `or_all`) is granted, -ENOENT otherwise. */
+int db_snapshot_perm_has(struct db *db, const char *snapshot_id, const char *grantee, bool or_all);
+int db_snapshot_perm_each(struct db *db, const char *snapshot_id,
+                          int (*fn)(void *ctx, const char *grantee), void *ctx);
+
+/* ---- EBS direct uploads in progress ---- */
+
+/* Records (or replaces) block `idx` of a pending snapshot: its chunk id (NULL for all-zero) and
+ * the SHA-256 of its plaintext. */
+int db_ebs_block_put(struct db *db, const char *snapshot_id, int64_t idx, const uint8_t *chunk,
+                     const uint8_t sha256[32]);
+int db_ebs_block_count(struct db *db, const char *snapshot_id);
+int db_ebs_block_each(struct db *db, const char *snapshot_id,
+                      int (*fn)(void *ctx, int64_t idx, const uint8_t *chunk,
+                                const uint8_t *sha256),
+                      void *ctx);
+int db_ebs_block_clear(struct db *db, const char *snapshot_id);
+/* Every chunk a pending upload refers to (garbage collection keeps them). */
+int db_ebs_chunk_each(struct db *db, int (*fn)(void *ctx, const uint8_t *chunk), void *ctx);
+
+/* ---- idempotency (ClientToken) ---- */
+
+/* Finds the resource an earlier call with this token made; copies the hash of its parameters
+ * and the resource id out.  -ENOENT when the token is new. */
+int db_idem_get(struct db *db, const char *account, const char *region, const char *op,
+                const char *token, char *params, size_t plen, char *resource, size_t rlen);
+int db_idem_put(struct db *db, const char *account, const char *region, const char *op,
+                const char *token, const char *params, const char *resource, int64_t now_ms);
+
+/* ---- volume modifications ---- */
+
+/* Records a modification of a volume, its JSON body as core built it. */
+int db_volmod_put(struct db *db, const char *volume_id, int64_t start_ms, int64_t end_ms,
+                  const char *state, const char *body);
+/* The modifications of a volume (all volumes when NULL), newest first, as (volume, body). */
+int db_volmod_each(struct db *db, const char *volume_id,
+                   int (*fn)(void *ctx, const char *volume_id, const char *body), void *ctx);
+
+/* ---- images ---- */
+
+struct db_image {
+    char id[32];
+    char region[32];
+    char owner[16];
+    char name[520];
+    char description[1024];
+    char architecture[16];
+    char root_device_name[64];
+    char virtualization_type[16];
+    char boot_mode[24];
+    bool ena_support;
+    char sriov_net_support[16];
+    char imds_support[16];
+    char tpm_support[16];
+    char state[16]; /* pending, available, failed, disabled, deregistered */
+    char state_reason_code[64];
+    char state_reason_message[256];
+    int64_t creation_ms;
+    int64_t deprecation_ms;      /* 0: not deprecated */
+    char protection[32];         /* "", "with-cooldown", "without-cooldown" */
+    int64_t protection_until_ms; /* cooldown after disabling protection */
+    int64_t last_launched_ms;
+    char source_image_id[32];
+    char source_region[32];
+    char source_instance_id[32];
+    int64_t deregistered_ms;
+    bool public; /* a launch permission for "all" (kept in step by db_image_perm_*) */
+};
+
+struct db_bdm {
+    char device_name[64];
+    char kind[16]; /* ebs, ephemeral, none */
+    char virtual_name[32];
+    char snapshot_id[32];
+    int64_t volume_size;
+    char volume_type[16];
+    int64_t iops;
+    int64_t throughput;
+    bool delete_on_termination;
+    bool encrypted;
+    char kms_key_id[160];
+};
+
+int db_image_insert(struct db *db, const struct db_image *im);
+int db_image_update(struct db *db, const struct db_image *im);
+int db_image_get(struct db *db, const char *id, struct db_image *ret);
+/* The image of an owner with a name in a region (deregistered ones aside); -ENOENT. */
+int db_image_by_name(struct db *db, const char *region, const char *owner, const char *name,
+                     struct db_image *ret);
+
+/* Which images db_image_each walks, in id order, all in one region, after id `after`. */
+struct db_image_query {
+    const char *region;
+    const char *owner;      /* only this owner's, when non-NULL */
+    const char *visible_to; /* owned by, shared with, or public to this account */
+    const char *after;      /* ids greater than this */
+    bool public_only;       /* only public images */
+    const char *granted_to; /* only images with an explicit launch permission for this */
+};
+int db_image_each(struct db *db, const struct db_image_query *q,
+                  int (*fn)(void *ctx, const struct db_image *im), void *ctx);
+/* Images in any region in a state (pending images wait for their snapshots). */
+int db_image_each_state(struct db *db, const char *state,
+                        int (*fn)(void *ctx, const struct db_image *im), void *ctx);
+
+int db_bdm_add(struct db *db, const char *image_id, int idx, const struct db_bdm *b);
+int db_bdm_each(struct db *db, const char *image_id, int (*fn)(void *ctx, const struct db_bdm *b),
+                void *ctx);
+/* Images (not deregistered) whose mappings name a snapshot, as ids into `fn`. */
+int db_bdm_images_of_snapshot(struct db *db, const char *snapshot_id,
+                              int (*fn)(void *ctx, const char *image_id), void *ctx);
+
+/* Launch permissions: grantee is an account id or "all" (which also sets images.public). */
+int db_image_perm_add(struct db *db, const char *image_id, const char *grantee);
+int db_image_perm_remove(struct db *db, const char *image_id, const char *grantee);
+int db_image_perm_clear(struct db *db, const char *image_id);
+int db_image_perm_has(struct db *db, const char *image_id, const char *grantee);
+int db_image_perm_each(struct db *db, const char *image_id,
+                       int (*fn)(void *ctx, const char *grantee), void *ctx);
+
+/* ---- per-account settings ---- */
+
+int db_account_setting_get(struct db *db, const char *account, const char *region, const char *key,
+                           char *out, size_t outlen);
+int db_account_setting_set(struct db *db, const char *account, const char *region, const char *key,
+                           const char *value);
+
+/* ---- key pairs ---- */
+
+struct db_keypair {
+    char id[32];
+    char region[32];
+    char owner[16];
+    char name[260];
+    char type[16]; /* rsa, ed25519 */
+    char fingerprint[128];
+    char public_key[1024]; /* OpenSSH text: "ssh-rsa AAAA..." */
+    int64_t create_ms;
+};
+
+int db_keypair_insert(struct db *db, const struct db_keypair *k);
+int db_keypair_get(struct db *db, const char *id, struct db_keypair *ret);
+int db_keypair_by_name(struct db *db, const char *region, const char *owner, const char *name,
+                       struct db_keypair *ret);
+int db_keypair_delete(struct db *db, const char *id);
+int db_keypair_each(struct db *db, const char *region, const char *owner,
+                    int (*fn)(void *ctx, const struct db_keypair *k), void *ctx);
+
+/* ---- instances ---- */
+
+struct db_instance {
+    char id[32];
+    char region[32];
+    char owner[16];
+    char reservation_id[32];
+    char image_id[32];
+    char instance_type[32];
+    char zone[40];
+    char state[16]; /* pending running stopping stopped shutting-down terminated */
+    char state_reason_code[64];
+    char state_reason_message[256];
+    char transition_reason[256];
+    int64_t launch_ms;
+    char key_name[260];
+    uint8_t *user_data; /* owned by the row struct's user: see db_instance_free_data */
+    size_t user_data_len;
+    char client_token[72];
+    int64_t launch_index;
+    char private_ip[48];
+    char http_tokens[16];
+    char http_endpoint[16];
+    int64_t hop_limit;
+    char metadata_tags[16];
+    char architecture[16];
+    char root_device_name[64];
+    char boot_mode[24];
+    bool ena_support;
+    bool disable_api_termination;
+    bool disable_api_stop;
+    char shutdown_behavior[16];
+    int64_t terminated_ms;
+    char accel[8];
+    char run_dir[512];
+};
+
+struct db_attachment {
+    char instance_id[32];
+    char volume_id[32];
+    char device_name[64];
+    int64_t attach_ms;
+    bool delete_on_termination;
+    char state[16]; /* attaching attached detaching */
+    int64_t boot_index;
+};
+
+/* Rows read with db_instance_get/each carry user data in malloc'd memory, freed here (the
+ * callbacks of db_instance_each get a row whose user data is freed after they return). */
+void db_instance_free_data(struct db_instance *i);
+int db_instance_insert(struct db *db, const struct db_instance *i);
+int db_instance_update(struct db *db, const struct db_instance *i);
+int db_instance_get(struct db *db, const char *id, struct db_instance *ret);
+/* Instances in a region (of one owner when `owner`), in id order; `region` NULL: all regions. */
+int db_instance_each(struct db *db, const char *region, const char *owner,
+                     int (*fn)(void *ctx, const struct db_instance *i), void *ctx);
+/* An instance of an owner launched with a client token; -ENOENT. */
+int db_instance_by_token(struct db *db, const char *region, const char *owner, const char *token,
+                         struct db_instance *ret);
+
+int db_attachment_insert(struct db *db, const struct db_attachment *a);
+int db_attachment_update(struct db *db, const struct db_attachment *a);
+int db_attachment_delete(struct db *db, const char *volume_id);
+int db_attachment_of_volume(struct db *db, const char *volume_id, struct db_attachment *ret);
+/* An instance's attachments in boot order then device name. */
+int db_attachment_each(struct db *db, const char *instance_id,
+                       int (*fn)(void *ctx, const struct db_attachment *a), void *ctx);
 
 #endif

@@ -108,3 +108,23 @@ int db_tag_each_owned(struct db *db, const char *region, const char *owner,
     sqlite3_bind_text(st, 2, owner, -1, SQLITE_STATIC);
     return tag_rows(st, fn, ctx);
 }
+
+int db_tag_find(struct db *db, const char *region, const char *owner, const char *type,
+                const char *key, const char *value, char *ret_id, size_t idlen)
+{
+    sqlite3_stmt *st = db_stmt(db, "SELECT resource_id FROM tags WHERE region = ?1 AND "
+                                   "owner = ?2 AND resource_type = ?3 AND key = ?4 AND "
+                                   "value = ?5 ORDER BY resource_id LIMIT 1");
+    if (!st)
+        return -EIO;
+    sqlite3_bind_text(st, 1, region, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, owner, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, type, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 5, value, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        db_copy_text(st, 0, ret_id, idlen);
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : db_rc(rc);
+}

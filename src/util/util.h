@@ -106,7 +106,8 @@ int rand_id(char *out, size_t outlen, const char *prefix, int nhex);
 /* A domain error on its way to the API edge: an AWS error code ("InvalidVolume.NotFound") and a
  * message for the user.  The API layer maps the code to an HTTP status through one table. */
 struct err {
-    const char *code; /* static string; NULL when no error is set */
+    const char *code;   /* static string; NULL when no error is set */
+    const char *reason; /* optional static sub-code (EBS ValidationException's Reason) */
     char msg[512];
 };
 

@@ -48,6 +48,7 @@ int err_set(struct err *e, int rc, const char *code, const char *fmt, ...)
 {
     if (e) {
         e->code = code;
+        e->reason = NULL;
         va_list ap;
         va_start(ap, fmt);
         vsnprintf(e->msg, sizeof(e->msg), fmt, ap);

@@ -20,6 +20,9 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 AMID = os.environ.get('AMID_BIN') or os.path.join(ROOT, 'build', 'amid')
 AWS = '/usr/bin/aws'
+# Current service models (tools/gen-test-models.py), so Debian's older boto3 and AWS CLI know
+# every operation and parameter amid serves.
+os.environ['AWS_DATA_PATH'] = os.path.join(ROOT, 'tests', 'models')
 
 
 def free_port():

@@ -1,0 +1,336 @@
+/*
+ * vol_layer.c — one copy-on-write overlay layer: a sparse data file of whole blocks and a bitmap
+ * of 2-bit block states (absent, present, zero), with the flush that makes its writes durable.
+ *
+ * Durability order: a writer writes data first and changes the block's state after; a flush
+ * copies (stages) the changed bitmap pages, then fdatasyncs the data file, then writes the staged
+ * pages and fdatasyncs the bitmap.  So a state on disk never describes data that is not on disk:
+ * every staged state was set after its data was written, and that data was synced before the
+ * state was.  A torn bitmap page write cannot invent states either: each block's two bits live in
+ * one byte, so each reads as its old or its new value, and both were valid.
+ *
+ * Layer files hold plaintext for now; encrypting layers at rest is a later issue.
+ */
+#include "vol/vol_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static size_t pages_for(uint64_t nblocks)
+{
+    return (size_t)((nblocks + VOL_BM_PAGE_BLOCKS - 1) / VOL_BM_PAGE_BLOCKS);
+}
+
+struct vol_layer *vol_layer_ref(struct vol_layer *l)
+{
+    if (l)
+        atomic_fetch_add(&l->refs, 1);
+    return l;
+}
+
+static void layer_free(struct vol_layer *l)
+{
+    if (l->fd_data >= 0)
+        close(l->fd_data);
+    if (l->fd_bitmap >= 0)
+        close(l->fd_bitmap);
+    if (l->unlink_on_free) {
+        unlink(l->data_path);
+        unlink(l->bitmap_path);
+    }
+    if (l->pages)
+        for (size_t i = 0; i < l->npages; i++)
+            free(atomic_load(&l->pages[i]));
+    free(l->pages);
+    free(l->dirty);
+    pthread_mutex_destroy(&l->page_lock);
+    pthread_mutex_destroy(&l->flush_lock);
+    free(l);
+}
+
+void vol_layer_unref(struct vol_layer *l)
+{
+    if (l && atomic_fetch_sub(&l->refs, 1) == 1)
+        layer_free(l);
+}
+
+static int resize_arrays(struct vol_layer *l, size_t npages)
+{
+    size_t n = npages ? npages : 1;
+    _Atomic(uint8_t *) *pages = realloc(l->pages, n * sizeof(*pages));
+    if (!pages)
+        return -ENOMEM;
+    l->pages = pages;
+    atomic_uchar *dirty = realloc(l->dirty, n * sizeof(*dirty));
+    if (!dirty)
+        return -ENOMEM;
+    l->dirty = dirty;
+    for (size_t i = l->npages; i < n; i++) {
+        atomic_init(&l->pages[i], NULL);
+        atomic_init(&l->dirty[i], 0);
+    }
+    l->npages = npages;
+    return 0;
+}
+
+/* Reads the bitmap file into pages, checking every state. */
+static int load_bitmap(struct vol_layer *l, uint64_t nblocks)
+{
+    struct stat st;
+    if (fstat(l->fd_bitmap, &st) < 0)
+        return -EIO;
+    size_t fpages = (size_t)(((uint64_t)st.st_size + VOL_BM_PAGE - 1) / VOL_BM_PAGE);
+    uint8_t *buf = malloc(VOL_BM_PAGE);
+    if (!buf)
+        return -ENOMEM;
+    int rc = 0;
+    uint64_t count = 0;
+    for (size_t p = 0; p < fpages && rc == 0; p++) {
+        rc = vol_pread_full(l->fd_bitmap, buf, VOL_BM_PAGE, (uint64_t)p * VOL_BM_PAGE);
+        if (rc < 0)
+            break;
+        if (store_is_zero(buf, VOL_BM_PAGE))
+            continue;
+        if (p >= l->npages) {
+            rc = -EBADMSG; /* states past the volume's end */
+            break;
+        }
+        for (size_t i = 0; i < VOL_BM_PAGE; i++) {
+            uint8_t b = buf[i];
+            for (int k = 0; k < 4; k++) {
+                unsigned s = (b >> (2 * k)) & 3u;
+                uint64_t idx = (uint64_t)p * VOL_BM_PAGE_BLOCKS + i * 4 + (unsigned)k;
+                if (s == 3u || (s != VOL_ST_ABSENT && idx >= nblocks))
+                    rc = -EBADMSG;
+                count += s != VOL_ST_ABSENT;
+            }
+        }
+        if (rc < 0)
+            break;
+        uint8_t *page = malloc(VOL_BM_PAGE);
+        if (!page) {
+            rc = -ENOMEM;
+            break;
+        }
+        memcpy(page, buf, VOL_BM_PAGE);
+        atomic_store(&l->pages[p], page);
+    }
+    free(buf);
+    atomic_store(&l->count, count);
+    return rc;
+}
+
+int vol_layer_open(const char *dir, uint64_t seq, uint64_t nblocks, bool create,
+                   struct vol_layer **ret)
+{
+    struct vol_layer *l = calloc(1, sizeof(*l));
+    if (!l)
+        return -ENOMEM;
+    atomic_init(&l->refs, 1);
+    l->seq = seq;
+    l->fd_data = l->fd_bitmap = -1;
+    pthread_mutex_init(&l->page_lock, NULL);
+    pthread_mutex_init(&l->flush_lock, NULL);
+    int rc = 0;
+    if (snprintf(l->data_path, sizeof(l->data_path), "%s/L%" PRIu64 ".data", dir, seq) >=
+            (int)sizeof(l->data_path) ||
+        snprintf(l->bitmap_path, sizeof(l->bitmap_path), "%s/L%" PRIu64 ".bitmap", dir, seq) >=
+            (int)sizeof(l->bitmap_path))
+        rc = -ENAMETOOLONG;
+    if (rc == 0)
+        rc = resize_arrays(l, pages_for(nblocks));
+    if (rc == 0) {
+        /* A layer the state names must exist: recreating it empty would read lost writes back
+         * as zeros. */
+        l->fd_data = open(l->data_path, O_RDWR | (create ? O_CREAT : 0) | O_CLOEXEC, 0600);
+        if (l->fd_data < 0 && errno == ENOENT)
+            errno = EIO;
+        if (l->fd_data < 0)
+            rc = -errno;
+    }
+    if (rc == 0) {
+        l->fd_bitmap = open(l->bitmap_path, O_RDWR | (create ? O_CREAT : 0) | O_CLOEXEC, 0600);
+        if (l->fd_bitmap < 0 && errno == ENOENT)
+            errno = EIO;
+        if (l->fd_bitmap < 0)
+            rc = -errno;
+    }
+    if (rc == 0)
+        rc = load_bitmap(l, nblocks);
+    if (rc < 0) {
+        layer_free(l);
+        return rc;
+    }
+    *ret = l;
+    return 0;
+}
+
+int vol_layer_grow(struct vol_layer *l, uint64_t nblocks)
+{
+    size_t np = pages_for(nblocks);
+    if (np <= l->npages)
+        return 0;
+    pthread_mutex_lock(&l->flush_lock);
+    pthread_mutex_lock(&l->page_lock);
+    int rc = resize_arrays(l, np);
+    pthread_mutex_unlock(&l->page_lock);
+    pthread_mutex_unlock(&l->flush_lock);
+    return rc;
+}
+
+unsigned vol_layer_get(const struct vol_layer *l, uint64_t idx)
+{
+    uint64_t p = idx >> VOL_BM_PAGE_SHIFT;
+    if (p >= l->npages)
+        return VOL_ST_ABSENT;
+    uint8_t *page = atomic_load_explicit(&l->pages[p], memory_order_acquire);
+    if (!page)
+        return VOL_ST_ABSENT;
+    unsigned i = (unsigned)(idx & (VOL_BM_PAGE_BLOCKS - 1));
+    uint8_t b = __atomic_load_n(&page[i >> 2], __ATOMIC_ACQUIRE);
+    return (b >> (2 * (i & 3))) & 3u;
+}
+
+int vol_layer_set(struct vol_layer *l, uint64_t idx, unsigned st)
+{
+    uint64_t p = idx >> VOL_BM_PAGE_SHIFT;
+    if (p >= l->npages)
+        return -EINVAL;
+    uint8_t *page = atomic_load_explicit(&l->pages[p], memory_order_acquire);
+    if (!page) {
+        pthread_mutex_lock(&l->page_lock);
+        page = atomic_load(&l->pages[p]);
+        if (!page) {
+            page = calloc(1, VOL_BM_PAGE);
+            if (page)
+                atomic_store_explicit(&l->pages[p], page, memory_order_release);
+        }
+        pthread_mutex_unlock(&l->page_lock);
+        if (!page)
+            return -ENOMEM;
+    }
+    unsigned i = (unsigned)(idx & (VOL_BM_PAGE_BLOCKS - 1));
+    unsigned shift = 2 * (i & 3);
+    uint8_t *bp = &page[i >> 2];
+    uint8_t old = __atomic_load_n(bp, __ATOMIC_RELAXED), nb;
+    /* One compare-and-swap: readers never see a state in between (absent would be wrong). */
+    do {
+        nb = (uint8_t)((old & ~(3u << shift)) | (st << shift));
+    } while (!__atomic_compare_exchange_n(bp, &old, nb, false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED));
+    unsigned was = (old >> shift) & 3u;
+    if (was == VOL_ST_ABSENT && st != VOL_ST_ABSENT)
+        atomic_fetch_add(&l->count, 1);
+    else if (was != VOL_ST_ABSENT && st == VOL_ST_ABSENT)
+        atomic_fetch_sub(&l->count, 1);
+    atomic_store_explicit(&l->dirty[p], 1, memory_order_release);
+    return 0;
+}
+
+uint64_t vol_layer_next(const struct vol_layer *l, uint64_t idx, uint64_t end)
+{
+    while (idx < end) {
+        uint64_t p = idx >> VOL_BM_PAGE_SHIFT;
+        if (p >= l->npages)
+            return end;
+        uint8_t *page = atomic_load_explicit(&l->pages[p], memory_order_acquire);
+        uint64_t page_end = (p + 1) << VOL_BM_PAGE_SHIFT;
+        if (!page) {
+            idx = page_end;
+            continue;
+        }
+        while (idx < end && idx < page_end) {
+            unsigned i = (unsigned)(idx & (VOL_BM_PAGE_BLOCKS - 1));
+            uint8_t b = __atomic_load_n(&page[i >> 2], __ATOMIC_RELAXED);
+            if ((i & 3) == 0 && b == 0) {
+                idx += 4;
+                continue;
+            }
+            if ((b >> (2 * (i & 3))) & 3u)
+                return idx;
+            idx++;
+        }
+    }
+    return end;
+}
+
+int vol_layer_flush(struct vol_layer *l)
+{
+    pthread_mutex_lock(&l->flush_lock);
+    int rc = atomic_load(&l->err);
+    if (rc < 0) {
+        pthread_mutex_unlock(&l->flush_lock);
+        return rc;
+    }
+    /* Stage first: only states set before this point are written, and their data is synced by
+     * the fdatasync below. */
+    size_t nstaged = 0;
+    for (size_t p = 0; p < l->npages; p++)
+        nstaged += atomic_load(&l->dirty[p]) != 0;
+    uint8_t *stage = NULL;
+    size_t *which = NULL;
+    if (nstaged) {
+        stage = malloc(nstaged * VOL_BM_PAGE);
+        which = malloc(nstaged * sizeof(*which));
+        if (!stage || !which) {
+            free(stage);
+            free(which);
+            pthread_mutex_unlock(&l->flush_lock);
+            return -ENOMEM;
+        }
+    }
+    size_t k = 0;
+    for (size_t p = 0; p < l->npages && k < nstaged; p++) {
+        if (!atomic_exchange(&l->dirty[p], 0))
+            continue;
+        uint8_t *page = atomic_load_explicit(&l->pages[p], memory_order_acquire);
+        uint8_t *dst = stage + k * VOL_BM_PAGE;
+        for (size_t i = 0; i < VOL_BM_PAGE; i++)
+            dst[i] = page ? __atomic_load_n(&page[i], __ATOMIC_ACQUIRE) : 0;
+        which[k++] = p;
+    }
+    bool sync = atomic_exchange(&l->needs_sync, false) || k > 0;
+    if (sync && fdatasync(l->fd_data) < 0) {
+        rc = -EIO;
+        atomic_store(&l->err, rc);
+    }
+    for (size_t i = 0; i < k && rc == 0; i++)
+        rc = vol_pwrite_all(l->fd_bitmap, stage + i * VOL_BM_PAGE, VOL_BM_PAGE,
+                            (uint64_t)which[i] * VOL_BM_PAGE);
+    if (rc == 0 && k > 0 && fdatasync(l->fd_bitmap) < 0) {
+        rc = -EIO;
+        atomic_store(&l->err, rc);
+    }
+    if (rc < 0) {
+        for (size_t i = 0; i < k; i++)
+            atomic_store(&l->dirty[which[i]], 1);
+        atomic_store(&l->needs_sync, true);
+    }
+    free(stage);
+    free(which);
+    pthread_mutex_unlock(&l->flush_lock);
+    return rc;
+}
+
+int vol_layer_punch(struct vol_layer *l, uint64_t idx)
+{
+    uint64_t off = idx * VOL_BLOCK_SIZE;
+    int rc = 0;
+    if (fallocate(l->fd_data, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
+                  VOL_BLOCK_SIZE) < 0) {
+        if (errno != EOPNOTSUPP && errno != ENOSYS)
+            return errno == ENOSPC ? -ENOSPC : -EIO;
+        void *z = calloc(1, VOL_BLOCK_SIZE);
+        if (!z)
+            return -ENOMEM;
+        rc = vol_pwrite_all(l->fd_data, z, VOL_BLOCK_SIZE, off);
+        free(z);
+    }
+    atomic_store(&l->needs_sync, true);
+    return rc;
+}
