@@ -12,7 +12,14 @@
  *   3. fsyncs each distinct fanout directory touched once, including the directories of chunks
  *      the batch deduplicated against (their writer may not have synced them yet).
  * Each fsync is on the fd written through, so a writeback error of our data is reported to us
- * (an error seen at step 1 fails the batch before anything is visible).  A file only ever
+ * (an error seen at step 1 fails the batch before anything is visible).
+ *
+ * Large batches (at least LOCAL_SYNCFS_MIN files, or directories) replace the fsyncs of a step by
+ * one syncfs(): a fsync per new file or directory costs a journal commit each, while one syncfs
+ * commits them together (169 chunks: 0.37 s of fsyncs against 0.06 s here).  The syncfs goes
+ * through a descriptor the batch opened before its first write, so it reports any writeback
+ * error of the file system since then — ours included; an error of another file fails the
+ * batch too, which is merely cautious.  A file only ever
  * appears under its final name complete and fsynced, so a crash at any point leaves chunks that
  * are either absent or whole; what it leaves in tmp/ is removed by the next open.
  *
@@ -44,9 +51,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define LOCAL_MAX_OPEN 64
-#define LOCAL_TMP_NAME 112
-#define LOCAL_PATH     (3 + 2 * STORE_ID_LEN + 1) /* "ab/" + hex + NUL */
+#define LOCAL_MAX_OPEN   64
+#define LOCAL_SYNCFS_MIN 16
+#define LOCAL_TMP_NAME   112
+#define LOCAL_PATH       (3 + 2 * STORE_ID_LEN + 1) /* "ab/" + hex + NUL */
 
 struct local {
     struct store_backend base;
@@ -69,6 +77,7 @@ struct local_batch {
     size_t n, cap;
     size_t nopen;     /* entries whose fd is still open: v[n - nopen .. n) */
     uint64_t dirs[4]; /* fanout directories that commit must fsync */
+    int sb_fd;        /* opened before the batch's first write, for syncfs; -1 before */
 };
 
 static struct local *to_local(struct store_backend *be)
@@ -293,6 +302,7 @@ static int local_batch_new(struct store_backend *be, struct store_backend_batch 
         return -ENOMEM;
     b->base.be = be;
     b->l = to_local(be);
+    b->sb_fd = -1;
     *ret = &b->base;
     return 0;
 }
@@ -324,6 +334,8 @@ static void local_batch_free(struct store_backend_batch *bb)
     if (!b)
         return;
     discard_from(b, 0);
+    if (b->sb_fd >= 0)
+        close(b->sb_fd);
     free(b->v);
     free(b);
 }
@@ -338,11 +350,14 @@ static void local_batch_discard(struct store_backend_batch *bb)
 static int sync_open(struct local_batch *b)
 {
     int rc = 0;
+    bool whole = b->nopen >= LOCAL_SYNCFS_MIN && b->sb_fd >= 0;
 
+    if (whole && syncfs(b->sb_fd) < 0)
+        rc = write_errno(errno);
     for (size_t i = b->n - b->nopen; i < b->n; i++) {
         struct local_entry *e = &b->v[i];
 
-        if (fsync(e->fd) < 0 && rc == 0)
+        if (!whole && fsync(e->fd) < 0 && rc == 0)
             rc = write_errno(errno);
         close(e->fd);
         e->fd = -1;
@@ -382,6 +397,11 @@ static int local_put(struct store_backend_batch *bb, const struct chunk_id *id, 
         rc = sync_open(b);
         if (rc < 0)
             return rc;
+    }
+    if (b->sb_fd < 0) {
+        b->sb_fd = openat(l->root_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (b->sb_fd < 0)
+            return write_errno(errno);
     }
     if (b->n == b->cap) {
         size_t cap = b->cap ? 2 * b->cap : 64;
@@ -474,6 +494,15 @@ static int local_batch_commit(struct store_backend_batch *bb)
 
         memcpy(dirs, b->dirs, sizeof(dirs));
         discard_from(b, i);
+        unsigned ndirs = 0;
+        for (unsigned w = 0; w < 4; w++)
+            ndirs += (unsigned)__builtin_popcountll(dirs[w]);
+        if (ndirs >= LOCAL_SYNCFS_MIN && b->sb_fd >= 0) {
+            if (syncfs(b->sb_fd) < 0 && rc == 0)
+                rc = write_errno(errno);
+            ndirs = 0;
+            memset(dirs, 0, sizeof(dirs));
+        }
         for (unsigned d = 0; d < 256; d++) {
             if (dirs[d / 64] & (1ull << (d % 64))) {
                 int r = fsync_fanout(l, d);
