@@ -25,14 +25,6 @@ static const struct api_filter_def region_filters[] = {
     { NULL, NULL, 0, NULL },
 };
 
-static bool in_list(json_t *list, const char *s)
-{
-    for (size_t i = 0; i < json_array_size(list); i++)
-        if (strcmp(json_string_value(json_array_get(list, i)), s) == 0)
-            return true;
-    return false;
-}
-
 int ec2_describe_regions(struct api_call *c, json_t *in, json_t **ret)
 {
     struct api_filters *f;
@@ -53,7 +45,7 @@ int ec2_describe_regions(struct api_call *c, json_t *in, json_t **ret)
     const struct core_region *r = core_regions(c->app, &n);
     json_t *list = json_array();
     for (size_t i = 0; i < n; i++) {
-        if (json_array_size(names) && !in_list(names, r[i].name))
+        if (json_array_size(names) && !api_in_list(names, r[i].name))
             continue;
         json_t *item = json_pack("{s:s, s:s, s:s}", "RegionName", r[i].name, "Endpoint", host,
                                  "OptInStatus", "opt-in-not-required");
@@ -135,9 +127,9 @@ int ec2_describe_availability_zones(struct api_call *c, json_t *in, json_t **ret
     json_t *list = json_array();
     for (size_t k = 0; k < json_array_size(z.list); k++) {
         json_t *item = json_array_get(z.list, k);
-        if (json_array_size(names) && !in_list(names, jstr(item, "ZoneName")))
+        if (json_array_size(names) && !api_in_list(names, jstr(item, "ZoneName")))
             continue;
-        if (json_array_size(ids) && !in_list(ids, jstr(item, "ZoneId")))
+        if (json_array_size(ids) && !api_in_list(ids, jstr(item, "ZoneId")))
             continue;
         if (api_filters_match(f, item))
             json_array_append(list, item);
@@ -161,7 +153,7 @@ int ec2_describe_account_attributes(struct api_call *c, json_t *in, json_t **ret
     json_t *names = json_object_get(in, "AttributeNames");
     json_t *list = json_array();
     for (size_t i = 0; i < ARRAY_SIZE(attrs); i++) {
-        if (json_array_size(names) && !in_list(names, attrs[i].name))
+        if (json_array_size(names) && !api_in_list(names, attrs[i].name))
             continue;
         json_array_append_new(list, json_pack("{s:s, s:[{s:s}]}", "AttributeName", attrs[i].name,
                                               "AttributeValues", "AttributeValue", attrs[i].value));

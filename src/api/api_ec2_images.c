@@ -288,14 +288,6 @@ struct describe_ctx {
     char alias[72];
 };
 
-static bool in_list(json_t *l, const char *s)
-{
-    for (size_t i = 0; i < json_array_size(l); i++)
-        if (strcmp(json_string_value(json_array_get(l, i)), s) == 0)
-            return true;
-    return false;
-}
-
 static bool executable_by(struct describe_ctx *d, const struct db_image *im)
 {
     for (size_t i = 0; i < json_array_size(d->executable); i++) {
@@ -306,9 +298,13 @@ static bool executable_by(struct describe_ctx *d, const struct db_image *im)
             continue;
         }
         const char *acct = strcmp(u, "self") == 0 ? d->c->account_id : u;
-        if (strcmp(im->owner, acct) == 0 && strcmp(acct, d->c->account_id) == 0)
+        bool self = strcmp(acct, d->c->account_id) == 0;
+        if (strcmp(im->owner, acct) == 0 && self)
             return true;
-        if (core_image_permission_granted(d->c->app, im->id, acct))
+        /* Launch permissions are their owner's to read: another account's id matches only the
+         * caller's own images shared with it. */
+        if ((self || strcmp(im->owner, d->c->account_id) == 0) &&
+            core_image_permission_granted(d->c->app, im->id, acct))
             return true;
     }
     return false;
@@ -326,7 +322,7 @@ static bool row_passes(struct describe_ctx *d, const struct db_image *im)
     if (im->deprecation_ms && im->deprecation_ms <= d->now && !owner && !d->include_deprecated &&
         !d->by_id)
         return false;
-    if (d->owners && !in_list(d->owners, im->owner))
+    if (d->owners && !api_in_list(d->owners, im->owner))
         return false;
     if (d->executable && !executable_by(d, im))
         return false;
@@ -431,9 +427,12 @@ int ec2_describe_images(struct api_call *c, json_t *in, json_t **ret)
         /* Each id must name an image the caller may see. */
         for (size_t i = 0; i < json_array_size(ids) && rc == 0; i++) {
             struct db_image im;
-            rc = core_image_get(c->app, &who, json_string_value(json_array_get(ids, i)),
-                                CORE_IMAGE_SEE, &im, &c->err);
-            if (rc == 0) {
+            const char *id = json_string_value(json_array_get(ids, i));
+            bool again = false; /* an id named twice is described once */
+            for (size_t k = 0; k < i && !again; k++)
+                again = strcmp(id, json_string_value(json_array_get(ids, k))) == 0;
+            rc = core_image_get(c->app, &who, id, CORE_IMAGE_SEE, &im, &c->err);
+            if (rc == 0 && !again) {
                 d.db = core_db_get(c->app);
                 rc = describe_row(&d, &im);
                 core_db_put(c->app, d.db);

@@ -114,14 +114,6 @@ static int keypair_row(void *vctx, const struct db_keypair *k)
     return 0;
 }
 
-static bool listed(json_t *list, const char *s)
-{
-    for (size_t i = 0; i < json_array_size(list); i++)
-        if (strcmp(json_string_value(json_array_get(list, i)), s) == 0)
-            return true;
-    return false;
-}
-
 int ec2_describe_key_pairs(struct api_call *c, json_t *in, json_t **ret)
 {
     json_t *names = json_object_get(in, "KeyNames"), *ids = json_object_get(in, "KeyPairIds");
@@ -152,8 +144,8 @@ int ec2_describe_key_pairs(struct api_call *c, json_t *in, json_t **ret)
     json_t *out = json_array();
     for (size_t i = 0; i < json_array_size(l.items); i++) {
         json_t *it = json_array_get(l.items, i);
-        if ((json_array_size(names) && !listed(names, jstr(it, "KeyName"))) ||
-            (json_array_size(ids) && !listed(ids, jstr(it, "KeyPairId"))))
+        if ((json_array_size(names) && !api_in_list(names, jstr(it, "KeyName"))) ||
+            (json_array_size(ids) && !api_in_list(ids, jstr(it, "KeyPairId"))))
             continue;
         json_array_append(out, it);
     }

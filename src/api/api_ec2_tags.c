@@ -118,16 +118,61 @@ int ec2_describe_tags(struct api_call *c, json_t *in, json_t **ret)
         json_decref(d.list);
         return err_set(&c->err, rc, "InternalError", "cannot read tags");
     }
-    json_t *page;
-    char *next;
-    rc = api_page(c, in, d.list, "_pos", 5, 1000, &page, &next);
+    rc = api_page_into(c, in, d.list, "_pos", 5, 1000, "Tags", ret);
     json_decref(d.list);
-    if (rc < 0)
-        return rc;
-    *ret = json_pack("{s:o}", "Tags", page);
-    if (next) {
-        json_object_set_new(*ret, "NextToken", json_string(next));
-        free(next);
+    return rc;
+}
+
+int api_tag_specs_multi(struct api_call *c, json_t *in, const char *const *types, size_t ntypes,
+                        struct core_tag **ret, size_t *ret_n)
+{
+    json_t *specs = json_object_get(in, "TagSpecifications");
+    for (size_t i = 0; i < json_array_size(specs); i++) {
+        const char *rt = jstr(json_array_get(specs, i), "ResourceType");
+        bool known = false;
+        for (size_t t = 0; t < ntypes && !known; t++)
+            known = rt && strcmp(rt, types[t]) == 0;
+        if (!known)
+            return err_set(&c->err, -EINVAL, "InvalidParameterValue",
+                           "'%.40s' is not a valid taggable resource type for this operation.",
+                           rt ? rt : "null");
+    }
+    for (size_t t = 0; t < ntypes; t++) {
+        size_t n = 0;
+        for (size_t i = 0; i < json_array_size(specs); i++)
+            n += json_array_size(json_object_get(json_array_get(specs, i), "Tags"));
+        ret[t] = calloc(n + 1, sizeof(*ret[t]));
+        ret_n[t] = 0;
+        if (!ret[t]) {
+            for (size_t k = 0; k < t; k++)
+                free(ret[k]);
+            return err_set(&c->err, -ENOMEM, "InternalError", "out of memory");
+        }
+    }
+    for (size_t i = 0; i < json_array_size(specs); i++) {
+        json_t *spec = json_array_get(specs, i);
+        size_t t = 0;
+        while (strcmp(jstr(spec, "ResourceType"), types[t]) != 0)
+            t++;
+        json_t *tags = json_object_get(spec, "Tags");
+        for (size_t j = 0; j < json_array_size(tags); j++) {
+            json_t *tg = json_array_get(tags, j);
+            struct core_tag *k = &ret[t][ret_n[t]++];
+            k->key = jstr(tg, "Key");
+            k->value = jstr(tg, "Value") ? jstr(tg, "Value") : "";
+            if (!k->key) {
+                for (size_t x = 0; x < ntypes; x++)
+                    free(ret[x]);
+                return err_set(&c->err, -EINVAL, "InvalidParameterValue", "Every tag needs a Key");
+            }
+        }
     }
     return 0;
+}
+
+int api_tag_specs(struct api_call *c, json_t *in, const char *type, struct core_tag **ret,
+                  size_t *ret_n)
+{
+    const char *types[] = { type };
+    return api_tag_specs_multi(c, in, types, 1, ret, ret_n);
 }

@@ -18,45 +18,6 @@ static struct core_caller caller(struct api_call *c)
     return w;
 }
 
-int api_tag_specs(struct api_call *c, json_t *in, const char *type, struct core_tag **ret,
-                  size_t *ret_n)
-{
-    json_t *specs = json_object_get(in, "TagSpecifications");
-    size_t n = 0;
-    for (size_t i = 0; i < json_array_size(specs); i++)
-        n += json_array_size(json_object_get(json_array_get(specs, i), "Tags"));
-    struct core_tag *t = calloc(n + 1, sizeof(*t));
-    if (!t)
-        return err_set(&c->err, -ENOMEM, "InternalError", "out of memory");
-    size_t k = 0;
-    for (size_t i = 0; i < json_array_size(specs); i++) {
-        json_t *spec = json_array_get(specs, i);
-        const char *rt = jstr(spec, "ResourceType");
-        if (!rt || strcmp(rt, type) != 0) {
-            free(t);
-            return err_set(&c->err, -EINVAL, "InvalidParameterValue",
-                           "'%.40s' is not a valid taggable resource type for this operation.",
-                           rt ? rt : "null");
-        }
-        json_t *tags = json_object_get(spec, "Tags");
-        for (size_t j = 0; j < json_array_size(tags); j++) {
-            json_t *tg = json_array_get(tags, j);
-            t[k].key = jstr(tg, "Key");
-            t[k].value = jstr(tg, "Value");
-            if (!t[k].key) {
-                free(t);
-                return err_set(&c->err, -EINVAL, "InvalidParameterValue", "Every tag needs a Key");
-            }
-            if (!t[k].value)
-                t[k].value = "";
-            k++;
-        }
-    }
-    *ret = t;
-    *ret_n = k;
-    return 0;
-}
-
 /* The Tags list EC2 echoes for tags given at creation. */
 static json_t *tags_json(const struct core_tag *tags, size_t n)
 {
@@ -86,6 +47,13 @@ static json_t *volume_item(struct api_call *c, struct db *db, const struct db_vo
     if (v->init_rate)
         json_object_set_new(o, "VolumeInitializationRate", json_integer(v->init_rate));
     json_object_set_new(o, "Operator", json_pack("{s:b}", "Managed", 0));
+    struct db_attachment a;
+    if (db && strcmp(v->state, "in-use") == 0 && db_attachment_of_volume(db, v->id, &a) == 0)
+        json_array_append_new(
+            json_object_get(o, "Attachments"),
+            json_pack("{s:I, s:s, s:s, s:s, s:s, s:b}", "AttachTime", (json_int_t)a.attach_ms,
+                      "Device", a.device_name, "InstanceId", a.instance_id, "State", a.state,
+                      "VolumeId", a.volume_id, "DeleteOnTermination", a.delete_on_termination));
     if (db)
         api_add_tags(c, db, o, v->id);
     return o;
@@ -178,20 +146,10 @@ struct list_ctx {
     json_t *owners, *restorable; /* DescribeSnapshots */
 };
 
-static bool id_wanted(json_t *ids, const char *id)
-{
-    if (!ids)
-        return true;
-    for (size_t i = 0; i < json_array_size(ids); i++)
-        if (strcmp(json_string_value(json_array_get(ids, i)), id) == 0)
-            return true;
-    return false;
-}
-
 static int volume_row(void *vctx, const struct db_volume *v)
 {
     struct list_ctx *l = vctx;
-    if (!id_wanted(l->ids, v->id))
+    if (!api_wanted(l->ids, v->id))
         return 0;
     json_t *item = volume_item(l->c, l->db, v);
     if (!item)
@@ -199,43 +157,6 @@ static int volume_row(void *vctx, const struct db_volume *v)
     if (api_filters_match(l->f, item))
         json_array_append(l->items, item);
     json_decref(item);
-    return 0;
-}
-
-/* Checks that every id asked for is well formed and answered; the first one missing gets the
- * NotFound code. */
-static int ids_all_found(struct api_call *c, json_t *ids, json_t *items, const char *key,
-                         const char *prefix, const char *malformed, const char *notfound,
-                         const char *noun)
-{
-    for (size_t i = 0; i < json_array_size(ids); i++) {
-        const char *id = json_string_value(json_array_get(ids, i));
-        if (!core_id_valid(id, prefix))
-            return err_set(&c->err, -EINVAL, malformed,
-                           "Invalid id: \"%.64s\" (expecting \"%s...\")", id, prefix);
-        bool found = false;
-        for (size_t k = 0; k < json_array_size(items) && !found; k++)
-            found = strcmp(jstr(json_array_get(items, k), key), id) == 0;
-        if (!found)
-            return err_set(&c->err, -ENOENT, notfound, "The %s '%s' does not exist.", noun, id);
-    }
-    return 0;
-}
-
-/* Shared tail of the Describe calls: ids, then paging, into `result_key`. */
-static int describe_finish(struct api_call *c, json_t *in, struct list_ctx *l, const char *key,
-                           int64_t min, int64_t max, const char *result_key, json_t **ret)
-{
-    json_t *page;
-    char *next = NULL;
-    int rc = api_page(c, in, l->items, key, min, max, &page, &next);
-    if (rc < 0)
-        return rc;
-    *ret = json_pack("{s:o}", result_key, page);
-    if (next) {
-        json_object_set_new(*ret, "NextToken", json_string(next));
-        free(next);
-    }
     return 0;
 }
 
@@ -264,12 +185,12 @@ int ec2_describe_volumes(struct api_call *c, json_t *in, json_t **ret)
         l2.db = core_db_get(c->app);
         db_volume_each(l2.db, c->region, c->account_id, volume_row, &l2);
         core_db_put(c->app, l2.db);
-        rc = ids_all_found(c, ids, all, "VolumeId", "vol-", "InvalidVolumeID.Malformed",
+        rc = api_ids_found(c, ids, all, "VolumeId", "vol-", "InvalidVolumeID.Malformed",
                            "InvalidVolume.NotFound", "volume");
         json_decref(all);
     }
     if (rc == 0)
-        rc = describe_finish(c, in, &l, "VolumeId", 5, 500, "Volumes", ret);
+        rc = api_page_into(c, in, l.items, "VolumeId", 5, 500, "Volumes", ret);
     json_decref(l.items);
     return rc;
 }
@@ -342,7 +263,7 @@ static int mod_item(void *vctx, const char *body)
     snprintf(pos, sizeof(pos), "%s/%020lld", jstr(o, "VolumeId"),
              (long long)json_integer_value(json_object_get(o, "StartTime")));
     json_object_set_new(o, "_pos", json_string(pos));
-    if (id_wanted(m->ids, jstr(o, "VolumeId")) && api_filters_match(m->f, o))
+    if (api_wanted(m->ids, jstr(o, "VolumeId")) && api_filters_match(m->f, o))
         json_array_append(m->items, o);
     json_decref(o);
     return 0;
@@ -367,7 +288,7 @@ int ec2_describe_volumes_modifications(struct api_call *c, json_t *in, json_t **
     if (rc == 0) {
         api_sort_items(m.items, "_pos");
         struct list_ctx l = { c, NULL, m.items, NULL, NULL, &who, NULL, NULL };
-        rc = describe_finish(c, in, &l, "_pos", 1, 500, "VolumesModifications", ret);
+        rc = api_page_into(c, in, l.items, "_pos", 1, 500, "VolumesModifications", ret);
     }
     json_decref(m.items);
     return rc;
@@ -455,11 +376,16 @@ static bool restorable_by(struct api_call *c, json_t *users, const struct db_sna
     for (size_t i = 0; i < json_array_size(users); i++) {
         const char *u = json_string_value(json_array_get(users, i));
         const char *acct = strcmp(u, "self") == 0 ? c->account_id : u;
+        bool mine = strcmp(s->owner, c->account_id) == 0;
         if (strcmp(acct, "all") == 0) {
             if (core_snapshot_granted(c->app, s->id, "all", false))
                 return true;
-        } else if (strcmp(s->owner, acct) == 0 ||
-                   core_snapshot_granted(c->app, s->id, acct, false)) {
+        } else if (strcmp(acct, c->account_id) == 0) {
+            if (mine || core_snapshot_granted(c->app, s->id, acct, false))
+                return true;
+        } else if (mine && core_snapshot_granted(c->app, s->id, acct, false)) {
+            /* Another account's id: only the caller's own snapshots ("if you own the
+             * snapshots"), whose permissions only their owner may read. */
             return true;
         }
     }
@@ -469,7 +395,7 @@ static bool restorable_by(struct api_call *c, json_t *users, const struct db_sna
 static int snapshot_row(void *vctx, const struct db_snapshot *s)
 {
     struct list_ctx *l = vctx;
-    if (!id_wanted(l->ids, s->id))
+    if (!api_wanted(l->ids, s->id))
         return 0;
     if (json_array_size(l->owners) && !owner_matches(l->owners, s->owner, l->c->account_id))
         return 0;
@@ -500,15 +426,17 @@ int ec2_describe_snapshots(struct api_call *c, json_t *in, json_t **ret)
             return err_set(&c->err, -EINVAL, "InvalidUserID.Malformed",
                            "Invalid user id: \"%.64s\"", o);
     }
+    json_t *restorable = json_object_get(in, "RestorableByUserIds");
+    for (size_t i = 0; i < json_array_size(restorable); i++) {
+        const char *u = json_string_value(json_array_get(restorable, i));
+        if (strcmp(u, "self") != 0 && strcmp(u, "all") != 0 &&
+            !(strlen(u) == 12 && strspn(u, "0123456789") == 12))
+            return err_set(&c->err, -EINVAL, "InvalidUserID.Malformed",
+                           "Invalid user id: \"%.64s\"", u);
+    }
     struct core_caller who = caller(c);
-    struct list_ctx l = { c,
-                          NULL,
-                          json_array(),
-                          NULL,
-                          json_array_size(ids) ? ids : NULL,
-                          &who,
-                          owners,
-                          json_object_get(in, "RestorableByUserIds") };
+    struct list_ctx l = { c,    NULL,   json_array(), NULL, json_array_size(ids) ? ids : NULL,
+                          &who, owners, restorable };
     int rc = api_filters_parse(in, snapshot_filters, true, &l.f, &c->err);
     if (rc == 0) {
         l.db = core_db_get(c->app);
@@ -526,7 +454,7 @@ int ec2_describe_snapshots(struct api_call *c, json_t *in, json_t **ret)
         }
     }
     if (rc == 0)
-        rc = describe_finish(c, in, &l, "SnapshotId", 5, 1000, "Snapshots", ret);
+        rc = api_page_into(c, in, l.items, "SnapshotId", 5, 1000, "Snapshots", ret);
     json_decref(l.items);
     return rc;
 }
@@ -657,8 +585,14 @@ int ec2_modify_snapshot_attribute(struct api_call *c, json_t *in, json_t **ret)
         size_t *dn = dst == add ? &nadd : &nrem;
         for (size_t i = 0; rc == 0 && i < json_array_size(users); i++)
             dst[(*dn)++] = json_string_value(json_array_get(users, i));
-        for (size_t i = 0; rc == 0 && i < json_array_size(groups); i++)
-            dst[(*dn)++] = json_string_value(json_array_get(groups, i));
+        for (size_t i = 0; rc == 0 && i < json_array_size(groups); i++) {
+            const char *g = json_string_value(json_array_get(groups, i));
+            /* As CreateVolumePermission's Group, whose only value is "all". */
+            if (strcmp(g, "all") != 0)
+                rc = err_set(&c->err, -EINVAL, "InvalidParameterValue",
+                             "Unknown user group %.32s (only 'all')", g);
+            dst[(*dn)++] = g;
+        }
     }
     if (rc == 0 && nadd + nrem == 0)
         rc = err_set(&c->err, -EINVAL, "MissingParameter",

@@ -5,6 +5,7 @@
  * tag-value read the item's Tags list.
  */
 #include "api/api_int.h"
+#include "core/core.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -211,4 +212,36 @@ int api_filters_check(const struct api_filters *f, const char *name, const char 
             return 0;
     }
     return 1;
+}
+
+/* Checks that every id asked for is well formed and answered; the first one missing gets the
+ * NotFound code. */
+int api_ids_found(struct api_call *c, json_t *ids, json_t *items, const char *key,
+                  const char *prefix, const char *malformed, const char *notfound, const char *noun)
+{
+    for (size_t i = 0; i < json_array_size(ids); i++) {
+        const char *id = json_string_value(json_array_get(ids, i));
+        if (!core_id_valid(id, prefix))
+            return err_set(&c->err, -EINVAL, malformed,
+                           "Invalid id: \"%.64s\" (expecting \"%s...\")", id, prefix);
+        bool found = false;
+        for (size_t k = 0; k < json_array_size(items) && !found; k++)
+            found = strcmp(jstr(json_array_get(items, k), key), id) == 0;
+        if (!found)
+            return err_set(&c->err, -ENOENT, notfound, "The %s '%s' does not exist.", noun, id);
+    }
+    return 0;
+}
+
+bool api_in_list(json_t *list, const char *s)
+{
+    for (size_t i = 0; i < json_array_size(list); i++)
+        if (strcmp(json_string_value(json_array_get(list, i)), s) == 0)
+            return true;
+    return false;
+}
+
+bool api_wanted(json_t *list, const char *s)
+{
+    return !list || api_in_list(list, s);
 }

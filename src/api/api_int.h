@@ -221,6 +221,10 @@ int api_token_open(struct api_call *call, const char *token, char *position, siz
  * InvalidNextToken. */
 int api_page(struct api_call *call, json_t *in, json_t *items, const char *key, int64_t min,
              int64_t max, json_t **ret_page, char **ret_next);
+/* The common tail of a Describe call: pages `items` as api_page does and sets *ret to a new
+ * {result_key: page, NextToken: token (when more)} result. */
+int api_page_into(struct api_call *call, json_t *in, json_t *items, const char *key, int64_t min,
+                  int64_t max, const char *result_key, json_t **ret);
 
 /* ---- the front door ---- */
 
@@ -275,6 +279,22 @@ int ec2_create_key_pair(struct api_call *c, json_t *in, json_t **ret);
 int ec2_import_key_pair(struct api_call *c, json_t *in, json_t **ret);
 int ec2_describe_key_pairs(struct api_call *c, json_t *in, json_t **ret);
 int ec2_delete_key_pair(struct api_call *c, json_t *in, json_t **ret);
+int ec2_attach_volume(struct api_call *c, json_t *in, json_t **ret);
+int ec2_create_image(struct api_call *c, json_t *in, json_t **ret);
+int ec2_create_snapshots(struct api_call *c, json_t *in, json_t **ret);
+int ec2_describe_instance_attribute(struct api_call *c, json_t *in, json_t **ret);
+int ec2_describe_instance_status(struct api_call *c, json_t *in, json_t **ret);
+int ec2_describe_instance_types(struct api_call *c, json_t *in, json_t **ret);
+int ec2_describe_instances(struct api_call *c, json_t *in, json_t **ret);
+int ec2_detach_volume(struct api_call *c, json_t *in, json_t **ret);
+int ec2_get_console_output(struct api_call *c, json_t *in, json_t **ret);
+int ec2_modify_instance_attribute(struct api_call *c, json_t *in, json_t **ret);
+int ec2_modify_instance_metadata_options(struct api_call *c, json_t *in, json_t **ret);
+int ec2_reboot_instances(struct api_call *c, json_t *in, json_t **ret);
+int ec2_run_instances(struct api_call *c, json_t *in, json_t **ret);
+int ec2_start_instances(struct api_call *c, json_t *in, json_t **ret);
+int ec2_stop_instances(struct api_call *c, json_t *in, json_t **ret);
+int ec2_terminate_instances(struct api_call *c, json_t *in, json_t **ret);
 int ebs_start_snapshot(struct api_call *c, json_t *in, json_t **ret);
 int ebs_put_snapshot_block(struct api_call *c, json_t *in, json_t **ret);
 int ebs_complete_snapshot(struct api_call *c, json_t *in, json_t **ret);
@@ -287,6 +307,20 @@ int ebs_get_snapshot_block(struct api_call *c, json_t *in, json_t **ret);
 struct core_tag;
 int api_tag_specs(struct api_call *c, json_t *in, const char *type, struct core_tag **ret,
                   size_t *ret_n);
+/* The same for several resource types at once (RunInstances: instance and volume): ret[t] and
+ * ret_n[t] receive the tags for types[t] (each array freed by the caller). */
+int api_tag_specs_multi(struct api_call *c, json_t *in, const char *const *types, size_t ntypes,
+                        struct core_tag **ret, size_t *ret_n);
+/* Whether string `s` is in JSON array `list`; api_wanted is true as well for a NULL list (no
+ * ids asked for: every item is wanted). */
+bool api_in_list(json_t *list, const char *s);
+bool api_wanted(json_t *list, const char *s);
+/* Checks that every id asked for in a Describe call (`ids`) is well formed (`prefix`, else
+ * `malformed`) and among `items` (by string member `key`); the first one missing gets
+ * `notfound` ("The `noun` 'id' does not exist."). */
+int api_ids_found(struct api_call *c, json_t *ids, json_t *items, const char *key,
+                  const char *prefix, const char *malformed, const char *notfound,
+                  const char *noun);
 /* Sorts an array of objects by their string member `key`, ascending. */
 void api_sort_items(json_t *items, const char *key);
 /* Verifies a presigned EC2 URL carried as a parameter (CopySnapshot's PresignedUrl): signed by

@@ -406,7 +406,9 @@ int api_validate(const struct model_shape *s, json_t *v, const char *path, bool 
             return err_set(e, -EINVAL, "InvalidParameterValue",
                            "Value for parameter %s must be a string", path);
         const char *str = json_string_value(v);
-        if (s->nenums) {
+        /* Instance types are checked by the operations, which answer with their own codes
+         * (InvalidInstanceType in DescribeInstanceTypes). */
+        if (s->nenums && strcmp(s->name, "InstanceType") != 0) {
             bool ok = false;
             for (unsigned i = 0; i < s->nenums && !ok; i++)
                 ok = strcmp(s->enums[i], str) == 0;

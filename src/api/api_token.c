@@ -112,3 +112,18 @@ int api_page(struct api_call *call, json_t *in, json_t *items, const char *key, 
     *ret_page = page;
     return 0;
 }
+
+int api_page_into(struct api_call *call, json_t *in, json_t *items, const char *key, int64_t min,
+                  int64_t max, const char *result_key, json_t **ret)
+{
+    json_t *page;
+    char *next = NULL;
+    int rc = api_page(call, in, items, key, min, max, &page, &next);
+    if (rc < 0)
+        return rc;
+    *ret = json_pack("{s:o}", result_key, page);
+    if (next)
+        json_object_set_new(*ret, "NextToken", json_string(next));
+    free(next);
+    return 0;
+}

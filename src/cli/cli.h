@@ -33,6 +33,8 @@ int cmd_catalog(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_gc(int argc, char **argv);
 int cmd_du(int argc, char **argv);
+/* The instance metadata service for one guest connection on stdin/stdout (cli_imds.c). */
+int cmd_imds(int argc, char **argv);
 
 /* ---- shared by import and export (cli_import.c, cli_progress.c) ---- */
 

@@ -375,8 +375,9 @@ void cli_direct_close(struct cli_direct *d)
 /* ---- where blocks go: the API or a data directory ---- */
 
 struct sink {
-    struct cli_ebs *api;       /* API mode */
-    struct cli_direct *direct; /* or direct mode */
+    struct cli_ebs *api;          /* API mode */
+    struct cli_direct *direct;    /* or direct mode, */
+    struct core_ebs_batch *batch; /* which stages blocks and commits them every ~64 MiB */
     char snap[64];
 };
 
@@ -451,8 +452,7 @@ static int put_block(struct pipe *pl, unsigned w, int64_t idx, const uint8_t *da
         return rc;
     }
     struct err e = { 0 };
-    int rc =
-        core_ebs_put(s->direct->app, &s->direct->who, s->snap, idx, data, CORE_BLOCK_SIZE, sha, &e);
+    int rc = core_ebs_batch_put(s->batch, idx, data, CORE_BLOCK_SIZE, sha, &e);
     if (rc < 0)
         snprintf(msg, msglen, "block %lld: %s: %s", (long long)idx, e.code ? e.code : "Error",
                  e.msg);
@@ -1340,10 +1340,16 @@ int cmd_import(int argc, char **argv)
         struct db_snapshot s;
         struct err e = { 0 };
         rc = core_ebs_start(direct.app, &direct.who, &p, &s, &e);
-        if (rc < 0)
+        if (rc < 0) {
             snprintf(msg, sizeof(msg), "StartSnapshot: %s: %s", e.code ? e.code : "Error", e.msg);
-        else
+        } else {
             snprintf(sink.snap, sizeof(sink.snap), "%s", s.id);
+            rc = core_ebs_batch_new(direct.app, &direct.who, s.id, &sink.batch, &e);
+            if (rc < 0) {
+                snprintf(msg, sizeof(msg), "%s: %s", e.code ? e.code : "Error", e.msg);
+                import_cleanup(&sink);
+            }
+        }
     } else {
         struct cli_ebs_err e;
         rc = cli_ebs_new(region, &sink.api, &e);
@@ -1419,8 +1425,10 @@ int cmd_import(int argc, char **argv)
         } else {
             struct db_snapshot s;
             struct err e = { 0 };
-            rc = core_ebs_complete(direct.app, &direct.who, sink.snap, (int64_t)nblocks, linear, &s,
-                                   &e);
+            rc = core_ebs_batch_commit(sink.batch, &e);
+            if (rc == 0)
+                rc = core_ebs_complete(direct.app, &direct.who, sink.snap, (int64_t)nblocks, linear,
+                                       &s, &e);
             if (rc < 0)
                 snprintf(msg, sizeof(msg), "CompleteSnapshot: %s: %s", e.code ? e.code : "Error",
                          e.msg);
@@ -1429,6 +1437,7 @@ int cmd_import(int argc, char **argv)
         }
     }
     cli_progress_end(prog, rc == 0);
+    core_ebs_batch_free(sink.batch);
     if (rc < 0) {
         fprintf(stderr, "amid import: %s: %s\n", file, msg);
         import_cleanup(&sink);

@@ -24,6 +24,7 @@ static const struct {
     { "verify", cmd_verify, "check every reference and, with --read-data, every chunk" },
     { "gc", cmd_gc, "free the chunks nothing refers to any more" },
     { "du", cmd_du, "storage per snapshot and image: full, stored, unique, shared" },
+    { "imds", cmd_imds, "instance metadata service for one guest connection (QEMU runs it)" },
 };
 
 static void usage(FILE *f)

@@ -431,6 +431,150 @@ int core_keypair_each(struct app *app, const struct core_caller *who,
 int core_keypair_delete(struct app *app, const struct core_caller *who, const char *name,
                         const char *id, char ret_id[32], struct err *e);
 
+/* ---- instances ---- */
+
+struct core_instance_type {
+    const char *name;
+    unsigned vcpus;
+    unsigned mem_mib;
+    bool burstable;
+    bool current;
+};
+/* The instance types amid offers (t2, t3, m5, c5 families), in name order. */
+const struct core_instance_type *core_instance_types(size_t *ret_n);
+const struct core_instance_type *core_instance_type(const char *name);
+/* EC2's state codes: pending 0, running 16, shutting-down 32, terminated 48, stopping 64,
+ * stopped 80. */
+int core_instance_state_code(const char *state);
+
+/* A block device mapping of RunInstances, overriding or adding to the image's. */
+struct core_run_bdm {
+    char device[64];
+    bool nodevice;
+    bool ebs;
+    char snapshot_id[32]; /* "" : the image's, or an empty volume */
+    int64_t size_gib;     /* 0: unchanged */
+    char type[16];        /* "": unchanged */
+    int64_t iops, throughput;
+    int delete_on_termination; /* -1: unchanged */
+    bool encrypted;
+};
+
+struct core_run_spec {
+    const char *image_id;
+    const char *instance_type; /* NULL: t2.micro */
+    int64_t min_count, max_count;
+    const char *key_name;
+    const uint8_t *user_data; /* raw (decoded) */
+    size_t user_data_len;
+    const char *zone;
+    const char *http_tokens, *http_endpoint, *metadata_tags;
+    int64_t hop_limit; /* 0: 1 */
+    const struct core_run_bdm *bdms;
+    size_t nbdms;
+    const struct core_tag *instance_tags;
+    size_t ninstance_tags;
+    const struct core_tag *volume_tags;
+    size_t nvolume_tags;
+    const char *client_token;
+    bool disable_api_termination, disable_api_stop;
+    const char *shutdown_behavior; /* NULL: stop */
+};
+
+/* Launches instances from an image the caller may launch: rows, volumes made from the image's
+ * snapshots in constant time, then QEMU per instance in the background (pending -> running).
+ * Fills the reservation id and up to `max` instance ids; *ret_n is how many were launched.
+ * Returns 0, 1 when the client token was seen before (the ids are the first call's), or a
+ * negative errno with `e` set. */
+int core_run_instances(struct app *app, const struct core_caller *who,
+                       const struct core_run_spec *spec, char reservation_id[32],
+                       char (*ret_ids)[32], size_t max, size_t *ret_n, struct err *e);
+/* An instance of the caller: InvalidInstanceID.Malformed / InvalidInstanceID.NotFound. */
+int core_instance_get(struct app *app, const struct core_caller *who, const char *id,
+                      struct db_instance *ret, struct err *e);
+/* The caller's instances (terminated ones for an hour after), in id order. */
+int core_instance_each(struct app *app, const struct core_caller *who,
+                       int (*fn)(void *ctx, const struct db_instance *i), void *ctx);
+int core_instance_attachments(struct app *app, const char *id,
+                              int (*fn)(void *ctx, const struct db_attachment *a), void *ctx);
+
+/* EC2's reachability check for DescribeInstanceStatus: true once a running instance's guest has
+ * written to its serial console (it booted), false before and when not running. */
+bool core_instance_reachable(struct app *app, const struct db_instance *i);
+
+/* Stop, start, reboot or terminate: every id is checked first (all or nothing), then each
+ * changes state; fn gets each id with its previous and current state. */
+enum core_instance_op { CORE_OP_STOP, CORE_OP_START, CORE_OP_REBOOT, CORE_OP_TERMINATE };
+int core_instances_change(struct app *app, const struct core_caller *who, enum core_instance_op op,
+                          const char *const *ids, size_t n, bool force,
+                          void (*fn)(void *ctx, const char *id, const char *prev, const char *cur),
+                          void *ctx, struct err *e);
+
+/* ModifyInstanceAttribute: one change per call, as EC2 takes it. */
+struct core_instance_mod {
+    const char *instance_type; /* stopped instances only */
+    const uint8_t *user_data;  /* stopped instances only; with has_user_data */
+    size_t user_data_len;
+    bool has_user_data;
+    int disable_api_termination; /* -1: unchanged */
+    int disable_api_stop;
+    const char *shutdown_behavior;
+    const char *dot_device; /* DeleteOnTermination of one attached volume */
+    int dot;
+};
+int core_instance_modify(struct app *app, const struct core_caller *who, const char *id,
+                         const struct core_instance_mod *m, struct err *e);
+
+/* ModifyInstanceMetadataOptions: NULL / 0 leave a setting as it is.  Fills *ret (the row after
+ * the change; free its data with db_instance_free_data). */
+int core_instance_metadata_options(struct app *app, const struct core_caller *who, const char *id,
+                                   const char *http_tokens, int64_t hop_limit,
+                                   const char *http_endpoint, const char *metadata_tags,
+                                   struct db_instance *ret, struct err *e);
+
+/* The serial console: the most recent 64 KiB (`latest`) or the output since the instance last
+ * started, appended to `out`. */
+int core_console_output(struct app *app, const struct core_caller *who, const char *id, bool latest,
+                        struct buf *out, struct err *e);
+
+int core_volume_attach(struct app *app, const struct core_caller *who, const char *volume_id,
+                       const char *instance_id, const char *device, struct db_attachment *ret,
+                       struct err *e);
+int core_volume_detach(struct app *app, const struct core_caller *who, const char *volume_id,
+                       const char *instance_id, const char *device, bool force,
+                       struct db_attachment *ret, struct err *e);
+
+/* CreateImage: with reboot (the default) the guest is shut down through ACPI (forced after a
+ * time limit), every volume snapshotted and the instance started again; with `no_reboot` the
+ * volumes are snapshotted at one instant while it runs.  `bdms` add, override or suppress
+ * (NoDevice) the instance's mappings. */
+int core_image_create(struct app *app, const struct core_caller *who, const char *instance_id,
+                      const char *name, const char *description, bool no_reboot,
+                      const struct core_run_bdm *bdms, size_t nbdms,
+                      const struct core_tag *image_tags, size_t nimage_tags,
+                      const struct core_tag *snapshot_tags, size_t nsnapshot_tags, char ret_id[32],
+                      struct err *e);
+/* CreateSnapshots: every volume of an instance at one instant (ExcludeBootVolume, excluded
+ * data volumes); fn gets each snapshot. */
+int core_snapshots_create(struct app *app, const struct core_caller *who, const char *instance_id,
+                          bool exclude_boot, const char *const *exclude, size_t nexclude,
+                          const char *description, const struct core_tag *tags, size_t ntags,
+                          bool copy_volume_tags, void (*fn)(void *ctx, const struct db_snapshot *s),
+                          void *ctx, struct err *e);
+
+/* ---- the instance metadata service (for `amid imds`) ---- */
+
+/* The instance's NIC MAC address, "52:54:00:xx:xx:xx", derived from its id (stable for life). */
+void core_instance_mac(const char *id, char out[18]);
+/* An instance by id, whoever owns it (the metadata service answers its own guest). */
+int core_imds_instance(struct app *app, const char *id, struct db_instance *ret);
+/* An IMDSv2 token for the instance valid for `ttl_s` seconds, and its check (0 or -EINVAL). */
+void core_imds_token(struct app *app, const char *instance_id, int64_t ttl_s, char out[96]);
+int core_imds_token_check(struct app *app, const char *instance_id, const char *token);
+/* The OpenSSH public key of the key pair an instance was launched with (as it was then, even if
+ * the pair was deleted since); -ENOENT when launched without one. */
+int core_imds_public_key(struct app *app, const struct db_instance *i, char *out, size_t outlen);
+
 /* EBS block tokens: opaque, expiring proof that the holder listed block `idx` (with chunk
  * `chunk`, or zero bytes) of snapshot `id`.  core_block_token writes up to 64 characters. */
 void core_block_token(struct app *app, const char *id, int64_t idx, const uint8_t chunk[32],
@@ -554,5 +698,33 @@ int core_du(struct app *app, const char *region,
             void (*snapshot_fn)(void *ctx, const struct core_du_snapshot *s),
             void (*image_fn)(void *ctx, const struct core_du_image *im), void *ctx,
             struct core_du_totals *ret, struct err *e);
+
+/* ---- EBS direct, batched ---- */
+
+/* Bulk writes into a pending EBS direct upload by an importer in this process: blocks are
+ * staged and made durable together about every 64 MiB (chunks first, then their rows in one
+ * transaction) instead of one store commit and one database commit per block.  A put that
+ * returns 0 is staged, not yet durable: it is durable once a later commit point has passed —
+ * one the batch reaches by itself, or core_ebs_batch_commit, which the caller runs before
+ * core_ebs_complete.  A crash loses at most the staged blocks of an upload that was never
+ * completed.  Puts may run on many threads at once.  After any failure every later call fails
+ * with the first error (`e` says which; it must not be NULL). */
+struct core_ebs_batch;
+
+/* Checks that `snapshot_id` is the caller's pending EBS direct upload.  The caller frees *ret
+ * with core_ebs_batch_free. */
+int core_ebs_batch_new(struct app *app, const struct core_caller *who, const char *snapshot_id,
+                       struct core_ebs_batch **ret, struct err *e);
+/* Stages block `idx` (`n` must be CORE_BLOCK_SIZE).  `sha256` is the block's SHA-256 as the
+ * caller computed it over `data` in this process: it names the chunk unchecked (PutSnapshotBlock
+ * from a client goes through core_ebs_put, which checks the claim).  `data` is only read during
+ * the call. */
+int core_ebs_batch_put(struct core_ebs_batch *b, int64_t idx, const void *data, size_t n,
+                       const uint8_t sha256[32], struct err *e);
+/* Makes every block put before the call durable; waits for commit points other threads are
+ * running.  Puts may go on afterwards. */
+int core_ebs_batch_commit(struct core_ebs_batch *b, struct err *e);
+/* Waits for running commits and discards what was staged since the last one (accepts NULL). */
+void core_ebs_batch_free(struct core_ebs_batch *b);
 
 #endif

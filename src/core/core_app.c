@@ -246,6 +246,8 @@ int core_open(const char *dir, struct app **ret, struct err *e)
     pthread_cond_init(&app->rt_cond, NULL);
     pthread_mutex_init(&app->job_lock, NULL);
     pthread_cond_init(&app->job_cond, NULL);
+    pthread_cond_init(&app->sup_cond, NULL);
+    pthread_mutex_init(&app->inst_lock, NULL);
     int rc = 0;
     char *keypath = path_join(app->datadir, "master.key");
     if (!app->datadir || !app->dbpath || !keypath) {
@@ -309,6 +311,7 @@ void core_close(struct app *app)
     if (!app)
         return;
     core_stop(app);
+    core_instances_close(app);
     core_storage_close(app);
     for (int i = 0; i < app->nfree; i++)
         db_close(app->pool_free[i]);
@@ -321,6 +324,8 @@ void core_close(struct app *app)
     pthread_cond_destroy(&app->rt_cond);
     pthread_mutex_destroy(&app->job_lock);
     pthread_cond_destroy(&app->job_cond);
+    pthread_cond_destroy(&app->sup_cond);
+    pthread_mutex_destroy(&app->inst_lock);
     free(app->datadir);
     free(app->dbpath);
     free(app);

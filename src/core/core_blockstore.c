@@ -212,11 +212,8 @@ bool core_snapshot_granted(struct app *app, const char *id, const char *account,
 
 /* ---- idempotency ---- */
 
-/* Looks a client token up: 0 with the earlier resource id, -ENOENT when new, or
- * IdempotentParameterMismatch. */
-static int idem_check(struct db *db, const struct core_caller *who, const char *op,
-                      const char *token, const char *params, char *resource, size_t rlen,
-                      struct err *e)
+int core_idem_check(struct db *db, const struct core_caller *who, const char *op, const char *token,
+                    const char *params, char *resource, size_t rlen, struct err *e)
 {
     if (!token || !*token)
         return -ENOENT;
@@ -283,12 +280,61 @@ struct create_ctx {
     struct err *e;
 };
 
+int core_volume_new_tx(struct app *app, struct db *db, const struct core_caller *who,
+                       const struct core_volume_spec *spec, bool via_image, struct db_volume *v,
+                       struct err *e)
+{
+    int rc;
+    if (spec->snapshot_id) {
+        struct db_snapshot s;
+        /* Launching an image makes volumes from its snapshots without sharing them. */
+        rc = snapshot_lookup(db, who, spec->snapshot_id, CORE_VISIBLE, &s, e);
+        if (via_image && rc == -ENOENT && db_snapshot_get(db, spec->snapshot_id, &s) == 0 &&
+            strcmp(s.region, who->region) == 0)
+            rc = 0;
+        if (rc < 0)
+            return rc;
+        if (strcmp(s.state, "completed") != 0)
+            return err_set(e, -EINVAL, "IncorrectState",
+                           "Snapshot '%s' is not completed (it is %s)", s.id, s.state);
+        if (v->size_gib == 0)
+            v->size_gib = s.volume_size_gib;
+        if (v->size_gib < s.volume_size_gib)
+            return err_set(e, -EINVAL, "InvalidParameterValue",
+                           "Volume of %lld GiB is smaller than snapshot '%s', which is %lld GiB.",
+                           (long long)v->size_gib, s.id, (long long)s.volume_size_gib);
+    }
+    const struct voltype *t = voltype_find(v->type);
+    rc = voltype_check(t, v->size_gib, &v->iops, &v->throughput, spec->iops > 0,
+                       spec->throughput > 0, v->multi_attach, e);
+    if (rc < 0)
+        return rc;
+    if (who->dry_run)
+        return core_dry_run(e);
+    rc = db_volume_insert(db, v);
+    if (rc == 0)
+        rc = core_tags_insert(db, who, v->id, "volume", spec->tags, spec->ntags);
+    if (rc < 0)
+        return err_set(e, rc, "InternalError", "cannot record the volume");
+    /* The volume's files, in constant time: a state file pointing at the snapshot's map. */
+    struct vol_region *vr;
+    rc = core_region_storage(app, who->region, NULL, &vr);
+    if (rc == 0) {
+        struct vol_params p = { v->id, (uint64_t)v->size_gib << 30, spec->snapshot_id, NULL };
+        rc = vol_create(vr, &p);
+    }
+    if (rc < 0)
+        return err_set(e, rc, rc == -ENOSPC ? "InsufficientVolumeCapacity" : "InternalError",
+                       "cannot create the volume's storage: %s", strerror(-rc));
+    return 0;
+}
+
 static int volume_create_tx(struct app *app, struct db *db, void *vctx)
 {
     struct create_ctx *c = vctx;
     char had[32];
-    int rc = idem_check(db, c->who, "CreateVolume", c->spec->client_token, c->params, had,
-                        sizeof(had), c->e);
+    int rc = core_idem_check(db, c->who, "CreateVolume", c->spec->client_token, c->params, had,
+                             sizeof(had), c->e);
     if (rc == 0) {
         /* The same request again: answer with what the first one made. */
         rc = db_volume_get(db, had, c->v);
@@ -299,56 +345,18 @@ static int volume_create_tx(struct app *app, struct db *db, void *vctx)
     }
     if (rc != -ENOENT)
         return rc;
-    if (c->spec->snapshot_id) {
-        struct db_snapshot s;
-        rc = snapshot_lookup(db, c->who, c->spec->snapshot_id, CORE_VISIBLE, &s, c->e);
-        if (rc < 0)
-            return rc;
-        if (strcmp(s.state, "completed") != 0)
-            return err_set(c->e, -EINVAL, "IncorrectState",
-                           "Snapshot '%s' is not completed (it is %s)", s.id, s.state);
-        if (c->v->size_gib == 0)
-            c->v->size_gib = s.volume_size_gib;
-        if (c->v->size_gib < s.volume_size_gib)
-            return err_set(c->e, -EINVAL, "InvalidParameterValue",
-                           "Volume of %lld GiB is smaller than snapshot '%s', which is %lld GiB.",
-                           (long long)c->v->size_gib, s.id, (long long)s.volume_size_gib);
-    }
-    const struct voltype *t = voltype_find(c->v->type);
-    rc = voltype_check(t, c->v->size_gib, &c->v->iops, &c->v->throughput, c->spec->iops > 0,
-                       c->spec->throughput > 0, c->v->multi_attach, c->e);
-    if (rc < 0)
-        return rc;
-    if (c->who->dry_run)
-        return core_dry_run(c->e);
-    rc = db_volume_insert(db, c->v);
-    if (rc == 0)
-        rc = core_tags_insert(db, c->who, c->v->id, "volume", c->spec->tags, c->spec->ntags);
+    rc = core_volume_new_tx(app, db, c->who, c->spec, false, c->v, c->e);
     if (rc == 0 && c->spec->client_token && *c->spec->client_token)
         rc = db_idem_put(db, c->who->account_id, c->who->region, "CreateVolume",
                          c->spec->client_token, c->params, c->v->id, c->v->create_ms);
-    if (rc < 0)
-        return err_set(c->e, rc, "InternalError", "cannot record the volume");
-    /* The volume's files, in constant time: a state file pointing at the snapshot's map. */
-    struct vol_region *vr;
-    rc = core_region_storage(app, c->who->region, NULL, &vr);
-    if (rc == 0) {
-        struct vol_params p = { c->v->id, (uint64_t)c->v->size_gib << 30, c->spec->snapshot_id,
-                                NULL };
-        rc = vol_create(vr, &p);
-    }
-    if (rc < 0)
-        return err_set(c->e, rc, rc == -ENOSPC ? "InsufficientVolumeCapacity" : "InternalError",
-                       "cannot create the volume's storage: %s", strerror(-rc));
-    return 0;
+    return rc;
 }
 
-int core_volume_create(struct app *app, const struct core_caller *who,
-                       const struct core_volume_spec *spec, struct db_volume *ret, struct err *e)
+int core_volume_prepare(struct app *app, const struct core_caller *who,
+                        const struct core_volume_spec *spec, struct db_volume *v, struct err *e)
 {
-    struct db_volume v;
-    memset(&v, 0, sizeof(v));
-    int rc = zone_resolve(app, who, spec, v.zone, e);
+    memset(v, 0, sizeof(*v));
+    int rc = zone_resolve(app, who, spec, v->zone, e);
     if (rc < 0)
         return rc;
     if (!spec->snapshot_id && spec->size_gib <= 0)
@@ -376,24 +384,34 @@ int core_volume_create(struct app *app, const struct core_caller *who,
     rc = core_tags_check(spec->tags, spec->ntags, e);
     if (rc < 0)
         return rc;
-    rc = rand_id(v.id, sizeof(v.id), "vol-", 17);
+    rc = rand_id(v->id, sizeof(v->id), "vol-", 17);
     if (rc < 0)
         return err_set(e, rc, "InternalError", "no randomness");
-    snprintf(v.region, sizeof(v.region), "%s", who->region);
-    snprintf(v.owner, sizeof(v.owner), "%s", who->account_id);
-    v.size_gib = spec->size_gib;
-    snprintf(v.type, sizeof(v.type), "%s", type);
-    v.iops = spec->iops;
-    v.throughput = spec->throughput;
-    snprintf(v.snapshot_id, sizeof(v.snapshot_id), "%s",
+    snprintf(v->region, sizeof(v->region), "%s", who->region);
+    snprintf(v->owner, sizeof(v->owner), "%s", who->account_id);
+    v->size_gib = spec->size_gib;
+    snprintf(v->type, sizeof(v->type), "%s", type);
+    v->iops = spec->iops;
+    v->throughput = spec->throughput;
+    snprintf(v->snapshot_id, sizeof(v->snapshot_id), "%s",
              spec->snapshot_id ? spec->snapshot_id : "");
-    snprintf(v.state, sizeof(v.state), "available");
-    v.create_ms = core_now_ms(app);
-    v.multi_attach = spec->multi_attach;
-    v.init_rate = spec->init_rate;
+    snprintf(v->state, sizeof(v->state), "available");
+    v->create_ms = core_now_ms(app);
+    v->multi_attach = spec->multi_attach;
+    v->init_rate = spec->init_rate;
+    return 0;
+}
+
+int core_volume_create(struct app *app, const struct core_caller *who,
+                       const struct core_volume_spec *spec, struct db_volume *ret, struct err *e)
+{
+    struct db_volume v;
+    int rc = core_volume_prepare(app, who, spec, &v, e);
+    if (rc < 0)
+        return rc;
     char params[512];
     snprintf(params, sizeof(params), "%s|%lld|%s|%lld|%lld|%s|%d|%lld", v.zone,
-             (long long)spec->size_gib, type, (long long)spec->iops, (long long)spec->throughput,
+             (long long)spec->size_gib, v.type, (long long)spec->iops, (long long)spec->throughput,
              v.snapshot_id, spec->multi_attach, (long long)spec->init_rate);
     struct create_ctx c = { who, spec, &v, params, false, e };
     rc = core_tx(app, volume_create_tx, &c);
@@ -642,11 +660,20 @@ static int snapshot_create_tx(struct app *app, struct db *db, void *vctx)
     return 0;
 }
 
+/* Snapshot descriptions: at most 255 characters (of UTF-8, up to 4 bytes each). */
+static bool description_too_long(const char *s)
+{
+    size_t chars = 0;
+    for (const char *p = s; *p; p++)
+        chars += ((unsigned char)*p & 0xc0) != 0x80;
+    return chars > 255 || strlen(s) > 255 * 4;
+}
+
 int core_snapshot_create(struct app *app, const struct core_caller *who, const char *volume_id,
                          const char *description, const struct core_tag *tags, size_t ntags,
                          struct db_snapshot *ret, struct err *e)
 {
-    if (description && strlen(description) > 255 * 4)
+    if (description && description_too_long(description))
         return err_set(e, -EINVAL, "InvalidParameterValue",
                        "The description is longer than 255 characters");
     int rc = core_tags_check(tags, ntags, e);
@@ -724,10 +751,16 @@ void core_job_capture(struct app *app, const char *snapshot_id)
     rc = core_vol_get(app, s.region, s.volume_id, false, &ov);
     struct vol_snapshot_stats st;
     memset(&st, 0, sizeof(st));
+    int64_t t0 = time_mono_us();
     if (rc == 0) {
         struct progress_ctx p = { app, s.id, 0 };
         rc = vol_snapshot_capture(ov->v, s.id, capture_progress, &p, &st);
     }
+    log_msg(rc == 0 ? LOG_INFO : LOG_WARN,
+            "event=snapshot-captured snapshot=%s volume=%s rc=%d changed_blocks=%llu "
+            "stored_bytes=%llu ms=%.1f",
+            s.id, s.volume_id, rc, (unsigned long long)st.changed_blocks,
+            (unsigned long long)st.stored_bytes, (double)(time_mono_us() - t0) / 1000.0);
     db = core_db_get(app);
     struct db_snapshot now;
     bool still = db_snapshot_get(db, s.id, &now) == 0 && strcmp(now.state, "pending") == 0;
@@ -901,7 +934,7 @@ int core_snapshot_copy(struct app *app, const struct core_caller *who, const cha
     if (strcmp(source_region, who->region) != 0)
         return err_set(e, -EINVAL, "UnsupportedOperation",
                        "Copying snapshots between regions is not available in this amid yet");
-    if (description && strlen(description) > 255 * 4)
+    if (description && description_too_long(description))
         return err_set(e, -EINVAL, "InvalidParameterValue",
                        "The description is longer than 255 characters");
     int rc = core_tags_check(tags, ntags, e);
@@ -941,6 +974,10 @@ static int permission_tx(struct app *app, struct db *db, void *vctx)
     (void)app;
     struct db_snapshot s;
     int rc = snapshot_lookup(db, c->who, c->id, CORE_OWNER, &s, c->e);
+    /* A snapshot shared with the caller exists for it (as for DeleteSnapshot). */
+    if (rc == -ENOENT && snapshot_lookup(db, c->who, c->id, CORE_VISIBLE, &s, NULL) == 0)
+        return err_set(c->e, -EPERM, "UnauthorizedOperation",
+                       "You are not authorized to change the permissions of snapshot %s", c->id);
     if (rc < 0)
         return rc;
     for (size_t i = 0; i < c->nadd; i++)

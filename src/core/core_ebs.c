@@ -32,14 +32,15 @@ static int validation(struct err *e, const char *reason, const char *fmt, ...)
 }
 
 /* The caller's snapshot for EBS direct calls: ResourceNotFoundException when absent or not its
- * own (and not shared, for reads). */
+ * own (and not shared with it explicitly, for reads: the EBS direct APIs do not serve public
+ * snapshots). */
 static int ebs_lookup(struct db *db, const struct core_caller *who, const char *id, bool write,
                       struct db_snapshot *ret, struct err *e)
 {
     int rc = db_snapshot_get(db, id, ret);
     bool ok = rc == 0 && strcmp(ret->region, who->region) == 0;
     if (ok && strcmp(ret->owner, who->account_id) != 0)
-        ok = !write && db_snapshot_perm_has(db, id, who->account_id, true) == 0;
+        ok = !write && db_snapshot_perm_has(db, id, who->account_id, false) == 0;
     if (rc == -ENOENT || (rc == 0 && !ok)) {
         err_set(e, -ENOENT, "ResourceNotFoundException", "The snapshot '%s' does not exist.", id);
         e->reason = "SNAPSHOT_NOT_FOUND";

@@ -29,6 +29,15 @@ static bool image_name_valid(const char *s)
     return true;
 }
 
+/* EC2's descriptions: at most 255 characters (of UTF-8, up to 4 bytes each). */
+static bool description_too_long(const char *s)
+{
+    size_t chars = 0;
+    for (const char *p = s; *p; p++)
+        chars += ((unsigned char)*p & 0xc0) != 0x80;
+    return chars > 255 || strlen(s) > 255 * 4;
+}
+
 /* Device names as EC2 accepts them for HVM: /dev/sd[a-z][1-15]?, /dev/xvd[a-z]+, /dev/vd[a-z]. */
 static bool device_name_valid(const char *s)
 {
@@ -296,7 +305,7 @@ int core_image_register(struct app *app, const struct core_caller *who,
                        "AMI names must be between 3 and 128 characters long, and may contain "
                        "letters, numbers, '(', ')', '.', '-', '/', '_', ' ', '[', ']', '@' and "
                        "'''");
-    if (spec->description && strlen(spec->description) > 255)
+    if (spec->description && description_too_long(spec->description))
         return err_set(e, -EINVAL, "InvalidParameterValue",
                        "The description is longer than 255 characters");
     if (spec->virtualization_type && strcmp(spec->virtualization_type, "hvm") != 0)
@@ -518,7 +527,7 @@ static int change_tx(struct app *app, struct db *db, void *vctx)
             return err_set(c->e, -EINVAL, "InvalidParameterValue",
                            "Value (%.16s) for parameter imdsSupport is invalid. Expected: 'v2.0'",
                            c->s2);
-        if (c->s1 && strlen(c->s1) > 255)
+        if (c->s1 && description_too_long(c->s1))
             return err_set(c->e, -EINVAL, "InvalidParameterValue",
                            "The description is longer than 255 characters");
         if (c->who->dry_run)

@@ -37,7 +37,10 @@ struct core_job {
     struct core_job *next;
 };
 
-#define CORE_JOB_WORKERS 2
+/* Jobs include instance transitions that wait on guests (ACPI shutdown up to 30 s). */
+#define CORE_JOB_WORKERS 6
+
+struct core_inst;
 
 struct app {
     char *datadir;
@@ -75,6 +78,17 @@ struct app {
     } maps[16];
     uint64_t map_tick;
 
+    /* Instances (core_instances.c): runtime entries under inst_lock, the accelerator probed on
+     * first launch, this program's path (QEMU runs `amid imds` for the metadata service). */
+    pthread_mutex_t inst_lock;
+    struct core_inst *insts;
+    int accel; /* enum vmm_accel */
+    bool accel_known;
+    char exe[4096];
+    pthread_t supervisor;
+    pthread_cond_t sup_cond; /* under job_lock: wakes the supervisor to stop */
+    bool supervising;
+
     _Atomic int64_t clock_offset_ms;
     _Atomic int64_t clock_checked_us; /* when the offset was last read from the database */
 };
@@ -110,6 +124,20 @@ int core_map_get(struct app *app, const char *region, const char *snapshot_id,
                  struct vol_map **ret);
 /* Tears down open volumes and region storage (core_close). */
 void core_storage_close(struct app *app);
+/* Checks a CreateVolume-like spec and fills `v` (a new id, zone, type, size...). */
+int core_volume_prepare(struct app *app, const struct core_caller *who,
+                        const struct core_volume_spec *spec, struct db_volume *v, struct err *e);
+/* Creates prepared volume `v` inside the caller's transaction: snapshot checks (a snapshot the
+ * caller may not see is allowed `via_image`, when launching an image), type bounds, the row,
+ * its tags and its storage. */
+int core_volume_new_tx(struct app *app, struct db *db, const struct core_caller *who,
+                       const struct core_volume_spec *spec, bool via_image, struct db_volume *v,
+                       struct err *e);
+/* Looks a client token of operation `op` up inside the caller's transaction: 0 with the resource
+ * id the first request made, -ENOENT when the token is new, or IdempotentParameterMismatch when
+ * it came with other `params` (a digest of the request). */
+int core_idem_check(struct db *db, const struct core_caller *who, const char *op, const char *token,
+                    const char *params, char *resource, size_t rlen, struct err *e);
 /* Whether an owned resource exists (for the tag store). */
 int core_volume_owned(struct db *db, const char *region, const char *account, const char *id);
 int core_snapshot_owned(struct db *db, const char *region, const char *account, const char *id);
@@ -132,6 +160,12 @@ struct core_restype {
 };
 /* The resource type an id's prefix names; NULL when none. */
 const struct core_restype *core_restype_of(const char *id);
+
+/* Instances: reattach to running QEMUs, resume interrupted transitions and start the
+ * supervisor (core_start); stop it (core_stop); free the runtime entries (core_close). */
+int core_instances_start(struct app *app);
+void core_instances_stop(struct app *app);
+void core_instances_close(struct app *app);
 
 /* Whether snapshot `snapshot_id`'s map file must stay although the snapshot is being deleted: a
  * volume of the region is based on it or still capturing or finishing it, or a pending EBS upload

@@ -249,7 +249,10 @@ int core_start(struct app *app)
         }
     }
     app->started = true;
-    return core_blockstore_recover(app);
+    int rc = core_blockstore_recover(app);
+    if (rc == 0)
+        rc = core_instances_start(app);
+    return rc;
 }
 
 void core_stop(struct app *app)
@@ -259,9 +262,11 @@ void core_stop(struct app *app)
     pthread_mutex_lock(&app->job_lock);
     app->stopping = true;
     pthread_cond_broadcast(&app->job_cond);
+    pthread_cond_broadcast(&app->sup_cond);
     pthread_mutex_unlock(&app->job_lock);
     for (int i = 0; i < CORE_JOB_WORKERS; i++)
         pthread_join(app->workers[i], NULL);
+    core_instances_stop(app);
     /* Jobs left in the queue are redone by recovery at the next start. */
     while (app->jobs) {
         struct core_job *j = app->jobs;

@@ -385,6 +385,7 @@ struct db_instance {
     int64_t terminated_ms;
     char accel[8];
     char run_dir[512];
+    char public_key[1024]; /* the key pair's public key at launch (the metadata service's) */
 };
 
 struct db_attachment {
@@ -406,9 +407,6 @@ int db_instance_get(struct db *db, const char *id, struct db_instance *ret);
 /* Instances in a region (of one owner when `owner`), in id order; `region` NULL: all regions. */
 int db_instance_each(struct db *db, const char *region, const char *owner,
                      int (*fn)(void *ctx, const struct db_instance *i), void *ctx);
-/* An instance of an owner launched with a client token; -ENOENT. */
-int db_instance_by_token(struct db *db, const char *region, const char *owner, const char *token,
-                         struct db_instance *ret);
 
 int db_attachment_insert(struct db *db, const struct db_attachment *a);
 int db_attachment_update(struct db *db, const struct db_attachment *a);

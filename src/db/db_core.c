@@ -122,6 +122,9 @@ static const char *const migrations[] = {
     "  attach_ms INTEGER NOT NULL, delete_on_termination INTEGER NOT NULL DEFAULT 0,"
     "  state TEXT NOT NULL DEFAULT 'attached', boot_index INTEGER NOT NULL DEFAULT 0,"
     "  PRIMARY KEY (instance_id, device_name)) STRICT;",
+    /* 5: the key pair's public key as it was at launch (deleting the pair later changes nothing
+     * for the instance, as on EC2). */
+    "ALTER TABLE instances ADD COLUMN public_key TEXT NOT NULL DEFAULT '';",
 };
 
 int db_schema_version(void)

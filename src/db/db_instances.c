@@ -117,7 +117,9 @@ int db_keypair_each(struct db *db, const char *region, const char *owner,
     "state_reason_code, state_reason_message, transition_reason, launch_ms, key_name, "          \
     "user_data, client_token, launch_index, private_ip, http_tokens, http_endpoint, hop_limit, " \
     "metadata_tags, architecture, root_device_name, boot_mode, ena_support, "                    \
-    "disable_api_termination, disable_api_stop, shutdown_behavior, terminated_ms, accel, run_dir"
+    "disable_api_termination, disable_api_stop, shutdown_behavior, terminated_ms, accel, "       \
+    "run_dir, "                                                                                  \
+    "public_key"
 
 static void instance_bind(sqlite3_stmt *st, const struct db_instance *i)
 {
@@ -155,6 +157,7 @@ static void instance_bind(sqlite3_stmt *st, const struct db_instance *i)
     sqlite3_bind_int64(st, 29, i->terminated_ms);
     BIND_TEXT(st, 30, i->accel);
     BIND_TEXT(st, 31, i->run_dir);
+    BIND_TEXT(st, 32, i->public_key);
 }
 
 static int instance_row(sqlite3_stmt *st, struct db_instance *i)
@@ -198,6 +201,7 @@ static int instance_row(sqlite3_stmt *st, struct db_instance *i)
     db_copy_text(st, 27, i->shutdown_behavior, sizeof(i->shutdown_behavior));
     i->terminated_ms = sqlite3_column_int64(st, 28);
     db_copy_text(st, 29, i->accel, sizeof(i->accel));
+    db_copy_text(st, 31, i->public_key, sizeof(i->public_key));
     db_copy_text(st, 30, i->run_dir, sizeof(i->run_dir));
     return 0;
 }
@@ -214,7 +218,7 @@ int db_instance_insert(struct db *db, const struct db_instance *i)
     sqlite3_stmt *st = db_stmt(db, "INSERT INTO instances (" INSTANCE_COLS ") VALUES (?1, ?2, "
                                    "?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, "
                                    "?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, "
-                                   "?28, ?29, ?30, ?31)");
+                                   "?28, ?29, ?30, ?31, ?32)");
     if (!st)
         return -EIO;
     instance_bind(st, i);
@@ -231,7 +235,8 @@ int db_instance_update(struct db *db, const struct db_instance *i)
             "private_ip = ?17, http_tokens = ?18, http_endpoint = ?19, hop_limit = ?20, "
             "metadata_tags = ?21, architecture = ?22, root_device_name = ?23, boot_mode = ?24, "
             "ena_support = ?25, disable_api_termination = ?26, disable_api_stop = ?27, "
-            "shutdown_behavior = ?28, terminated_ms = ?29, accel = ?30, run_dir = ?31 "
+            "shutdown_behavior = ?28, terminated_ms = ?29, accel = ?30, run_dir = ?31, "
+            "public_key = ?32 "
             "WHERE id = ?1");
     if (!st)
         return -EIO;
@@ -256,20 +261,6 @@ int db_instance_get(struct db *db, const char *id, struct db_instance *ret)
     if (!st)
         return -EIO;
     BIND_TEXT(st, 1, id);
-    return instance_one(st, ret);
-}
-
-int db_instance_by_token(struct db *db, const char *region, const char *owner, const char *token,
-                         struct db_instance *ret)
-{
-    sqlite3_stmt *st = db_stmt(db, "SELECT " INSTANCE_COLS " FROM instances WHERE region = ?1 "
-                                   "AND owner = ?2 AND client_token = ?3 ORDER BY launch_index "
-                                   "LIMIT 1");
-    if (!st)
-        return -EIO;
-    BIND_TEXT(st, 1, region);
-    BIND_TEXT(st, 2, owner);
-    BIND_TEXT(st, 3, token);
     return instance_one(st, ret);
 }
 

@@ -138,6 +138,28 @@ class Amid:
         return self.daemon.aws(creds or self.admin, *args, region=region, check=check)
 
 
+def kill_guests(path):
+    """Kills the QEMU processes of instances under data directory `path` (they run detached and
+    outlive the daemon, as they must); returns how many there were."""
+    killed = 0
+    marker = os.path.realpath(path).encode()
+    for pid in os.listdir('/proc'):
+        if not pid.isdigit():
+            continue
+        try:
+            with open('/proc/%s/cmdline' % pid, 'rb') as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        if b'qemu-system' in cmd.split(b'\0')[0] and marker in cmd:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+                killed += 1
+            except OSError:
+                pass
+    return killed
+
+
 @pytest.fixture(scope='session')
 def amid():
     tmp = tempfile.mkdtemp(prefix='amid-test-')
@@ -146,6 +168,7 @@ def amid():
         yield a
         a.daemon.stop()
     finally:
+        kill_guests(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -159,4 +182,5 @@ def tmpdir_amid():
     """A fresh empty directory for tests that make their own data directory."""
     tmp = tempfile.mkdtemp(prefix='amid-t-')
     yield tmp
+    kill_guests(tmp)
     shutil.rmtree(tmp, ignore_errors=True)
