@@ -88,6 +88,7 @@ struct model_service {
 extern const struct model_service model_ec2;
 extern const struct model_service model_sts;
 extern const struct model_service model_ebs;
+extern const struct model_service model_kms;
 
 /* Finds an operation by name (binary search); NULL when the service has none by that name. */
 const struct model_op *model_op_find(const struct model_service *svc, const char *name);

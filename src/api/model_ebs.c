@@ -97,48 +97,27 @@ static const struct model_member M_AccessDeniedException[] = {
     { "Message", "Message", "Message", &S_ErrorMessage, 0, ML_BODY },
     { "Reason", "Reason", "Reason", &S_AccessDeniedExceptionReason, MF_REQUIRED, ML_BODY },
 };
-static const char *const E_AccessDeniedExceptionReason[] = { "UNAUTHORIZED_ACCOUNT",
-                                                             "DEPENDENCY_ACCESS_DENIED" };
+static const char *const E_AccessDeniedExceptionReason[] = { "UNAUTHORIZED_ACCOUNT", "DEPENDENCY_ACCESS_DENIED" };
 static const struct model_member M_ValidationException[] = {
     { "Message", "Message", "Message", &S_ErrorMessage, 0, ML_BODY },
     { "Reason", "Reason", "Reason", &S_ValidationExceptionReason, 0, ML_BODY },
 };
-static const char *const E_ValidationExceptionReason[] = { "INVALID_CUSTOMER_KEY",
-                                                           "INVALID_PAGE_TOKEN",
-                                                           "INVALID_BLOCK_TOKEN",
-                                                           "INVALID_GRANT_TOKEN",
-                                                           "INVALID_SNAPSHOT_ID",
-                                                           "UNRELATED_SNAPSHOTS",
-                                                           "INVALID_BLOCK",
-                                                           "INVALID_CONTENT_ENCODING",
-                                                           "INVALID_TAG",
-                                                           "INVALID_DEPENDENCY_REQUEST",
-                                                           "INVALID_PARAMETER_VALUE",
-                                                           "INVALID_VOLUME_SIZE",
-                                                           "CONFLICTING_BLOCK_UPDATE",
-                                                           "INVALID_IMAGE_ID",
-                                                           "WRITE_REQUEST_TIMEOUT" };
+static const char *const E_ValidationExceptionReason[] = { "INVALID_CUSTOMER_KEY", "INVALID_PAGE_TOKEN", "INVALID_BLOCK_TOKEN", "INVALID_GRANT_TOKEN", "INVALID_SNAPSHOT_ID", "UNRELATED_SNAPSHOTS", "INVALID_BLOCK", "INVALID_CONTENT_ENCODING", "INVALID_TAG", "INVALID_DEPENDENCY_REQUEST", "INVALID_PARAMETER_VALUE", "INVALID_VOLUME_SIZE", "CONFLICTING_BLOCK_UPDATE", "INVALID_IMAGE_ID", "WRITE_REQUEST_TIMEOUT" };
 static const struct model_member M_RequestThrottledException[] = {
     { "Message", "Message", "Message", &S_ErrorMessage, 0, ML_BODY },
     { "Reason", "Reason", "Reason", &S_RequestThrottledExceptionReason, 0, ML_BODY },
 };
-static const char *const E_RequestThrottledExceptionReason[] = { "ACCOUNT_THROTTLED",
-                                                                 "DEPENDENCY_REQUEST_THROTTLED",
-                                                                 "RESOURCE_LEVEL_THROTTLE" };
+static const char *const E_RequestThrottledExceptionReason[] = { "ACCOUNT_THROTTLED", "DEPENDENCY_REQUEST_THROTTLED", "RESOURCE_LEVEL_THROTTLE" };
 static const struct model_member M_ResourceNotFoundException[] = {
     { "Message", "Message", "Message", &S_ErrorMessage, 0, ML_BODY },
     { "Reason", "Reason", "Reason", &S_ResourceNotFoundExceptionReason, 0, ML_BODY },
 };
-static const char *const E_ResourceNotFoundExceptionReason[] = {
-    "SNAPSHOT_NOT_FOUND", "GRANT_NOT_FOUND", "DEPENDENCY_RESOURCE_NOT_FOUND", "IMAGE_NOT_FOUND"
-};
+static const char *const E_ResourceNotFoundExceptionReason[] = { "SNAPSHOT_NOT_FOUND", "GRANT_NOT_FOUND", "DEPENDENCY_RESOURCE_NOT_FOUND", "IMAGE_NOT_FOUND" };
 static const struct model_member M_ServiceQuotaExceededException[] = {
     { "Message", "Message", "Message", &S_ErrorMessage, 0, ML_BODY },
     { "Reason", "Reason", "Reason", &S_ServiceQuotaExceededExceptionReason, 0, ML_BODY },
 };
-static const char *const E_ServiceQuotaExceededExceptionReason[] = {
-    "DEPENDENCY_SERVICE_QUOTA_EXCEEDED"
-};
+static const char *const E_ServiceQuotaExceededExceptionReason[] = { "DEPENDENCY_SERVICE_QUOTA_EXCEEDED" };
 static const struct model_member M_InternalServerException[] = {
     { "Message", "Message", "Message", &S_ErrorMessage, 0, ML_BODY },
 };
@@ -151,30 +130,23 @@ static const struct model_member M_ConflictException[] = {
 static const struct model_member M_PutSnapshotBlockRequest[] = {
     { "SnapshotId", "snapshotId", "snapshotId", &S_SnapshotId, MF_REQUIRED, ML_URI },
     { "BlockIndex", "blockIndex", "blockIndex", &S_BlockIndex, MF_REQUIRED, ML_URI },
-    { "BlockData", "BlockData", "BlockData", &S_BlockData,
-      MF_REQUIRED | MF_STREAMING | MF_PAYLOAD | MF_SENSITIVE, ML_BODY },
-    { "DataLength", "x-amz-Data-Length", "x-amz-Data-Length", &S_DataLength, MF_REQUIRED,
-      ML_HEADER },
+    { "BlockData", "BlockData", "BlockData", &S_BlockData, MF_REQUIRED | MF_STREAMING | MF_PAYLOAD | MF_SENSITIVE, ML_BODY },
+    { "DataLength", "x-amz-Data-Length", "x-amz-Data-Length", &S_DataLength, MF_REQUIRED, ML_HEADER },
     { "Progress", "x-amz-Progress", "x-amz-Progress", &S_Progress, 0, ML_HEADER },
     { "Checksum", "x-amz-Checksum", "x-amz-Checksum", &S_Checksum, MF_REQUIRED, ML_HEADER },
-    { "ChecksumAlgorithm", "x-amz-Checksum-Algorithm", "x-amz-Checksum-Algorithm",
-      &S_ChecksumAlgorithm, MF_REQUIRED, ML_HEADER },
+    { "ChecksumAlgorithm", "x-amz-Checksum-Algorithm", "x-amz-Checksum-Algorithm", &S_ChecksumAlgorithm, MF_REQUIRED, ML_HEADER },
 };
 static const char *const E_ChecksumAlgorithm[] = { "SHA256" };
 static const struct model_member M_PutSnapshotBlockResponse[] = {
     { "Checksum", "x-amz-Checksum", "x-amz-Checksum", &S_Checksum, 0, ML_HEADER },
-    { "ChecksumAlgorithm", "x-amz-Checksum-Algorithm", "x-amz-Checksum-Algorithm",
-      &S_ChecksumAlgorithm, 0, ML_HEADER },
+    { "ChecksumAlgorithm", "x-amz-Checksum-Algorithm", "x-amz-Checksum-Algorithm", &S_ChecksumAlgorithm, 0, ML_HEADER },
 };
 static const struct model_member M_CompleteSnapshotRequest[] = {
     { "SnapshotId", "snapshotId", "snapshotId", &S_SnapshotId, MF_REQUIRED, ML_URI },
-    { "ChangedBlocksCount", "x-amz-ChangedBlocksCount", "x-amz-ChangedBlocksCount",
-      &S_ChangedBlocksCount, MF_REQUIRED, ML_HEADER },
+    { "ChangedBlocksCount", "x-amz-ChangedBlocksCount", "x-amz-ChangedBlocksCount", &S_ChangedBlocksCount, MF_REQUIRED, ML_HEADER },
     { "Checksum", "x-amz-Checksum", "x-amz-Checksum", &S_Checksum, 0, ML_HEADER },
-    { "ChecksumAlgorithm", "x-amz-Checksum-Algorithm", "x-amz-Checksum-Algorithm",
-      &S_ChecksumAlgorithm, 0, ML_HEADER },
-    { "ChecksumAggregationMethod", "x-amz-Checksum-Aggregation-Method",
-      "x-amz-Checksum-Aggregation-Method", &S_ChecksumAggregationMethod, 0, ML_HEADER },
+    { "ChecksumAlgorithm", "x-amz-Checksum-Algorithm", "x-amz-Checksum-Algorithm", &S_ChecksumAlgorithm, 0, ML_HEADER },
+    { "ChecksumAggregationMethod", "x-amz-Checksum-Aggregation-Method", "x-amz-Checksum-Aggregation-Method", &S_ChecksumAggregationMethod, 0, ML_HEADER },
 };
 static const char *const E_ChecksumAggregationMethod[] = { "LINEAR" };
 static const struct model_member M_CompleteSnapshotResponse[] = {
@@ -184,8 +156,7 @@ static const struct model_member M_ListSnapshotBlocksRequest[] = {
     { "SnapshotId", "snapshotId", "snapshotId", &S_SnapshotId, MF_REQUIRED, ML_URI },
     { "NextToken", "pageToken", "pageToken", &S_PageToken, 0, ML_QUERY },
     { "MaxResults", "maxResults", "maxResults", &S_MaxResults, 0, ML_QUERY },
-    { "StartingBlockIndex", "startingBlockIndex", "startingBlockIndex", &S_BlockIndex, 0,
-      ML_QUERY },
+    { "StartingBlockIndex", "startingBlockIndex", "startingBlockIndex", &S_BlockIndex, 0, ML_QUERY },
 };
 static const struct model_member M_ListSnapshotBlocksResponse[] = {
     { "Blocks", "Blocks", "Blocks", &S_Blocks, MF_SENSITIVE, ML_BODY },
@@ -203,12 +174,10 @@ static const struct model_member M_Block[] = {
 };
 static const struct model_member M_ListChangedBlocksRequest[] = {
     { "FirstSnapshotId", "firstSnapshotId", "firstSnapshotId", &S_SnapshotId, 0, ML_QUERY },
-    { "SecondSnapshotId", "secondSnapshotId", "secondSnapshotId", &S_SnapshotId, MF_REQUIRED,
-      ML_URI },
+    { "SecondSnapshotId", "secondSnapshotId", "secondSnapshotId", &S_SnapshotId, MF_REQUIRED, ML_URI },
     { "NextToken", "pageToken", "pageToken", &S_PageToken, 0, ML_QUERY },
     { "MaxResults", "maxResults", "maxResults", &S_MaxResults, 0, ML_QUERY },
-    { "StartingBlockIndex", "startingBlockIndex", "startingBlockIndex", &S_BlockIndex, 0,
-      ML_QUERY },
+    { "StartingBlockIndex", "startingBlockIndex", "startingBlockIndex", &S_BlockIndex, 0, ML_QUERY },
 };
 static const struct model_member M_ListChangedBlocksResponse[] = {
     { "ChangedBlocks", "ChangedBlocks", "ChangedBlocks", &S_ChangedBlocks, 0, ML_BODY },
@@ -232,257 +201,76 @@ static const struct model_member M_GetSnapshotBlockRequest[] = {
 };
 static const struct model_member M_GetSnapshotBlockResponse[] = {
     { "DataLength", "x-amz-Data-Length", "x-amz-Data-Length", &S_DataLength, 0, ML_HEADER },
-    { "BlockData", "BlockData", "BlockData", &S_BlockData, MF_STREAMING | MF_PAYLOAD | MF_SENSITIVE,
-      ML_BODY },
+    { "BlockData", "BlockData", "BlockData", &S_BlockData, MF_STREAMING | MF_PAYLOAD | MF_SENSITIVE, ML_BODY },
     { "Checksum", "x-amz-Checksum", "x-amz-Checksum", &S_Checksum, 0, ML_HEADER },
-    { "ChecksumAlgorithm", "x-amz-Checksum-Algorithm", "x-amz-Checksum-Algorithm",
-      &S_ChecksumAlgorithm, 0, ML_HEADER },
+    { "ChecksumAlgorithm", "x-amz-Checksum-Algorithm", "x-amz-Checksum-Algorithm", &S_ChecksumAlgorithm, 0, ML_HEADER },
 };
 
-static const struct model_shape S_StartSnapshotRequest = { .name = "StartSnapshotRequest",
-                                                           .type = MT_STRUCT,
-                                                           .members = M_StartSnapshotRequest,
-                                                           .nmembers = 8 };
-static const struct model_shape S_VolumeSize = {
-    .name = "VolumeSize", .type = MT_LONG, .has_min = 1, .min = 1
-};
-static const struct model_shape S_SnapshotId = {
-    .name = "SnapshotId", .type = MT_STRING, .has_min = 1, .min = 1, .has_max = 1, .max = 64
-};
+static const struct model_shape S_StartSnapshotRequest = { .name = "StartSnapshotRequest", .type = MT_STRUCT, .members = M_StartSnapshotRequest, .nmembers = 8 };
+static const struct model_shape S_VolumeSize = { .name = "VolumeSize", .type = MT_LONG, .has_min = 1, .min = 1 };
+static const struct model_shape S_SnapshotId = { .name = "SnapshotId", .type = MT_STRING, .has_min = 1, .min = 1, .has_max = 1, .max = 64 };
 static const struct model_shape S_Tags = { .name = "Tags", .type = MT_LIST, .member = &L_Tags[0] };
-static const struct model_shape S_Tag = {
-    .name = "Tag", .type = MT_STRUCT, .members = M_Tag, .nmembers = 2
-};
-static const struct model_shape S_TagKey = {
-    .name = "TagKey", .type = MT_STRING, .has_max = 1, .max = 127
-};
-static const struct model_shape S_TagValue = {
-    .name = "TagValue", .type = MT_STRING, .has_max = 1, .max = 255
-};
-static const struct model_shape S_Description = {
-    .name = "Description", .type = MT_STRING, .has_max = 1, .max = 255
-};
-static const struct model_shape S_IdempotencyToken = {
-    .name = "IdempotencyToken", .type = MT_STRING, .has_max = 1, .max = 255
-};
+static const struct model_shape S_Tag = { .name = "Tag", .type = MT_STRUCT, .members = M_Tag, .nmembers = 2 };
+static const struct model_shape S_TagKey = { .name = "TagKey", .type = MT_STRING, .has_max = 1, .max = 127 };
+static const struct model_shape S_TagValue = { .name = "TagValue", .type = MT_STRING, .has_max = 1, .max = 255 };
+static const struct model_shape S_Description = { .name = "Description", .type = MT_STRING, .has_max = 1, .max = 255 };
+static const struct model_shape S_IdempotencyToken = { .name = "IdempotencyToken", .type = MT_STRING, .has_max = 1, .max = 255 };
 static const struct model_shape S_Boolean = { .name = "Boolean", .type = MT_BOOLEAN };
-static const struct model_shape S_KmsKeyArn = {
-    .name = "KmsKeyArn", .type = MT_STRING, .has_min = 1, .min = 1, .has_max = 1, .max = 2048
-};
-static const struct model_shape S_Timeout = {
-    .name = "Timeout", .type = MT_INTEGER, .has_min = 1, .min = 10, .has_max = 1, .max = 4320
-};
-static const struct model_shape S_StartSnapshotResponse = { .name = "StartSnapshotResponse",
-                                                            .type = MT_STRUCT,
-                                                            .members = M_StartSnapshotResponse,
-                                                            .nmembers = 11 };
-static const struct model_shape S_OwnerId = {
-    .name = "OwnerId", .type = MT_STRING, .has_min = 1, .min = 1, .has_max = 1, .max = 24
-};
-static const struct model_shape S_Status = {
-    .name = "Status", .type = MT_STRING, .enums = E_Status, .nenums = 3, .has_max = 1, .max = 32
-};
+static const struct model_shape S_KmsKeyArn = { .name = "KmsKeyArn", .type = MT_STRING, .has_min = 1, .min = 1, .has_max = 1, .max = 2048 };
+static const struct model_shape S_Timeout = { .name = "Timeout", .type = MT_INTEGER, .has_min = 1, .min = 10, .has_max = 1, .max = 4320 };
+static const struct model_shape S_StartSnapshotResponse = { .name = "StartSnapshotResponse", .type = MT_STRUCT, .members = M_StartSnapshotResponse, .nmembers = 11 };
+static const struct model_shape S_OwnerId = { .name = "OwnerId", .type = MT_STRING, .has_min = 1, .min = 1, .has_max = 1, .max = 24 };
+static const struct model_shape S_Status = { .name = "Status", .type = MT_STRING, .enums = E_Status, .nenums = 3, .has_max = 1, .max = 32 };
 static const struct model_shape S_TimeStamp = { .name = "TimeStamp", .type = MT_TIMESTAMP };
 static const struct model_shape S_BlockSize = { .name = "BlockSize", .type = MT_INTEGER };
-static const struct model_shape S_SSEType = {
-    .name = "SSEType", .type = MT_STRING, .enums = E_SSEType, .nenums = 3
-};
-static const struct model_shape S_AccessDeniedException = { .name = "AccessDeniedException",
-                                                            .type = MT_STRUCT,
-                                                            .members = M_AccessDeniedException,
-                                                            .nmembers = 2,
-                                                            .exception = 1,
-                                                            .status = 403 };
-static const struct model_shape S_ErrorMessage = {
-    .name = "ErrorMessage", .type = MT_STRING, .has_max = 1, .max = 256
-};
-static const struct model_shape S_AccessDeniedExceptionReason = { .name =
-                                                                      "AccessDeniedExceptionReason",
-                                                                  .type = MT_STRING,
-                                                                  .enums =
-                                                                      E_AccessDeniedExceptionReason,
-                                                                  .nenums = 2 };
-static const struct model_shape S_ValidationException = { .name = "ValidationException",
-                                                          .type = MT_STRUCT,
-                                                          .members = M_ValidationException,
-                                                          .nmembers = 2,
-                                                          .exception = 1,
-                                                          .status = 400 };
-static const struct model_shape S_ValidationExceptionReason = { .name = "ValidationExceptionReason",
-                                                                .type = MT_STRING,
-                                                                .enums =
-                                                                    E_ValidationExceptionReason,
-                                                                .nenums = 15 };
-static const struct model_shape S_RequestThrottledException = { .name = "RequestThrottledException",
-                                                                .type = MT_STRUCT,
-                                                                .members =
-                                                                    M_RequestThrottledException,
-                                                                .nmembers = 2,
-                                                                .exception = 1,
-                                                                .status = 400 };
-static const struct model_shape S_RequestThrottledExceptionReason = {
-    .name = "RequestThrottledExceptionReason",
-    .type = MT_STRING,
-    .enums = E_RequestThrottledExceptionReason,
-    .nenums = 3
-};
-static const struct model_shape S_ResourceNotFoundException = { .name = "ResourceNotFoundException",
-                                                                .type = MT_STRUCT,
-                                                                .members =
-                                                                    M_ResourceNotFoundException,
-                                                                .nmembers = 2,
-                                                                .exception = 1,
-                                                                .status = 404 };
-static const struct model_shape S_ResourceNotFoundExceptionReason = {
-    .name = "ResourceNotFoundExceptionReason",
-    .type = MT_STRING,
-    .enums = E_ResourceNotFoundExceptionReason,
-    .nenums = 4
-};
-static const struct model_shape S_ServiceQuotaExceededException = {
-    .name = "ServiceQuotaExceededException",
-    .type = MT_STRUCT,
-    .members = M_ServiceQuotaExceededException,
-    .nmembers = 2,
-    .exception = 1,
-    .status = 402
-};
-static const struct model_shape S_ServiceQuotaExceededExceptionReason = {
-    .name = "ServiceQuotaExceededExceptionReason",
-    .type = MT_STRING,
-    .enums = E_ServiceQuotaExceededExceptionReason,
-    .nenums = 1
-};
-static const struct model_shape S_InternalServerException = { .name = "InternalServerException",
-                                                              .type = MT_STRUCT,
-                                                              .members = M_InternalServerException,
-                                                              .nmembers = 1,
-                                                              .exception = 1,
-                                                              .status = 500 };
-static const struct model_shape S_ConcurrentLimitExceededException = {
-    .name = "ConcurrentLimitExceededException",
-    .type = MT_STRUCT,
-    .members = M_ConcurrentLimitExceededException,
-    .nmembers = 1,
-    .exception = 1,
-    .status = 400
-};
-static const struct model_shape S_ConflictException = { .name = "ConflictException",
-                                                        .type = MT_STRUCT,
-                                                        .members = M_ConflictException,
-                                                        .nmembers = 1,
-                                                        .exception = 1,
-                                                        .status = 409 };
-static const struct model_shape S_PutSnapshotBlockRequest = { .name = "PutSnapshotBlockRequest",
-                                                              .type = MT_STRUCT,
-                                                              .members = M_PutSnapshotBlockRequest,
-                                                              .nmembers = 7 };
-static const struct model_shape S_BlockIndex = {
-    .name = "BlockIndex", .type = MT_INTEGER, .has_min = 1, .min = 0
-};
+static const struct model_shape S_SSEType = { .name = "SSEType", .type = MT_STRING, .enums = E_SSEType, .nenums = 3 };
+static const struct model_shape S_AccessDeniedException = { .name = "AccessDeniedException", .type = MT_STRUCT, .members = M_AccessDeniedException, .nmembers = 2, .exception = 1, .status = 403 };
+static const struct model_shape S_ErrorMessage = { .name = "ErrorMessage", .type = MT_STRING, .has_max = 1, .max = 256 };
+static const struct model_shape S_AccessDeniedExceptionReason = { .name = "AccessDeniedExceptionReason", .type = MT_STRING, .enums = E_AccessDeniedExceptionReason, .nenums = 2 };
+static const struct model_shape S_ValidationException = { .name = "ValidationException", .type = MT_STRUCT, .members = M_ValidationException, .nmembers = 2, .exception = 1, .status = 400 };
+static const struct model_shape S_ValidationExceptionReason = { .name = "ValidationExceptionReason", .type = MT_STRING, .enums = E_ValidationExceptionReason, .nenums = 15 };
+static const struct model_shape S_RequestThrottledException = { .name = "RequestThrottledException", .type = MT_STRUCT, .members = M_RequestThrottledException, .nmembers = 2, .exception = 1, .status = 400 };
+static const struct model_shape S_RequestThrottledExceptionReason = { .name = "RequestThrottledExceptionReason", .type = MT_STRING, .enums = E_RequestThrottledExceptionReason, .nenums = 3 };
+static const struct model_shape S_ResourceNotFoundException = { .name = "ResourceNotFoundException", .type = MT_STRUCT, .members = M_ResourceNotFoundException, .nmembers = 2, .exception = 1, .status = 404 };
+static const struct model_shape S_ResourceNotFoundExceptionReason = { .name = "ResourceNotFoundExceptionReason", .type = MT_STRING, .enums = E_ResourceNotFoundExceptionReason, .nenums = 4 };
+static const struct model_shape S_ServiceQuotaExceededException = { .name = "ServiceQuotaExceededException", .type = MT_STRUCT, .members = M_ServiceQuotaExceededException, .nmembers = 2, .exception = 1, .status = 402 };
+static const struct model_shape S_ServiceQuotaExceededExceptionReason = { .name = "ServiceQuotaExceededExceptionReason", .type = MT_STRING, .enums = E_ServiceQuotaExceededExceptionReason, .nenums = 1 };
+static const struct model_shape S_InternalServerException = { .name = "InternalServerException", .type = MT_STRUCT, .members = M_InternalServerException, .nmembers = 1, .exception = 1, .status = 500 };
+static const struct model_shape S_ConcurrentLimitExceededException = { .name = "ConcurrentLimitExceededException", .type = MT_STRUCT, .members = M_ConcurrentLimitExceededException, .nmembers = 1, .exception = 1, .status = 400 };
+static const struct model_shape S_ConflictException = { .name = "ConflictException", .type = MT_STRUCT, .members = M_ConflictException, .nmembers = 1, .exception = 1, .status = 409 };
+static const struct model_shape S_PutSnapshotBlockRequest = { .name = "PutSnapshotBlockRequest", .type = MT_STRUCT, .members = M_PutSnapshotBlockRequest, .nmembers = 7 };
+static const struct model_shape S_BlockIndex = { .name = "BlockIndex", .type = MT_INTEGER, .has_min = 1, .min = 0 };
 static const struct model_shape S_BlockData = { .name = "BlockData", .type = MT_BLOB };
 static const struct model_shape S_DataLength = { .name = "DataLength", .type = MT_INTEGER };
-static const struct model_shape S_Progress = {
-    .name = "Progress", .type = MT_INTEGER, .has_min = 1, .min = 0, .has_max = 1, .max = 100
-};
-static const struct model_shape S_Checksum = {
-    .name = "Checksum", .type = MT_STRING, .has_max = 1, .max = 64
-};
-static const struct model_shape S_ChecksumAlgorithm = { .name = "ChecksumAlgorithm",
-                                                        .type = MT_STRING,
-                                                        .enums = E_ChecksumAlgorithm,
-                                                        .nenums = 1,
-                                                        .has_max = 1,
-                                                        .max = 32 };
-static const struct model_shape S_PutSnapshotBlockResponse = { .name = "PutSnapshotBlockResponse",
-                                                               .type = MT_STRUCT,
-                                                               .members =
-                                                                   M_PutSnapshotBlockResponse,
-                                                               .nmembers = 2 };
-static const struct model_shape S_CompleteSnapshotRequest = { .name = "CompleteSnapshotRequest",
-                                                              .type = MT_STRUCT,
-                                                              .members = M_CompleteSnapshotRequest,
-                                                              .nmembers = 5 };
-static const struct model_shape S_ChangedBlocksCount = {
-    .name = "ChangedBlocksCount", .type = MT_INTEGER, .has_min = 1, .min = 0
-};
-static const struct model_shape S_ChecksumAggregationMethod = { .name = "ChecksumAggregationMethod",
-                                                                .type = MT_STRING,
-                                                                .enums =
-                                                                    E_ChecksumAggregationMethod,
-                                                                .nenums = 1,
-                                                                .has_max = 1,
-                                                                .max = 32 };
-static const struct model_shape S_CompleteSnapshotResponse = { .name = "CompleteSnapshotResponse",
-                                                               .type = MT_STRUCT,
-                                                               .members =
-                                                                   M_CompleteSnapshotResponse,
-                                                               .nmembers = 1 };
-static const struct model_shape S_ListSnapshotBlocksRequest = { .name = "ListSnapshotBlocksRequest",
-                                                                .type = MT_STRUCT,
-                                                                .members =
-                                                                    M_ListSnapshotBlocksRequest,
-                                                                .nmembers = 4 };
-static const struct model_shape S_PageToken = {
-    .name = "PageToken", .type = MT_STRING, .has_max = 1, .max = 256
-};
-static const struct model_shape S_MaxResults = {
-    .name = "MaxResults", .type = MT_INTEGER, .has_min = 1, .min = 100, .has_max = 1, .max = 10000
-};
-static const struct model_shape S_ListSnapshotBlocksResponse = { .name =
-                                                                     "ListSnapshotBlocksResponse",
-                                                                 .type = MT_STRUCT,
-                                                                 .members =
-                                                                     M_ListSnapshotBlocksResponse,
-                                                                 .nmembers = 5 };
-static const struct model_shape S_Blocks = { .name = "Blocks",
-                                             .type = MT_LIST,
-                                             .member = &L_Blocks[0] };
-static const struct model_shape S_Block = {
-    .name = "Block", .type = MT_STRUCT, .members = M_Block, .nmembers = 2
-};
-static const struct model_shape S_BlockToken = {
-    .name = "BlockToken", .type = MT_STRING, .has_max = 1, .max = 256
-};
-static const struct model_shape S_ListChangedBlocksRequest = { .name = "ListChangedBlocksRequest",
-                                                               .type = MT_STRUCT,
-                                                               .members =
-                                                                   M_ListChangedBlocksRequest,
-                                                               .nmembers = 5 };
-static const struct model_shape S_ListChangedBlocksResponse = { .name = "ListChangedBlocksResponse",
-                                                                .type = MT_STRUCT,
-                                                                .members =
-                                                                    M_ListChangedBlocksResponse,
-                                                                .nmembers = 5 };
-static const struct model_shape S_ChangedBlocks = { .name = "ChangedBlocks",
-                                                    .type = MT_LIST,
-                                                    .member = &L_ChangedBlocks[0] };
-static const struct model_shape S_ChangedBlock = {
-    .name = "ChangedBlock", .type = MT_STRUCT, .members = M_ChangedBlock, .nmembers = 3
-};
-static const struct model_shape S_GetSnapshotBlockRequest = { .name = "GetSnapshotBlockRequest",
-                                                              .type = MT_STRUCT,
-                                                              .members = M_GetSnapshotBlockRequest,
-                                                              .nmembers = 3 };
-static const struct model_shape S_GetSnapshotBlockResponse = { .name = "GetSnapshotBlockResponse",
-                                                               .type = MT_STRUCT,
-                                                               .members =
-                                                                   M_GetSnapshotBlockResponse,
-                                                               .nmembers = 4 };
+static const struct model_shape S_Progress = { .name = "Progress", .type = MT_INTEGER, .has_min = 1, .min = 0, .has_max = 1, .max = 100 };
+static const struct model_shape S_Checksum = { .name = "Checksum", .type = MT_STRING, .has_max = 1, .max = 64 };
+static const struct model_shape S_ChecksumAlgorithm = { .name = "ChecksumAlgorithm", .type = MT_STRING, .enums = E_ChecksumAlgorithm, .nenums = 1, .has_max = 1, .max = 32 };
+static const struct model_shape S_PutSnapshotBlockResponse = { .name = "PutSnapshotBlockResponse", .type = MT_STRUCT, .members = M_PutSnapshotBlockResponse, .nmembers = 2 };
+static const struct model_shape S_CompleteSnapshotRequest = { .name = "CompleteSnapshotRequest", .type = MT_STRUCT, .members = M_CompleteSnapshotRequest, .nmembers = 5 };
+static const struct model_shape S_ChangedBlocksCount = { .name = "ChangedBlocksCount", .type = MT_INTEGER, .has_min = 1, .min = 0 };
+static const struct model_shape S_ChecksumAggregationMethod = { .name = "ChecksumAggregationMethod", .type = MT_STRING, .enums = E_ChecksumAggregationMethod, .nenums = 1, .has_max = 1, .max = 32 };
+static const struct model_shape S_CompleteSnapshotResponse = { .name = "CompleteSnapshotResponse", .type = MT_STRUCT, .members = M_CompleteSnapshotResponse, .nmembers = 1 };
+static const struct model_shape S_ListSnapshotBlocksRequest = { .name = "ListSnapshotBlocksRequest", .type = MT_STRUCT, .members = M_ListSnapshotBlocksRequest, .nmembers = 4 };
+static const struct model_shape S_PageToken = { .name = "PageToken", .type = MT_STRING, .has_max = 1, .max = 256 };
+static const struct model_shape S_MaxResults = { .name = "MaxResults", .type = MT_INTEGER, .has_min = 1, .min = 100, .has_max = 1, .max = 10000 };
+static const struct model_shape S_ListSnapshotBlocksResponse = { .name = "ListSnapshotBlocksResponse", .type = MT_STRUCT, .members = M_ListSnapshotBlocksResponse, .nmembers = 5 };
+static const struct model_shape S_Blocks = { .name = "Blocks", .type = MT_LIST, .member = &L_Blocks[0] };
+static const struct model_shape S_Block = { .name = "Block", .type = MT_STRUCT, .members = M_Block, .nmembers = 2 };
+static const struct model_shape S_BlockToken = { .name = "BlockToken", .type = MT_STRING, .has_max = 1, .max = 256 };
+static const struct model_shape S_ListChangedBlocksRequest = { .name = "ListChangedBlocksRequest", .type = MT_STRUCT, .members = M_ListChangedBlocksRequest, .nmembers = 5 };
+static const struct model_shape S_ListChangedBlocksResponse = { .name = "ListChangedBlocksResponse", .type = MT_STRUCT, .members = M_ListChangedBlocksResponse, .nmembers = 5 };
+static const struct model_shape S_ChangedBlocks = { .name = "ChangedBlocks", .type = MT_LIST, .member = &L_ChangedBlocks[0] };
+static const struct model_shape S_ChangedBlock = { .name = "ChangedBlock", .type = MT_STRUCT, .members = M_ChangedBlock, .nmembers = 3 };
+static const struct model_shape S_GetSnapshotBlockRequest = { .name = "GetSnapshotBlockRequest", .type = MT_STRUCT, .members = M_GetSnapshotBlockRequest, .nmembers = 3 };
+static const struct model_shape S_GetSnapshotBlockResponse = { .name = "GetSnapshotBlockResponse", .type = MT_STRUCT, .members = M_GetSnapshotBlockResponse, .nmembers = 4 };
 
 static const struct model_op ops[] = {
-    { "CompleteSnapshot", "POST", "/snapshots/completion/{snapshotId}", &S_CompleteSnapshotRequest,
-      &S_CompleteSnapshotResponse, NULL, 202 },
-    { "GetSnapshotBlock", "GET", "/snapshots/{snapshotId}/blocks/{blockIndex}",
-      &S_GetSnapshotBlockRequest, &S_GetSnapshotBlockResponse, NULL, 200 },
-    { "ListChangedBlocks", "GET", "/snapshots/{secondSnapshotId}/changedblocks",
-      &S_ListChangedBlocksRequest, &S_ListChangedBlocksResponse, NULL, 200 },
-    { "ListSnapshotBlocks", "GET", "/snapshots/{snapshotId}/blocks", &S_ListSnapshotBlocksRequest,
-      &S_ListSnapshotBlocksResponse, NULL, 200 },
-    { "PutSnapshotBlock", "PUT", "/snapshots/{snapshotId}/blocks/{blockIndex}",
-      &S_PutSnapshotBlockRequest, &S_PutSnapshotBlockResponse, NULL, 201 },
-    { "StartSnapshot", "POST", "/snapshots", &S_StartSnapshotRequest, &S_StartSnapshotResponse,
-      NULL, 201 },
+    { "CompleteSnapshot", "POST", "/snapshots/completion/{snapshotId}", &S_CompleteSnapshotRequest, &S_CompleteSnapshotResponse, NULL, 202 },
+    { "GetSnapshotBlock", "GET", "/snapshots/{snapshotId}/blocks/{blockIndex}", &S_GetSnapshotBlockRequest, &S_GetSnapshotBlockResponse, NULL, 200 },
+    { "ListChangedBlocks", "GET", "/snapshots/{secondSnapshotId}/changedblocks", &S_ListChangedBlocksRequest, &S_ListChangedBlocksResponse, NULL, 200 },
+    { "ListSnapshotBlocks", "GET", "/snapshots/{snapshotId}/blocks", &S_ListSnapshotBlocksRequest, &S_ListSnapshotBlocksResponse, NULL, 200 },
+    { "PutSnapshotBlock", "PUT", "/snapshots/{snapshotId}/blocks/{blockIndex}", &S_PutSnapshotBlockRequest, &S_PutSnapshotBlockResponse, NULL, 201 },
+    { "StartSnapshot", "POST", "/snapshots", &S_StartSnapshotRequest, &S_StartSnapshotResponse, NULL, 201 },
 };
 
 static const struct model_shape *const errors[] = {

@@ -550,6 +550,21 @@ static const struct model_shape S_TotalNeuronMemory;
 static const struct model_shape S_PhcSupport;
 static const struct model_shape S_RebootMigrationSupport;
 static const struct model_shape S_SupportedInRegion;
+static const struct model_shape S_CopyImageRequest;
+static const struct model_shape S_CopyImageClientToken;
+static const struct model_shape S_CopyImageResult;
+static const struct model_shape S_EnableEbsEncryptionByDefaultRequest;
+static const struct model_shape S_EnableEbsEncryptionByDefaultResult;
+static const struct model_shape S_DisableEbsEncryptionByDefaultRequest;
+static const struct model_shape S_DisableEbsEncryptionByDefaultResult;
+static const struct model_shape S_GetEbsEncryptionByDefaultRequest;
+static const struct model_shape S_GetEbsEncryptionByDefaultResult;
+static const struct model_shape S_GetEbsDefaultKmsKeyIdRequest;
+static const struct model_shape S_GetEbsDefaultKmsKeyIdResult;
+static const struct model_shape S_ModifyEbsDefaultKmsKeyIdRequest;
+static const struct model_shape S_ModifyEbsDefaultKmsKeyIdResult;
+static const struct model_shape S_ResetEbsDefaultKmsKeyIdRequest;
+static const struct model_shape S_ResetEbsDefaultKmsKeyIdResult;
 
 static const struct model_member M_DescribeRegionsRequest[] = {
     { "RegionNames", "RegionName", "RegionName", &S_RegionNameStringList, 0, ML_BODY },
@@ -591,8 +606,7 @@ static const struct model_member M_RegionGeography[] = {
 static const struct model_member M_DescribeAvailabilityZonesRequest[] = {
     { "ZoneNames", "ZoneName", "ZoneName", &S_ZoneNameStringList, 0, ML_BODY },
     { "ZoneIds", "ZoneId", "ZoneId", &S_ZoneIdStringList, 0, ML_BODY },
-    { "AllAvailabilityZones", "AllAvailabilityZones", "AllAvailabilityZones", &S_Boolean, 0,
-      ML_BODY },
+    { "AllAvailabilityZones", "AllAvailabilityZones", "AllAvailabilityZones", &S_Boolean, 0, ML_BODY },
     { "DryRun", "DryRun", "dryRun", &S_Boolean, 0, ML_BODY },
     { "Filters", "Filter", "Filter", &S_FilterList, 0, ML_BODY },
 };
@@ -603,8 +617,7 @@ static const struct model_member L_ZoneIdStringList[] = {
     { "member", "ZoneId", "ZoneId", &S_String, 0, ML_BODY },
 };
 static const struct model_member M_DescribeAvailabilityZonesResult[] = {
-    { "AvailabilityZones", "AvailabilityZoneInfo", "availabilityZoneInfo", &S_AvailabilityZoneList,
-      0, ML_BODY },
+    { "AvailabilityZones", "AvailabilityZoneInfo", "availabilityZoneInfo", &S_AvailabilityZoneList, 0, ML_BODY },
 };
 static const struct model_member L_AvailabilityZoneList[] = {
     { "member", "item", "item", &S_AvailabilityZone, 0, ML_BODY },
@@ -622,12 +635,10 @@ static const struct model_member M_AvailabilityZone[] = {
     { "ParentZoneId", "ParentZoneId", "parentZoneId", &S_String, 0, ML_BODY },
     { "GroupLongName", "GroupLongName", "groupLongName", &S_String, 0, ML_BODY },
     { "Geography", "GeographySet", "geographySet", &S_AvailabilityZoneGeographyList, 0, ML_BODY },
-    { "SubGeography", "SubGeographySet", "subGeographySet", &S_AvailabilityZoneSubGeographyList, 0,
-      ML_BODY },
+    { "SubGeography", "SubGeographySet", "subGeographySet", &S_AvailabilityZoneSubGeographyList, 0, ML_BODY },
     { "State", "ZoneState", "zoneState", &S_AvailabilityZoneState, 0, ML_BODY },
 };
-static const char *const E_AvailabilityZoneOptInStatus[] = { "opt-in-not-required", "opted-in",
-                                                             "not-opted-in" };
+static const char *const E_AvailabilityZoneOptInStatus[] = { "opt-in-not-required", "opted-in", "not-opted-in" };
 static const struct model_member L_AvailabilityZoneMessageList[] = {
     { "member", "item", "item", &S_AvailabilityZoneMessage, 0, ML_BODY },
 };
@@ -646,28 +657,24 @@ static const struct model_member L_AvailabilityZoneSubGeographyList[] = {
 static const struct model_member M_AvailabilityZoneSubGeography[] = {
     { "Name", "Name", "name", &S_String, 0, ML_BODY },
 };
-static const char *const E_AvailabilityZoneState[] = { "available", "information", "impaired",
-                                                       "unavailable", "constrained" };
+static const char *const E_AvailabilityZoneState[] = { "available", "information", "impaired", "unavailable", "constrained" };
 static const struct model_member M_DescribeAccountAttributesRequest[] = {
     { "DryRun", "DryRun", "dryRun", &S_Boolean, 0, ML_BODY },
-    { "AttributeNames", "AttributeName", "attributeName", &S_AccountAttributeNameStringList, 0,
-      ML_BODY },
+    { "AttributeNames", "AttributeName", "attributeName", &S_AccountAttributeNameStringList, 0, ML_BODY },
 };
 static const struct model_member L_AccountAttributeNameStringList[] = {
     { "member", "attributeName", "attributeName", &S_AccountAttributeName, 0, ML_BODY },
 };
 static const char *const E_AccountAttributeName[] = { "supported-platforms", "default-vpc" };
 static const struct model_member M_DescribeAccountAttributesResult[] = {
-    { "AccountAttributes", "AccountAttributeSet", "accountAttributeSet", &S_AccountAttributeList, 0,
-      ML_BODY },
+    { "AccountAttributes", "AccountAttributeSet", "accountAttributeSet", &S_AccountAttributeList, 0, ML_BODY },
 };
 static const struct model_member L_AccountAttributeList[] = {
     { "member", "item", "item", &S_AccountAttribute, 0, ML_BODY },
 };
 static const struct model_member M_AccountAttribute[] = {
     { "AttributeName", "AttributeName", "attributeName", &S_String, 0, ML_BODY },
-    { "AttributeValues", "AttributeValueSet", "attributeValueSet", &S_AccountAttributeValueList, 0,
-      ML_BODY },
+    { "AttributeValues", "AttributeValueSet", "attributeValueSet", &S_AccountAttributeValueList, 0, ML_BODY },
 };
 static const struct model_member L_AccountAttributeValueList[] = {
     { "member", "item", "item", &S_AccountAttributeValue, 0, ML_BODY },
@@ -714,121 +721,10 @@ static const struct model_member M_TagDescription[] = {
     { "ResourceType", "ResourceType", "resourceType", &S_ResourceType, 0, ML_BODY },
     { "Value", "Value", "value", &S_String, 0, ML_BODY },
 };
-static const char *const E_ResourceType[] = {
-    "capacity-reservation",
-    "client-vpn-endpoint",
-    "customer-gateway",
-    "carrier-gateway",
-    "coip-pool",
-    "declarative-policies-report",
-    "dedicated-host",
-    "dhcp-options",
-    "egress-only-internet-gateway",
-    "elastic-ip",
-    "elastic-gpu",
-    "export-image-task",
-    "export-instance-task",
-    "fleet",
-    "fpga-image",
-    "host-reservation",
-    "image",
-    "image-usage-report",
-    "import-image-task",
-    "import-snapshot-task",
-    "instance",
-    "instance-event-window",
-    "internet-gateway",
-    "ipam",
-    "ipam-pool",
-    "ipam-scope",
-    "ipv4pool-ec2",
-    "ipv6pool-ec2",
-    "key-pair",
-    "launch-template",
-    "local-gateway",
-    "local-gateway-route-table",
-    "local-gateway-virtual-interface",
-    "local-gateway-virtual-interface-group",
-    "local-gateway-route-table-vpc-association",
-    "local-gateway-route-table-virtual-interface-group-association",
-    "natgateway",
-    "network-acl",
-    "network-interface",
-    "network-insights-analysis",
-    "network-insights-path",
-    "network-insights-access-scope",
-    "network-insights-access-scope-analysis",
-    "outpost-lag",
-    "placement-group",
-    "prefix-list",
-    "replace-root-volume-task",
-    "reserved-instances",
-    "route-table",
-    "security-group",
-    "security-group-rule",
-    "service-link-virtual-interface",
-    "snapshot",
-    "spot-fleet-request",
-    "spot-instances-request",
-    "subnet",
-    "subnet-cidr-reservation",
-    "traffic-mirror-filter",
-    "traffic-mirror-session",
-    "traffic-mirror-target",
-    "transit-gateway",
-    "transit-gateway-attachment",
-    "transit-gateway-connect-peer",
-    "transit-gateway-multicast-domain",
-    "transit-gateway-policy-table",
-    "transit-gateway-metering-policy",
-    "transit-gateway-route-table",
-    "transit-gateway-route-table-announcement",
-    "volume",
-    "vpc",
-    "vpc-endpoint",
-    "vpc-endpoint-connection",
-    "vpc-endpoint-service",
-    "vpc-endpoint-service-permission",
-    "vpc-peering-connection",
-    "vpn-connection",
-    "vpn-gateway",
-    "vpc-flow-log",
-    "capacity-reservation-fleet",
-    "traffic-mirror-filter-rule",
-    "vpc-endpoint-connection-device-type",
-    "verified-access-instance",
-    "verified-access-group",
-    "verified-access-endpoint",
-    "verified-access-policy",
-    "verified-access-trust-provider",
-    "vpn-connection-device-type",
-    "vpc-block-public-access-exclusion",
-    "vpc-encryption-control",
-    "route-server",
-    "route-server-endpoint",
-    "route-server-peer",
-    "ipam-resource-discovery",
-    "ipam-resource-discovery-association",
-    "instance-connect-endpoint",
-    "verified-access-endpoint-target",
-    "ipam-external-resource-verification-token",
-    "capacity-block",
-    "mac-modification-task",
-    "ipam-prefix-list-resolver",
-    "ipam-policy",
-    "ipam-prefix-list-resolver-target",
-    "secondary-interface",
-    "secondary-network",
-    "secondary-subnet",
-    "capacity-manager-data-export",
-    "vpn-concentrator",
-    "ipam-pool-allocation"
-};
+static const char *const E_ResourceType[] = { "capacity-reservation", "client-vpn-endpoint", "customer-gateway", "carrier-gateway", "coip-pool", "declarative-policies-report", "dedicated-host", "dhcp-options", "egress-only-internet-gateway", "elastic-ip", "elastic-gpu", "export-image-task", "export-instance-task", "fleet", "fpga-image", "host-reservation", "image", "image-usage-report", "import-image-task", "import-snapshot-task", "instance", "instance-event-window", "internet-gateway", "ipam", "ipam-pool", "ipam-scope", "ipv4pool-ec2", "ipv6pool-ec2", "key-pair", "launch-template", "local-gateway", "local-gateway-route-table", "local-gateway-virtual-interface", "local-gateway-virtual-interface-group", "local-gateway-route-table-vpc-association", "local-gateway-route-table-virtual-interface-group-association", "natgateway", "network-acl", "network-interface", "network-insights-analysis", "network-insights-path", "network-insights-access-scope", "network-insights-access-scope-analysis", "outpost-lag", "placement-group", "prefix-list", "replace-root-volume-task", "reserved-instances", "route-table", "security-group", "security-group-rule", "service-link-virtual-interface", "snapshot", "spot-fleet-request", "spot-instances-request", "subnet", "subnet-cidr-reservation", "traffic-mirror-filter", "traffic-mirror-session", "traffic-mirror-target", "transit-gateway", "transit-gateway-attachment", "transit-gateway-connect-peer", "transit-gateway-multicast-domain", "transit-gateway-policy-table", "transit-gateway-metering-policy", "transit-gateway-route-table", "transit-gateway-route-table-announcement", "volume", "vpc", "vpc-endpoint", "vpc-endpoint-connection", "vpc-endpoint-service", "vpc-endpoint-service-permission", "vpc-peering-connection", "vpn-connection", "vpn-gateway", "vpc-flow-log", "capacity-reservation-fleet", "traffic-mirror-filter-rule", "vpc-endpoint-connection-device-type", "verified-access-instance", "verified-access-group", "verified-access-endpoint", "verified-access-policy", "verified-access-trust-provider", "vpn-connection-device-type", "vpc-block-public-access-exclusion", "vpc-encryption-control", "route-server", "route-server-endpoint", "route-server-peer", "ipam-resource-discovery", "ipam-resource-discovery-association", "instance-connect-endpoint", "verified-access-endpoint-target", "ipam-external-resource-verification-token", "capacity-block", "mac-modification-task", "ipam-prefix-list-resolver", "ipam-policy", "ipam-prefix-list-resolver-target", "secondary-interface", "secondary-network", "secondary-subnet", "capacity-manager-data-export", "vpn-concentrator", "ipam-pool-allocation" };
 static const struct model_member M_CreateVolumeRequest[] = {
-    { "AvailabilityZone", "AvailabilityZone", "AvailabilityZone", &S_AvailabilityZoneName, 0,
-      ML_BODY },
-    { "AvailabilityZoneId", "AvailabilityZoneId", "AvailabilityZoneId", &S_AvailabilityZoneId, 0,
-      ML_BODY },
+    { "AvailabilityZone", "AvailabilityZone", "AvailabilityZone", &S_AvailabilityZoneName, 0, ML_BODY },
+    { "AvailabilityZoneId", "AvailabilityZoneId", "AvailabilityZoneId", &S_AvailabilityZoneId, 0, ML_BODY },
     { "Encrypted", "Encrypted", "encrypted", &S_Boolean, 0, ML_BODY },
     { "Iops", "Iops", "Iops", &S_Integer, 0, ML_BODY },
     { "KmsKeyId", "KmsKeyId", "KmsKeyId", &S_KmsKeyId, 0, ML_BODY },
@@ -836,13 +732,11 @@ static const struct model_member M_CreateVolumeRequest[] = {
     { "Size", "Size", "Size", &S_Integer, 0, ML_BODY },
     { "SnapshotId", "SnapshotId", "SnapshotId", &S_SnapshotId, 0, ML_BODY },
     { "VolumeType", "VolumeType", "VolumeType", &S_VolumeType, 0, ML_BODY },
-    { "TagSpecifications", "TagSpecification", "TagSpecification", &S_TagSpecificationList, 0,
-      ML_BODY },
+    { "TagSpecifications", "TagSpecification", "TagSpecification", &S_TagSpecificationList, 0, ML_BODY },
     { "MultiAttachEnabled", "MultiAttachEnabled", "MultiAttachEnabled", &S_Boolean, 0, ML_BODY },
     { "Throughput", "Throughput", "Throughput", &S_Integer, 0, ML_BODY },
     { "ClientToken", "ClientToken", "ClientToken", &S_String, MF_IDEMPOTENCY, ML_BODY },
-    { "VolumeInitializationRate", "VolumeInitializationRate", "VolumeInitializationRate",
-      &S_Integer, 0, ML_BODY },
+    { "VolumeInitializationRate", "VolumeInitializationRate", "VolumeInitializationRate", &S_Integer, 0, ML_BODY },
     { "Operator", "Operator", "Operator", &S_OperatorRequest, 0, ML_BODY },
     { "DryRun", "DryRun", "dryRun", &S_Boolean, 0, ML_BODY },
 };
@@ -869,8 +763,7 @@ static const struct model_member M_Volume[] = {
     { "Throughput", "Throughput", "throughput", &S_Integer, 0, ML_BODY },
     { "SseType", "SseType", "sseType", &S_SSEType, 0, ML_BODY },
     { "Operator", "Operator", "operator", &S_OperatorResponse, 0, ML_BODY },
-    { "VolumeInitializationRate", "VolumeInitializationRate", "volumeInitializationRate",
-      &S_Integer, 0, ML_BODY },
+    { "VolumeInitializationRate", "VolumeInitializationRate", "volumeInitializationRate", &S_Integer, 0, ML_BODY },
     { "VolumeId", "VolumeId", "volumeId", &S_String, 0, ML_BODY },
     { "Size", "Size", "size", &S_Integer, 0, ML_BODY },
     { "SnapshotId", "SnapshotId", "snapshotId", &S_String, 0, ML_BODY },
@@ -887,16 +780,14 @@ static const struct model_member M_OperatorResponse[] = {
     { "Principal", "Principal", "principal", &S_String, 0, ML_BODY },
     { "HiddenByDefault", "HiddenByDefault", "hiddenByDefault", &S_Boolean, 0, ML_BODY },
 };
-static const char *const E_VolumeState[] = { "creating", "available", "in-use",
-                                             "deleting", "deleted",   "error" };
+static const char *const E_VolumeState[] = { "creating", "available", "in-use", "deleting", "deleted", "error" };
 static const struct model_member L_VolumeAttachmentList[] = {
     { "member", "item", "item", &S_VolumeAttachment, 0, ML_BODY },
 };
 static const struct model_member M_VolumeAttachment[] = {
     { "DeleteOnTermination", "DeleteOnTermination", "deleteOnTermination", &S_Boolean, 0, ML_BODY },
     { "AssociatedResource", "AssociatedResource", "associatedResource", &S_String, 0, ML_BODY },
-    { "InstanceOwningService", "InstanceOwningService", "instanceOwningService", &S_String, 0,
-      ML_BODY },
+    { "InstanceOwningService", "InstanceOwningService", "instanceOwningService", &S_String, 0, ML_BODY },
     { "EbsCardIndex", "EbsCardIndex", "ebsCardIndex", &S_Integer, 0, ML_BODY },
     { "VolumeId", "VolumeId", "volumeId", &S_String, 0, ML_BODY },
     { "InstanceId", "InstanceId", "instanceId", &S_String, 0, ML_BODY },
@@ -904,12 +795,10 @@ static const struct model_member M_VolumeAttachment[] = {
     { "State", "Status", "status", &S_VolumeAttachmentState, 0, ML_BODY },
     { "AttachTime", "AttachTime", "attachTime", &S_DateTime, 0, ML_BODY },
 };
-static const char *const E_VolumeAttachmentState[] = { "attaching", "attached", "detaching",
-                                                       "detached", "busy" };
+static const char *const E_VolumeAttachmentState[] = { "attaching", "attached", "detaching", "detached", "busy" };
 static const struct model_member M_DescribeVolumesRequest[] = {
     { "VolumeIds", "VolumeId", "VolumeId", &S_VolumeIdStringList, 0, ML_BODY },
-    { "IncludeManagedResources", "IncludeManagedResources", "IncludeManagedResources", &S_Boolean,
-      0, ML_BODY },
+    { "IncludeManagedResources", "IncludeManagedResources", "IncludeManagedResources", &S_Boolean, 0, ML_BODY },
     { "DryRun", "DryRun", "dryRun", &S_Boolean, 0, ML_BODY },
     { "Filters", "Filter", "Filter", &S_FilterList, 0, ML_BODY },
     { "NextToken", "NextToken", "nextToken", &S_String, 0, ML_BODY },
@@ -939,33 +828,28 @@ static const struct model_member M_ModifyVolumeRequest[] = {
     { "MultiAttachEnabled", "MultiAttachEnabled", "MultiAttachEnabled", &S_Boolean, 0, ML_BODY },
 };
 static const struct model_member M_ModifyVolumeResult[] = {
-    { "VolumeModification", "VolumeModification", "volumeModification", &S_VolumeModification, 0,
-      ML_BODY },
+    { "VolumeModification", "VolumeModification", "volumeModification", &S_VolumeModification, 0, ML_BODY },
 };
 static const struct model_member M_VolumeModification[] = {
     { "VolumeId", "VolumeId", "volumeId", &S_String, 0, ML_BODY },
-    { "ModificationState", "ModificationState", "modificationState", &S_VolumeModificationState, 0,
-      ML_BODY },
+    { "ModificationState", "ModificationState", "modificationState", &S_VolumeModificationState, 0, ML_BODY },
     { "StatusMessage", "StatusMessage", "statusMessage", &S_String, 0, ML_BODY },
     { "TargetSize", "TargetSize", "targetSize", &S_Integer, 0, ML_BODY },
     { "TargetIops", "TargetIops", "targetIops", &S_Integer, 0, ML_BODY },
     { "TargetVolumeType", "TargetVolumeType", "targetVolumeType", &S_VolumeType, 0, ML_BODY },
     { "TargetThroughput", "TargetThroughput", "targetThroughput", &S_Integer, 0, ML_BODY },
-    { "TargetMultiAttachEnabled", "TargetMultiAttachEnabled", "targetMultiAttachEnabled",
-      &S_Boolean, 0, ML_BODY },
+    { "TargetMultiAttachEnabled", "TargetMultiAttachEnabled", "targetMultiAttachEnabled", &S_Boolean, 0, ML_BODY },
     { "OriginalSize", "OriginalSize", "originalSize", &S_Integer, 0, ML_BODY },
     { "OriginalIops", "OriginalIops", "originalIops", &S_Integer, 0, ML_BODY },
     { "OriginalVolumeType", "OriginalVolumeType", "originalVolumeType", &S_VolumeType, 0, ML_BODY },
     { "OriginalThroughput", "OriginalThroughput", "originalThroughput", &S_Integer, 0, ML_BODY },
-    { "OriginalMultiAttachEnabled", "OriginalMultiAttachEnabled", "originalMultiAttachEnabled",
-      &S_Boolean, 0, ML_BODY },
+    { "OriginalMultiAttachEnabled", "OriginalMultiAttachEnabled", "originalMultiAttachEnabled", &S_Boolean, 0, ML_BODY },
     { "Progress", "Progress", "progress", &S_Long, 0, ML_BODY },
     { "StartTime", "StartTime", "startTime", &S_DateTime, 0, ML_BODY },
     { "EndTime", "EndTime", "endTime", &S_DateTime, 0, ML_BODY },
     { "Operator", "Operator", "operator", &S_OperatorResponse, 0, ML_BODY },
 };
-static const char *const E_VolumeModificationState[] = { "modifying", "optimizing", "completed",
-                                                         "failed" };
+static const char *const E_VolumeModificationState[] = { "modifying", "optimizing", "completed", "failed" };
 static const struct model_member M_DescribeVolumesModificationsRequest[] = {
     { "DryRun", "DryRun", "DryRun", &S_Boolean, 0, ML_BODY },
     { "VolumeIds", "VolumeId", "VolumeId", &S_VolumeIdStringList, 0, ML_BODY },
@@ -975,8 +859,7 @@ static const struct model_member M_DescribeVolumesModificationsRequest[] = {
 };
 static const struct model_member M_DescribeVolumesModificationsResult[] = {
     { "NextToken", "NextToken", "nextToken", &S_String, 0, ML_BODY },
-    { "VolumesModifications", "VolumeModificationSet", "volumeModificationSet",
-      &S_VolumeModificationList, 0, ML_BODY },
+    { "VolumesModifications", "VolumeModificationSet", "volumeModificationSet", &S_VolumeModificationList, 0, ML_BODY },
 };
 static const struct model_member L_VolumeModificationList[] = {
     { "member", "item", "item", &S_VolumeModification, 0, ML_BODY },
@@ -985,8 +868,7 @@ static const struct model_member M_CreateSnapshotRequest[] = {
     { "Description", "Description", "Description", &S_String, 0, ML_BODY },
     { "OutpostArn", "OutpostArn", "OutpostArn", &S_String, 0, ML_BODY },
     { "VolumeId", "VolumeId", "VolumeId", &S_VolumeId, MF_REQUIRED, ML_BODY },
-    { "TagSpecifications", "TagSpecification", "TagSpecification", &S_TagSpecificationList, 0,
-      ML_BODY },
+    { "TagSpecifications", "TagSpecification", "TagSpecification", &S_TagSpecificationList, 0, ML_BODY },
     { "Location", "Location", "Location", &S_SnapshotLocationEnum, 0, ML_BODY },
     { "DryRun", "DryRun", "dryRun", &S_Boolean, 0, ML_BODY },
 };
@@ -996,16 +878,13 @@ static const struct model_member M_Snapshot[] = {
     { "OutpostArn", "OutpostArn", "outpostArn", &S_String, 0, ML_BODY },
     { "Tags", "TagSet", "tagSet", &S_TagList, 0, ML_BODY },
     { "StorageTier", "StorageTier", "storageTier", &S_StorageTier, 0, ML_BODY },
-    { "RestoreExpiryTime", "RestoreExpiryTime", "restoreExpiryTime", &S_MillisecondDateTime, 0,
-      ML_BODY },
+    { "RestoreExpiryTime", "RestoreExpiryTime", "restoreExpiryTime", &S_MillisecondDateTime, 0, ML_BODY },
     { "SseType", "SseType", "sseType", &S_SSEType, 0, ML_BODY },
     { "AvailabilityZone", "AvailabilityZone", "availabilityZone", &S_String, 0, ML_BODY },
     { "TransferType", "TransferType", "transferType", &S_TransferType, 0, ML_BODY },
-    { "CompletionDurationMinutes", "CompletionDurationMinutes", "completionDurationMinutes",
-      &S_SnapshotCompletionDurationMinutesResponse, 0, ML_BODY },
+    { "CompletionDurationMinutes", "CompletionDurationMinutes", "completionDurationMinutes", &S_SnapshotCompletionDurationMinutesResponse, 0, ML_BODY },
     { "CompletionTime", "CompletionTime", "completionTime", &S_MillisecondDateTime, 0, ML_BODY },
-    { "FullSnapshotSizeInBytes", "FullSnapshotSizeInBytes", "fullSnapshotSizeInBytes", &S_Long, 0,
-      ML_BODY },
+    { "FullSnapshotSizeInBytes", "FullSnapshotSizeInBytes", "fullSnapshotSizeInBytes", &S_Long, 0, ML_BODY },
     { "SnapshotId", "SnapshotId", "snapshotId", &S_String, 0, ML_BODY },
     { "VolumeId", "VolumeId", "volumeId", &S_String, 0, ML_BODY },
     { "State", "Status", "status", &S_SnapshotState, 0, ML_BODY },
@@ -1021,14 +900,12 @@ static const struct model_member M_Snapshot[] = {
 };
 static const char *const E_StorageTier[] = { "archive", "standard" };
 static const char *const E_TransferType[] = { "time-based", "standard" };
-static const char *const E_SnapshotState[] = { "pending", "completed", "error", "recoverable",
-                                               "recovering" };
+static const char *const E_SnapshotState[] = { "pending", "completed", "error", "recoverable", "recovering" };
 static const struct model_member M_DescribeSnapshotsRequest[] = {
     { "MaxResults", "MaxResults", "MaxResults", &S_Integer, 0, ML_BODY },
     { "NextToken", "NextToken", "NextToken", &S_String, 0, ML_BODY },
     { "OwnerIds", "Owner", "Owner", &S_OwnerStringList, 0, ML_BODY },
-    { "RestorableByUserIds", "RestorableBy", "RestorableBy", &S_RestorableByStringList, 0,
-      ML_BODY },
+    { "RestorableByUserIds", "RestorableBy", "RestorableBy", &S_RestorableByStringList, 0, ML_BODY },
     { "SnapshotIds", "SnapshotId", "SnapshotId", &S_SnapshotIdStringList, 0, ML_BODY },
     { "DryRun", "DryRun", "dryRun", &S_Boolean, 0, ML_BODY },
     { "Filters", "Filter", "Filter", &S_FilterList, 0, ML_BODY },
@@ -1055,21 +932,16 @@ static const struct model_member M_DeleteSnapshotRequest[] = {
 };
 static const struct model_member M_CopySnapshotRequest[] = {
     { "Description", "Description", "Description", &S_String, 0, ML_BODY },
-    { "DestinationOutpostArn", "DestinationOutpostArn", "DestinationOutpostArn", &S_String, 0,
-      ML_BODY },
+    { "DestinationOutpostArn", "DestinationOutpostArn", "DestinationOutpostArn", &S_String, 0, ML_BODY },
     { "DestinationRegion", "DestinationRegion", "destinationRegion", &S_String, 0, ML_BODY },
     { "Encrypted", "Encrypted", "encrypted", &S_Boolean, 0, ML_BODY },
     { "KmsKeyId", "KmsKeyId", "kmsKeyId", &S_KmsKeyId, 0, ML_BODY },
-    { "PresignedUrl", "PresignedUrl", "presignedUrl", &S_CopySnapshotRequestPSU, MF_SENSITIVE,
-      ML_BODY },
+    { "PresignedUrl", "PresignedUrl", "presignedUrl", &S_CopySnapshotRequestPSU, MF_SENSITIVE, ML_BODY },
     { "SourceRegion", "SourceRegion", "SourceRegion", &S_String, MF_REQUIRED, ML_BODY },
     { "SourceSnapshotId", "SourceSnapshotId", "SourceSnapshotId", &S_String, MF_REQUIRED, ML_BODY },
-    { "TagSpecifications", "TagSpecification", "TagSpecification", &S_TagSpecificationList, 0,
-      ML_BODY },
-    { "CompletionDurationMinutes", "CompletionDurationMinutes", "CompletionDurationMinutes",
-      &S_SnapshotCompletionDurationMinutesRequest, 0, ML_BODY },
-    { "DestinationAvailabilityZone", "DestinationAvailabilityZone", "DestinationAvailabilityZone",
-      &S_String, 0, ML_BODY },
+    { "TagSpecifications", "TagSpecification", "TagSpecification", &S_TagSpecificationList, 0, ML_BODY },
+    { "CompletionDurationMinutes", "CompletionDurationMinutes", "CompletionDurationMinutes", &S_SnapshotCompletionDurationMinutesRequest, 0, ML_BODY },
+    { "DestinationAvailabilityZone", "DestinationAvailabilityZone", "DestinationAvailabilityZone", &S_String, 0, ML_BODY },
     { "DryRun", "DryRun", "dryRun", &S_Boolean, 0, ML_BODY },
 };
 static const struct model_member M_CopySnapshotResult[] = {
@@ -1085,8 +957,7 @@ static const char *const E_SnapshotAttributeName[] = { "productCodes", "createVo
 static const struct model_member M_DescribeSnapshotAttributeResult[] = {
     { "ProductCodes", "ProductCodes", "productCodes", &S_ProductCodeList, 0, ML_BODY },
     { "SnapshotId", "SnapshotId", "snapshotId", &S_String, 0, ML_BODY },
-    { "CreateVolumePermissions", "CreateVolumePermission", "createVolumePermission",
-      &S_CreateVolumePermissionList, 0, ML_BODY },
+    { "CreateVolumePermissions", "CreateVolumePermission", "createVolumePermission", &S_CreateVolumePermissionList, 0, ML_BODY },
 };
 static const struct model_member L_ProductCodeList[] = {
     { "member", "item", "item", &S_ProductCode, 0, ML_BODY },
@@ -1106,8 +977,7 @@ static const struct model_member M_CreateVolumePermission[] = {
 static const char *const E_PermissionGroup[] = { "all" };
 static const struct model_member M_ModifySnapshotAttributeRequest[] = {
     { "Attribute", "Attribute", "Attribute", &S_SnapshotAttributeName, 0, ML_BODY },
-    { "CreateVolumePermission", "CreateVolumePermission", "CreateVolumePermission",
-      &S_CreateVolumePermissionModifications, 0, ML_BODY },
+    { "CreateVolumePermission", "CreateVolumePermission", "CreateVolumePermission", &S_CreateVolumePermissionModifications, 0, ML_BODY },
     { "GroupNames", "UserGroup", "UserGroup", &S_GroupNameStringList, 0, ML_BODY },
     { "OperationType", "OperationType", "OperationType", &S_OperationType, 0, ML_BODY },
     { "SnapshotId", "SnapshotId", "SnapshotId", &S_SnapshotId, MF_REQUIRED, ML_BODY },
@@ -1137,8 +1007,7 @@ static const struct model_member M_RegisterImageRequest[] = {
     { "TpmSupport", "TpmSupport", "TpmSupport", &S_TpmSupportValues, 0, ML_BODY },
     { "UefiData", "UefiData", "UefiData", &S_ImageUefiDataRequest, 0, ML_BODY },
     { "ImdsSupport", "ImdsSupport", "ImdsSupport", &S_ImdsSupportValues, 0, ML_BODY },
-    { "TagSpecifications", "TagSpecification", "TagSpecification", &S_TagSpecificationList, 0,
-      ML_BODY },
+    { "TagSpecifications", "TagSpecification", "TagSpecification", &S_TagSpecificationList, 0, ML_BODY },
     { "DryRun", "DryRun", "dryRun", &S_Boolean, 0, ML_BODY },
     { "Name", "Name", "name", &S_ImageNameRequest, MF_REQUIRED, ML_BODY },
     { "Description", "Description", "description", &S_ImageDescriptionRequest, 0, ML_BODY },
@@ -1146,8 +1015,7 @@ static const struct model_member M_RegisterImageRequest[] = {
     { "KernelId", "KernelId", "kernelId", &S_KernelId, 0, ML_BODY },
     { "RamdiskId", "RamdiskId", "ramdiskId", &S_RamdiskId, 0, ML_BODY },
     { "RootDeviceName", "RootDeviceName", "rootDeviceName", &S_String, 0, ML_BODY },
-    { "BlockDeviceMappings", "BlockDeviceMapping", "BlockDeviceMapping",
-      &S_BlockDeviceMappingRequestList, 0, ML_BODY },
+    { "BlockDeviceMappings", "BlockDeviceMapping", "BlockDeviceMapping", &S_BlockDeviceMappingRequestList, 0, ML_BODY },
     { "VirtualizationType", "VirtualizationType", "virtualizationType", &S_String, 0, ML_BODY },
     { "SriovNetSupport", "SriovNetSupport", "sriovNetSupport", &S_String, 0, ML_BODY },
     { "EnaSupport", "EnaSupport", "enaSupport", &S_Boolean, 0, ML_BODY },
@@ -1158,8 +1026,7 @@ static const struct model_member L_BillingProductList[] = {
 static const char *const E_BootModeValues[] = { "legacy-bios", "uefi", "uefi-preferred" };
 static const char *const E_TpmSupportValues[] = { "v2.0" };
 static const char *const E_ImdsSupportValues[] = { "v2.0" };
-static const char *const E_ArchitectureValues[] = { "i386", "x86_64", "arm64", "x86_64_mac",
-                                                    "arm64_mac" };
+static const char *const E_ArchitectureValues[] = { "i386", "x86_64", "arm64", "x86_64_mac", "arm64_mac" };
 static const struct model_member L_BlockDeviceMappingRequestList[] = {
     { "member", "BlockDeviceMapping", "BlockDeviceMapping", &S_BlockDeviceMapping, 0, ML_BODY },
 };
@@ -1180,8 +1047,7 @@ static const struct model_member M_EbsBlockDevice[] = {
     { "OutpostArn", "OutpostArn", "outpostArn", &S_String, 0, ML_BODY },
     { "AvailabilityZone", "AvailabilityZone", "availabilityZone", &S_String, 0, ML_BODY },
     { "Encrypted", "Encrypted", "encrypted", &S_Boolean, 0, ML_BODY },
-    { "VolumeInitializationRate", "VolumeInitializationRate", "VolumeInitializationRate",
-      &S_Integer, 0, ML_BODY },
+    { "VolumeInitializationRate", "VolumeInitializationRate", "VolumeInitializationRate", &S_Integer, 0, ML_BODY },
     { "AvailabilityZoneId", "AvailabilityZoneId", "AvailabilityZoneId", &S_String, 0, ML_BODY },
     { "EbsCardIndex", "EbsCardIndex", "EbsCardIndex", &S_Integer, 0, ML_BODY },
 };
@@ -1215,8 +1081,7 @@ static const struct model_member L_ImageList[] = {
 static const struct model_member M_Image[] = {
     { "PlatformDetails", "PlatformDetails", "platformDetails", &S_String, 0, ML_BODY },
     { "UsageOperation", "UsageOperation", "usageOperation", &S_String, 0, ML_BODY },
-    { "BlockDeviceMappings", "BlockDeviceMapping", "blockDeviceMapping", &S_BlockDeviceMappingList,
-      0, ML_BODY },
+    { "BlockDeviceMappings", "BlockDeviceMapping", "blockDeviceMapping", &S_BlockDeviceMappingList, 0, ML_BODY },
     { "Description", "Description", "description", &S_String, 0, ML_BODY },
     { "EnaSupport", "EnaSupport", "enaSupport", &S_Boolean, 0, ML_BODY },
     { "Hypervisor", "Hypervisor", "hypervisor", &S_HypervisorType, 0, ML_BODY },
@@ -1227,15 +1092,13 @@ static const struct model_member M_Image[] = {
     { "SriovNetSupport", "SriovNetSupport", "sriovNetSupport", &S_String, 0, ML_BODY },
     { "StateReason", "StateReason", "stateReason", &S_StateReason, 0, ML_BODY },
     { "Tags", "TagSet", "tagSet", &S_TagList, 0, ML_BODY },
-    { "VirtualizationType", "VirtualizationType", "virtualizationType", &S_VirtualizationType, 0,
-      ML_BODY },
+    { "VirtualizationType", "VirtualizationType", "virtualizationType", &S_VirtualizationType, 0, ML_BODY },
     { "BootMode", "BootMode", "bootMode", &S_BootModeValues, 0, ML_BODY },
     { "TpmSupport", "TpmSupport", "tpmSupport", &S_TpmSupportValues, 0, ML_BODY },
     { "DeprecationTime", "DeprecationTime", "deprecationTime", &S_String, 0, ML_BODY },
     { "ImdsSupport", "ImdsSupport", "imdsSupport", &S_ImdsSupportValues, 0, ML_BODY },
     { "SourceInstanceId", "SourceInstanceId", "sourceInstanceId", &S_String, 0, ML_BODY },
-    { "DeregistrationProtection", "DeregistrationProtection", "deregistrationProtection", &S_String,
-      0, ML_BODY },
+    { "DeregistrationProtection", "DeregistrationProtection", "deregistrationProtection", &S_String, 0, ML_BODY },
     { "LastLaunchedTime", "LastLaunchedTime", "lastLaunchedTime", &S_String, 0, ML_BODY },
     { "ImageAllowed", "ImageAllowed", "imageAllowed", &S_Boolean, 0, ML_BODY },
     { "SourceImageId", "SourceImageId", "sourceImageId", &S_String, 0, ML_BODY },
@@ -1264,8 +1127,7 @@ static const struct model_member M_StateReason[] = {
     { "Message", "Message", "message", &S_String, 0, ML_BODY },
 };
 static const char *const E_VirtualizationType[] = { "hvm", "paravirtual" };
-static const char *const E_ImageState[] = { "pending",   "available", "invalid", "deregistered",
-                                            "transient", "failed",    "error",   "disabled" };
+static const char *const E_ImageState[] = { "pending", "available", "invalid", "deregistered", "transient", "failed", "error", "disabled" };
 static const char *const E_ImageTypeValues[] = { "machine", "kernel", "ramdisk" };
 static const char *const E_PlatformValues[] = { "Windows" };
 static const struct model_member M_DescribeImageAttributeRequest[] = {
@@ -1273,19 +1135,7 @@ static const struct model_member M_DescribeImageAttributeRequest[] = {
     { "ImageId", "ImageId", "ImageId", &S_ImageId, MF_REQUIRED, ML_BODY },
     { "DryRun", "DryRun", "dryRun", &S_Boolean, 0, ML_BODY },
 };
-static const char *const E_ImageAttributeName[] = { "description",
-                                                    "kernel",
-                                                    "ramdisk",
-                                                    "launchPermission",
-                                                    "productCodes",
-                                                    "blockDeviceMapping",
-                                                    "sriovNetSupport",
-                                                    "bootMode",
-                                                    "tpmSupport",
-                                                    "uefiData",
-                                                    "lastLaunchedTime",
-                                                    "imdsSupport",
-                                                    "deregistrationProtection" };
+static const char *const E_ImageAttributeName[] = { "description", "kernel", "ramdisk", "launchPermission", "productCodes", "blockDeviceMapping", "sriovNetSupport", "bootMode", "tpmSupport", "uefiData", "lastLaunchedTime", "imdsSupport", "deregistrationProtection" };
 static const struct model_member M_ImageAttribute[] = {
     { "Description", "Description", "description", &S_AttributeValue, 0, ML_BODY },
     { "KernelId", "Kernel", "kernel", &S_AttributeValue, 0, ML_BODY },
@@ -1296,14 +1146,11 @@ static const struct model_member M_ImageAttribute[] = {
     { "UefiData", "UefiData", "uefiData", &S_AttributeValue, 0, ML_BODY },
     { "LastLaunchedTime", "LastLaunchedTime", "lastLaunchedTime", &S_AttributeValue, 0, ML_BODY },
     { "ImdsSupport", "ImdsSupport", "imdsSupport", &S_AttributeValue, 0, ML_BODY },
-    { "DeregistrationProtection", "DeregistrationProtection", "deregistrationProtection",
-      &S_AttributeValue, 0, ML_BODY },
+    { "DeregistrationProtection", "DeregistrationProtection", "deregistrationProtection", &S_AttributeValue, 0, ML_BODY },
     { "ImageId", "ImageId", "imageId", &S_String, 0, ML_BODY },
-    { "LaunchPermissions", "LaunchPermission", "launchPermission", &S_LaunchPermissionList, 0,
-      ML_BODY },
+    { "LaunchPermissions", "LaunchPermission", "launchPermission", &S_LaunchPermissionList, 0, ML_BODY },
     { "ProductCodes", "ProductCodes", "productCodes", &S_ProductCodeList, 0, ML_BODY },
-    { "BlockDeviceMappings", "BlockDeviceMapping", "blockDeviceMapping", &S_BlockDeviceMappingList,
-      0, ML_BODY },
+    { "BlockDeviceMappings", "BlockDeviceMapping", "blockDeviceMapping", &S_BlockDeviceMappingList, 0, ML_BODY },
 };
 static const struct model_member M_AttributeValue[] = {
     { "Value", "Value", "value", &S_String, 0, ML_BODY },
@@ -1313,8 +1160,7 @@ static const struct model_member L_LaunchPermissionList[] = {
 };
 static const struct model_member M_LaunchPermission[] = {
     { "OrganizationArn", "OrganizationArn", "organizationArn", &S_String, 0, ML_BODY },
-    { "OrganizationalUnitArn", "OrganizationalUnitArn", "organizationalUnitArn", &S_String, 0,
-      ML_BODY },
+    { "OrganizationalUnitArn", "OrganizationalUnitArn", "organizationalUnitArn", &S_String, 0, ML_BODY },
     { "UserId", "UserId", "userId", &S_String, 0, ML_BODY },
     { "Group", "Group", "group", &S_PermissionGroup, 0, ML_BODY },
 };
@@ -1322,17 +1168,14 @@ static const struct model_member M_ModifyImageAttributeRequest[] = {
     { "Attribute", "Attribute", "Attribute", &S_String, 0, ML_BODY },
     { "Description", "Description", "Description", &S_AttributeValue, 0, ML_BODY },
     { "ImageId", "ImageId", "ImageId", &S_ImageId, MF_REQUIRED, ML_BODY },
-    { "LaunchPermission", "LaunchPermission", "LaunchPermission", &S_LaunchPermissionModifications,
-      0, ML_BODY },
+    { "LaunchPermission", "LaunchPermission", "LaunchPermission", &S_LaunchPermissionModifications, 0, ML_BODY },
     { "OperationType", "OperationType", "OperationType", &S_OperationType, 0, ML_BODY },
     { "ProductCodes", "ProductCode", "ProductCode", &S_ProductCodeStringList, 0, ML_BODY },
     { "UserGroups", "UserGroup", "UserGroup", &S_UserGroupStringList, 0, ML_BODY },
     { "UserIds", "UserId", "UserId", &S_UserIdStringList, 0, ML_BODY },
     { "Value", "Value", "Value", &S_String, 0, ML_BODY },
-    { "OrganizationArns", "OrganizationArn", "OrganizationArn", &S_OrganizationArnStringList, 0,
-      ML_BODY },
-    { "OrganizationalUnitArns", "OrganizationalUnitArn", "OrganizationalUnitArn",
-      &S_OrganizationalUnitArnStringList, 0, ML_BODY },
+    { "OrganizationArns", "OrganizationArn", "OrganizationArn", &S_OrganizationArnStringList, 0, ML_BODY },
+    { "OrganizationalUnitArns", "OrganizationalUnitArn", "OrganizationalUnitArn", &S_OrganizationalUnitArnStringList, 0, ML_BODY },
     { "ImdsSupport", "ImdsSupport", "ImdsSupport", &S_AttributeValue, 0, ML_BODY },
     { "DryRun", "DryRun", "dryRun", &S_Boolean, 0, ML_BODY },
 };
@@ -1366,29 +1209,25 @@ static const struct model_member M_CancelImageLaunchPermissionResult[] = {
     { "Return", "Return", "return", &S_Boolean, 0, ML_BODY },
 };
 static const struct model_member M_EnableImageBlockPublicAccessRequest[] = {
-    { "ImageBlockPublicAccessState", "ImageBlockPublicAccessState", "ImageBlockPublicAccessState",
-      &S_ImageBlockPublicAccessEnabledState, MF_REQUIRED, ML_BODY },
+    { "ImageBlockPublicAccessState", "ImageBlockPublicAccessState", "ImageBlockPublicAccessState", &S_ImageBlockPublicAccessEnabledState, MF_REQUIRED, ML_BODY },
     { "DryRun", "DryRun", "DryRun", &S_Boolean, 0, ML_BODY },
 };
 static const char *const E_ImageBlockPublicAccessEnabledState[] = { "block-new-sharing" };
 static const struct model_member M_EnableImageBlockPublicAccessResult[] = {
-    { "ImageBlockPublicAccessState", "ImageBlockPublicAccessState", "imageBlockPublicAccessState",
-      &S_ImageBlockPublicAccessEnabledState, 0, ML_BODY },
+    { "ImageBlockPublicAccessState", "ImageBlockPublicAccessState", "imageBlockPublicAccessState", &S_ImageBlockPublicAccessEnabledState, 0, ML_BODY },
 };
 static const struct model_member M_DisableImageBlockPublicAccessRequest[] = {
     { "DryRun", "DryRun", "DryRun", &S_Boolean, 0, ML_BODY },
 };
 static const struct model_member M_DisableImageBlockPublicAccessResult[] = {
-    { "ImageBlockPublicAccessState", "ImageBlockPublicAccessState", "imageBlockPublicAccessState",
-      &S_ImageBlockPublicAccessDisabledState, 0, ML_BODY },
+    { "ImageBlockPublicAccessState", "ImageBlockPublicAccessState", "imageBlockPublicAccessState", &S_ImageBlockPublicAccessDisabledState, 0, ML_BODY },
 };
 static const char *const E_ImageBlockPublicAccessDisabledState[] = { "unblocked" };
 static const struct model_member M_GetImageBlockPublicAccessStateRequest[] = {
     { "DryRun", "DryRun", "DryRun", &S_Boolean, 0, ML_BODY },
 };
 static const struct model_member M_GetImageBlockPublicAccessStateResult[] = {
-    { "ImageBlockPublicAccessState", "ImageBlockPublicAccessState", "imageBlockPublicAccessState",
-      &S_String, 0, ML_BODY },
+    { "ImageBlockPublicAccessState", "ImageBlockPublicAccessState", "imageBlockPublicAccessState", &S_String, 0, ML_BODY },
     { "ManagedBy", "ManagedBy", "managedBy", &S_ManagedBy, 0, ML_BODY },
 };
 static const char *const E_ManagedBy[] = { "account", "declarative-policy" };
@@ -1438,14 +1277,12 @@ static const struct model_member M_DisableImageResult[] = {
 };
 static const struct model_member M_DeregisterImageRequest[] = {
     { "ImageId", "ImageId", "ImageId", &S_ImageId, MF_REQUIRED, ML_BODY },
-    { "DeleteAssociatedSnapshots", "DeleteAssociatedSnapshots", "DeleteAssociatedSnapshots",
-      &S_Boolean, 0, ML_BODY },
+    { "DeleteAssociatedSnapshots", "DeleteAssociatedSnapshots", "DeleteAssociatedSnapshots", &S_Boolean, 0, ML_BODY },
     { "DryRun", "DryRun", "dryRun", &S_Boolean, 0, ML_BODY },
 };
 static const struct model_member M_DeregisterImageResult[] = {
     { "Return", "Return", "return", &S_Boolean, 0, ML_BODY },
-    { "DeleteSnapshotResults", "DeleteSnapshotResultSet", "deleteSnapshotResultSet",
-      &S_DeleteSnapshotResultSet, 0, ML_BODY },
+    { "DeleteSnapshotResults", "DeleteSnapshotResultSet", "deleteSnapshotResultSet", &S_DeleteSnapshotResultSet, 0, ML_BODY },
 };
 static const struct model_member L_DeleteSnapshotResultSet[] = {
     { "member", "item", "item", &S_DeleteSnapshotReturnCode, 0, ML_BODY },
@@ -1454,13 +1291,11 @@ static const struct model_member M_DeleteSnapshotReturnCode[] = {
     { "SnapshotId", "SnapshotId", "snapshotId", &S_SnapshotId, 0, ML_BODY },
     { "ReturnCode", "ReturnCode", "returnCode", &S_SnapshotReturnCodes, 0, ML_BODY },
 };
-static const char *const E_SnapshotReturnCodes[] = { "success", "skipped", "missing-permissions",
-                                                     "internal-error", "client-error" };
+static const char *const E_SnapshotReturnCodes[] = { "success", "skipped", "missing-permissions", "internal-error", "client-error" };
 static const struct model_member M_CreateKeyPairRequest[] = {
     { "KeyName", "KeyName", "KeyName", &S_String, MF_REQUIRED, ML_BODY },
     { "KeyType", "KeyType", "KeyType", &S_KeyType, 0, ML_BODY },
-    { "TagSpecifications", "TagSpecification", "TagSpecification", &S_TagSpecificationList, 0,
-      ML_BODY },
+    { "TagSpecifications", "TagSpecification", "TagSpecification", &S_TagSpecificationList, 0, ML_BODY },
     { "KeyFormat", "KeyFormat", "KeyFormat", &S_KeyFormat, 0, ML_BODY },
     { "DryRun", "DryRun", "dryRun", &S_Boolean, 0, ML_BODY },
 };
@@ -1474,12 +1309,10 @@ static const struct model_member M_KeyPair[] = {
     { "KeyMaterial", "KeyMaterial", "keyMaterial", &S_SensitiveUserData, MF_SENSITIVE, ML_BODY },
 };
 static const struct model_member M_ImportKeyPairRequest[] = {
-    { "TagSpecifications", "TagSpecification", "TagSpecification", &S_TagSpecificationList, 0,
-      ML_BODY },
+    { "TagSpecifications", "TagSpecification", "TagSpecification", &S_TagSpecificationList, 0, ML_BODY },
     { "DryRun", "DryRun", "dryRun", &S_Boolean, 0, ML_BODY },
     { "KeyName", "KeyName", "keyName", &S_String, MF_REQUIRED, ML_BODY },
-    { "PublicKeyMaterial", "PublicKeyMaterial", "publicKeyMaterial", &S_Blob, MF_REQUIRED,
-      ML_BODY },
+    { "PublicKeyMaterial", "PublicKeyMaterial", "publicKeyMaterial", &S_Blob, MF_REQUIRED, ML_BODY },
 };
 static const struct model_member M_ImportKeyPairResult[] = {
     { "KeyFingerprint", "KeyFingerprint", "keyFingerprint", &S_String, 0, ML_BODY },
@@ -1525,8 +1358,7 @@ static const struct model_member M_DeleteKeyPairResult[] = {
     { "KeyPairId", "KeyPairId", "keyPairId", &S_String, 0, ML_BODY },
 };
 static const struct model_member M_RunInstancesRequest[] = {
-    { "BlockDeviceMappings", "BlockDeviceMapping", "BlockDeviceMapping",
-      &S_BlockDeviceMappingRequestList, 0, ML_BODY },
+    { "BlockDeviceMappings", "BlockDeviceMapping", "BlockDeviceMapping", &S_BlockDeviceMappingRequestList, 0, ML_BODY },
     { "ImageId", "ImageId", "ImageId", &S_ImageId, 0, ML_BODY },
     { "InstanceType", "InstanceType", "InstanceType", &S_InstanceType, 0, ML_BODY },
     { "Ipv6AddressCount", "Ipv6AddressCount", "Ipv6AddressCount", &S_Integer, 0, ML_BODY },
@@ -1538,1270 +1370,40 @@ static const struct model_member M_RunInstancesRequest[] = {
     { "Monitoring", "Monitoring", "Monitoring", &S_RunInstancesMonitoringEnabled, 0, ML_BODY },
     { "Placement", "Placement", "Placement", &S_Placement, 0, ML_BODY },
     { "RamdiskId", "RamdiskId", "RamdiskId", &S_RamdiskId, 0, ML_BODY },
-    { "SecurityGroupIds", "SecurityGroupId", "SecurityGroupId", &S_SecurityGroupIdStringList, 0,
-      ML_BODY },
+    { "SecurityGroupIds", "SecurityGroupId", "SecurityGroupId", &S_SecurityGroupIdStringList, 0, ML_BODY },
     { "SecurityGroups", "SecurityGroup", "SecurityGroup", &S_SecurityGroupStringList, 0, ML_BODY },
     { "SubnetId", "SubnetId", "SubnetId", &S_SubnetId, 0, ML_BODY },
     { "UserData", "UserData", "UserData", &S_RunInstancesUserData, MF_SENSITIVE, ML_BODY },
-    { "ElasticGpuSpecification", "ElasticGpuSpecification", "ElasticGpuSpecification",
-      &S_ElasticGpuSpecifications, 0, ML_BODY },
-    { "ElasticInferenceAccelerators", "ElasticInferenceAccelerator", "ElasticInferenceAccelerator",
-      &S_ElasticInferenceAccelerators, 0, ML_BODY },
-    { "TagSpecifications", "TagSpecification", "TagSpecification", &S_TagSpecificationList, 0,
-      ML_BODY },
-    { "LaunchTemplate", "LaunchTemplate", "LaunchTemplate", &S_LaunchTemplateSpecification, 0,
-      ML_BODY },
-    { "InstanceMarketOptions", "InstanceMarketOptions", "InstanceMarketOptions",
-      &S_InstanceMarketOptionsRequest, 0, ML_BODY },
-    { "CreditSpecification", "CreditSpecification", "CreditSpecification",
-      &S_CreditSpecificationRequest, 0, ML_BODY },
+    { "ElasticGpuSpecification", "ElasticGpuSpecification", "ElasticGpuSpecification", &S_ElasticGpuSpecifications, 0, ML_BODY },
+    { "ElasticInferenceAccelerators", "ElasticInferenceAccelerator", "ElasticInferenceAccelerator", &S_ElasticInferenceAccelerators, 0, ML_BODY },
+    { "TagSpecifications", "TagSpecification", "TagSpecification", &S_TagSpecificationList, 0, ML_BODY },
+    { "LaunchTemplate", "LaunchTemplate", "LaunchTemplate", &S_LaunchTemplateSpecification, 0, ML_BODY },
+    { "InstanceMarketOptions", "InstanceMarketOptions", "InstanceMarketOptions", &S_InstanceMarketOptionsRequest, 0, ML_BODY },
+    { "CreditSpecification", "CreditSpecification", "CreditSpecification", &S_CreditSpecificationRequest, 0, ML_BODY },
     { "CpuOptions", "CpuOptions", "CpuOptions", &S_CpuOptionsRequest, 0, ML_BODY },
-    { "CapacityReservationSpecification", "CapacityReservationSpecification",
-      "CapacityReservationSpecification", &S_CapacityReservationSpecification, 0, ML_BODY },
-    { "HibernationOptions", "HibernationOptions", "HibernationOptions",
-      &S_HibernationOptionsRequest, 0, ML_BODY },
-    { "LicenseSpecifications", "LicenseSpecification", "LicenseSpecification",
-      &S_LicenseSpecificationListRequest, 0, ML_BODY },
-    { "MetadataOptions", "MetadataOptions", "MetadataOptions", &S_InstanceMetadataOptionsRequest, 0,
-      ML_BODY },
+    { "CapacityReservationSpecification", "CapacityReservationSpecification", "CapacityReservationSpecification", &S_CapacityReservationSpecification, 0, ML_BODY },
+    { "HibernationOptions", "HibernationOptions", "HibernationOptions", &S_HibernationOptionsRequest, 0, ML_BODY },
+    { "LicenseSpecifications", "LicenseSpecification", "LicenseSpecification", &S_LicenseSpecificationListRequest, 0, ML_BODY },
+    { "MetadataOptions", "MetadataOptions", "MetadataOptions", &S_InstanceMetadataOptionsRequest, 0, ML_BODY },
     { "EnclaveOptions", "EnclaveOptions", "EnclaveOptions", &S_EnclaveOptionsRequest, 0, ML_BODY },
-    { "PrivateDnsNameOptions", "PrivateDnsNameOptions", "PrivateDnsNameOptions",
-      &S_PrivateDnsNameOptionsRequest, 0, ML_BODY },
-    { "MaintenanceOptions", "MaintenanceOptions", "MaintenanceOptions",
-      &S_InstanceMaintenanceOptionsRequest, 0, ML_BODY },
+    { "PrivateDnsNameOptions", "PrivateDnsNameOptions", "PrivateDnsNameOptions", &S_PrivateDnsNameOptionsRequest, 0, ML_BODY },
+    { "MaintenanceOptions", "MaintenanceOptions", "MaintenanceOptions", &S_InstanceMaintenanceOptionsRequest, 0, ML_BODY },
     { "DisableApiStop", "DisableApiStop", "DisableApiStop", &S_Boolean, 0, ML_BODY },
     { "EnablePrimaryIpv6", "EnablePrimaryIpv6", "EnablePrimaryIpv6", &S_Boolean, 0, ML_BODY },
-    { "NetworkPerformanceOptions", "NetworkPerformanceOptions", "NetworkPerformanceOptions",
-      &S_InstanceNetworkPerformanceOptionsRequest, 0, ML_BODY },
+    { "NetworkPerformanceOptions", "NetworkPerformanceOptions", "NetworkPerformanceOptions", &S_InstanceNetworkPerformanceOptionsRequest, 0, ML_BODY },
     { "Operator", "Operator", "Operator", &S_OperatorRequest, 0, ML_BODY },
-    { "SecondaryInterfaces", "SecondaryInterface", "SecondaryInterface",
-      &S_InstanceSecondaryInterfaceSpecificationListRequest, 0, ML_BODY },
+    { "SecondaryInterfaces", "SecondaryInterface", "SecondaryInterface", &S_InstanceSecondaryInterfaceSpecificationListRequest, 0, ML_BODY },
     { "DryRun", "DryRun", "dryRun", &S_Boolean, 0, ML_BODY },
-    { "DisableApiTermination", "DisableApiTermination", "disableApiTermination", &S_Boolean, 0,
-      ML_BODY },
-    { "InstanceInitiatedShutdownBehavior", "InstanceInitiatedShutdownBehavior",
-      "instanceInitiatedShutdownBehavior", &S_ShutdownBehavior, 0, ML_BODY },
+    { "DisableApiTermination", "DisableApiTermination", "disableApiTermination", &S_Boolean, 0, ML_BODY },
+    { "InstanceInitiatedShutdownBehavior", "InstanceInitiatedShutdownBehavior", "instanceInitiatedShutdownBehavior", &S_ShutdownBehavior, 0, ML_BODY },
     { "PrivateIpAddress", "PrivateIpAddress", "privateIpAddress", &S_String, 0, ML_BODY },
     { "ClientToken", "ClientToken", "clientToken", &S_String, MF_IDEMPOTENCY, ML_BODY },
     { "AdditionalInfo", "AdditionalInfo", "additionalInfo", &S_String, 0, ML_BODY },
-    { "NetworkInterfaces", "NetworkInterface", "networkInterface",
-      &S_InstanceNetworkInterfaceSpecificationList, 0, ML_BODY },
-    { "IamInstanceProfile", "IamInstanceProfile", "iamInstanceProfile",
-      &S_IamInstanceProfileSpecification, 0, ML_BODY },
+    { "NetworkInterfaces", "NetworkInterface", "networkInterface", &S_InstanceNetworkInterfaceSpecificationList, 0, ML_BODY },
+    { "IamInstanceProfile", "IamInstanceProfile", "iamInstanceProfile", &S_IamInstanceProfileSpecification, 0, ML_BODY },
     { "EbsOptimized", "EbsOptimized", "ebsOptimized", &S_Boolean, 0, ML_BODY },
 };
-static const char *const E_InstanceType[] = { "a1.medium",
-                                              "a1.large",
-                                              "a1.xlarge",
-                                              "a1.2xlarge",
-                                              "a1.4xlarge",
-                                              "a1.metal",
-                                              "c1.medium",
-                                              "c1.xlarge",
-                                              "c3.large",
-                                              "c3.xlarge",
-                                              "c3.2xlarge",
-                                              "c3.4xlarge",
-                                              "c3.8xlarge",
-                                              "c4.large",
-                                              "c4.xlarge",
-                                              "c4.2xlarge",
-                                              "c4.4xlarge",
-                                              "c4.8xlarge",
-                                              "c5.large",
-                                              "c5.xlarge",
-                                              "c5.2xlarge",
-                                              "c5.4xlarge",
-                                              "c5.9xlarge",
-                                              "c5.12xlarge",
-                                              "c5.18xlarge",
-                                              "c5.24xlarge",
-                                              "c5.metal",
-                                              "c5a.large",
-                                              "c5a.xlarge",
-                                              "c5a.2xlarge",
-                                              "c5a.4xlarge",
-                                              "c5a.8xlarge",
-                                              "c5a.12xlarge",
-                                              "c5a.16xlarge",
-                                              "c5a.24xlarge",
-                                              "c5ad.large",
-                                              "c5ad.xlarge",
-                                              "c5ad.2xlarge",
-                                              "c5ad.4xlarge",
-                                              "c5ad.8xlarge",
-                                              "c5ad.12xlarge",
-                                              "c5ad.16xlarge",
-                                              "c5ad.24xlarge",
-                                              "c5d.large",
-                                              "c5d.xlarge",
-                                              "c5d.2xlarge",
-                                              "c5d.4xlarge",
-                                              "c5d.9xlarge",
-                                              "c5d.12xlarge",
-                                              "c5d.18xlarge",
-                                              "c5d.24xlarge",
-                                              "c5d.metal",
-                                              "c5n.large",
-                                              "c5n.xlarge",
-                                              "c5n.2xlarge",
-                                              "c5n.4xlarge",
-                                              "c5n.9xlarge",
-                                              "c5n.18xlarge",
-                                              "c5n.metal",
-                                              "c6g.medium",
-                                              "c6g.large",
-                                              "c6g.xlarge",
-                                              "c6g.2xlarge",
-                                              "c6g.4xlarge",
-                                              "c6g.8xlarge",
-                                              "c6g.12xlarge",
-                                              "c6g.16xlarge",
-                                              "c6g.metal",
-                                              "c6gd.medium",
-                                              "c6gd.large",
-                                              "c6gd.xlarge",
-                                              "c6gd.2xlarge",
-                                              "c6gd.4xlarge",
-                                              "c6gd.8xlarge",
-                                              "c6gd.12xlarge",
-                                              "c6gd.16xlarge",
-                                              "c6gd.metal",
-                                              "c6gn.medium",
-                                              "c6gn.large",
-                                              "c6gn.xlarge",
-                                              "c6gn.2xlarge",
-                                              "c6gn.4xlarge",
-                                              "c6gn.8xlarge",
-                                              "c6gn.12xlarge",
-                                              "c6gn.16xlarge",
-                                              "c6i.large",
-                                              "c6i.xlarge",
-                                              "c6i.2xlarge",
-                                              "c6i.4xlarge",
-                                              "c6i.8xlarge",
-                                              "c6i.12xlarge",
-                                              "c6i.16xlarge",
-                                              "c6i.24xlarge",
-                                              "c6i.32xlarge",
-                                              "c6i.metal",
-                                              "cc1.4xlarge",
-                                              "cc2.8xlarge",
-                                              "cg1.4xlarge",
-                                              "cr1.8xlarge",
-                                              "d2.xlarge",
-                                              "d2.2xlarge",
-                                              "d2.4xlarge",
-                                              "d2.8xlarge",
-                                              "d3.xlarge",
-                                              "d3.2xlarge",
-                                              "d3.4xlarge",
-                                              "d3.8xlarge",
-                                              "d3en.xlarge",
-                                              "d3en.2xlarge",
-                                              "d3en.4xlarge",
-                                              "d3en.6xlarge",
-                                              "d3en.8xlarge",
-                                              "d3en.12xlarge",
-                                              "dl1.24xlarge",
-                                              "f1.2xlarge",
-                                              "f1.4xlarge",
-                                              "f1.16xlarge",
-                                              "g2.2xlarge",
-                                              "g2.8xlarge",
-                                              "g3.4xlarge",
-                                              "g3.8xlarge",
-                                              "g3.16xlarge",
-                                              "g3s.xlarge",
-                                              "g4ad.xlarge",
-                                              "g4ad.2xlarge",
-                                              "g4ad.4xlarge",
-                                              "g4ad.8xlarge",
-                                              "g4ad.16xlarge",
-                                              "g4dn.xlarge",
-                                              "g4dn.2xlarge",
-                                              "g4dn.4xlarge",
-                                              "g4dn.8xlarge",
-                                              "g4dn.12xlarge",
-                                              "g4dn.16xlarge",
-                                              "g4dn.metal",
-                                              "g5.xlarge",
-                                              "g5.2xlarge",
-                                              "g5.4xlarge",
-                                              "g5.8xlarge",
-                                              "g5.12xlarge",
-                                              "g5.16xlarge",
-                                              "g5.24xlarge",
-                                              "g5.48xlarge",
-                                              "g5g.xlarge",
-                                              "g5g.2xlarge",
-                                              "g5g.4xlarge",
-                                              "g5g.8xlarge",
-                                              "g5g.16xlarge",
-                                              "g5g.metal",
-                                              "hi1.4xlarge",
-                                              "hpc6a.48xlarge",
-                                              "hs1.8xlarge",
-                                              "h1.2xlarge",
-                                              "h1.4xlarge",
-                                              "h1.8xlarge",
-                                              "h1.16xlarge",
-                                              "i2.xlarge",
-                                              "i2.2xlarge",
-                                              "i2.4xlarge",
-                                              "i2.8xlarge",
-                                              "i3.large",
-                                              "i3.xlarge",
-                                              "i3.2xlarge",
-                                              "i3.4xlarge",
-                                              "i3.8xlarge",
-                                              "i3.16xlarge",
-                                              "i3.metal",
-                                              "i3en.large",
-                                              "i3en.xlarge",
-                                              "i3en.2xlarge",
-                                              "i3en.3xlarge",
-                                              "i3en.6xlarge",
-                                              "i3en.12xlarge",
-                                              "i3en.24xlarge",
-                                              "i3en.metal",
-                                              "im4gn.large",
-                                              "im4gn.xlarge",
-                                              "im4gn.2xlarge",
-                                              "im4gn.4xlarge",
-                                              "im4gn.8xlarge",
-                                              "im4gn.16xlarge",
-                                              "inf1.xlarge",
-                                              "inf1.2xlarge",
-                                              "inf1.6xlarge",
-                                              "inf1.24xlarge",
-                                              "is4gen.medium",
-                                              "is4gen.large",
-                                              "is4gen.xlarge",
-                                              "is4gen.2xlarge",
-                                              "is4gen.4xlarge",
-                                              "is4gen.8xlarge",
-                                              "m1.small",
-                                              "m1.medium",
-                                              "m1.large",
-                                              "m1.xlarge",
-                                              "m2.xlarge",
-                                              "m2.2xlarge",
-                                              "m2.4xlarge",
-                                              "m3.medium",
-                                              "m3.large",
-                                              "m3.xlarge",
-                                              "m3.2xlarge",
-                                              "m4.large",
-                                              "m4.xlarge",
-                                              "m4.2xlarge",
-                                              "m4.4xlarge",
-                                              "m4.10xlarge",
-                                              "m4.16xlarge",
-                                              "m5.large",
-                                              "m5.xlarge",
-                                              "m5.2xlarge",
-                                              "m5.4xlarge",
-                                              "m5.8xlarge",
-                                              "m5.12xlarge",
-                                              "m5.16xlarge",
-                                              "m5.24xlarge",
-                                              "m5.metal",
-                                              "m5a.large",
-                                              "m5a.xlarge",
-                                              "m5a.2xlarge",
-                                              "m5a.4xlarge",
-                                              "m5a.8xlarge",
-                                              "m5a.12xlarge",
-                                              "m5a.16xlarge",
-                                              "m5a.24xlarge",
-                                              "m5ad.large",
-                                              "m5ad.xlarge",
-                                              "m5ad.2xlarge",
-                                              "m5ad.4xlarge",
-                                              "m5ad.8xlarge",
-                                              "m5ad.12xlarge",
-                                              "m5ad.16xlarge",
-                                              "m5ad.24xlarge",
-                                              "m5d.large",
-                                              "m5d.xlarge",
-                                              "m5d.2xlarge",
-                                              "m5d.4xlarge",
-                                              "m5d.8xlarge",
-                                              "m5d.12xlarge",
-                                              "m5d.16xlarge",
-                                              "m5d.24xlarge",
-                                              "m5d.metal",
-                                              "m5dn.large",
-                                              "m5dn.xlarge",
-                                              "m5dn.2xlarge",
-                                              "m5dn.4xlarge",
-                                              "m5dn.8xlarge",
-                                              "m5dn.12xlarge",
-                                              "m5dn.16xlarge",
-                                              "m5dn.24xlarge",
-                                              "m5dn.metal",
-                                              "m5n.large",
-                                              "m5n.xlarge",
-                                              "m5n.2xlarge",
-                                              "m5n.4xlarge",
-                                              "m5n.8xlarge",
-                                              "m5n.12xlarge",
-                                              "m5n.16xlarge",
-                                              "m5n.24xlarge",
-                                              "m5n.metal",
-                                              "m5zn.large",
-                                              "m5zn.xlarge",
-                                              "m5zn.2xlarge",
-                                              "m5zn.3xlarge",
-                                              "m5zn.6xlarge",
-                                              "m5zn.12xlarge",
-                                              "m5zn.metal",
-                                              "m6a.large",
-                                              "m6a.xlarge",
-                                              "m6a.2xlarge",
-                                              "m6a.4xlarge",
-                                              "m6a.8xlarge",
-                                              "m6a.12xlarge",
-                                              "m6a.16xlarge",
-                                              "m6a.24xlarge",
-                                              "m6a.32xlarge",
-                                              "m6a.48xlarge",
-                                              "m6g.metal",
-                                              "m6g.medium",
-                                              "m6g.large",
-                                              "m6g.xlarge",
-                                              "m6g.2xlarge",
-                                              "m6g.4xlarge",
-                                              "m6g.8xlarge",
-                                              "m6g.12xlarge",
-                                              "m6g.16xlarge",
-                                              "m6gd.metal",
-                                              "m6gd.medium",
-                                              "m6gd.large",
-                                              "m6gd.xlarge",
-                                              "m6gd.2xlarge",
-                                              "m6gd.4xlarge",
-                                              "m6gd.8xlarge",
-                                              "m6gd.12xlarge",
-                                              "m6gd.16xlarge",
-                                              "m6i.large",
-                                              "m6i.xlarge",
-                                              "m6i.2xlarge",
-                                              "m6i.4xlarge",
-                                              "m6i.8xlarge",
-                                              "m6i.12xlarge",
-                                              "m6i.16xlarge",
-                                              "m6i.24xlarge",
-                                              "m6i.32xlarge",
-                                              "m6i.metal",
-                                              "mac1.metal",
-                                              "p2.xlarge",
-                                              "p2.8xlarge",
-                                              "p2.16xlarge",
-                                              "p3.2xlarge",
-                                              "p3.8xlarge",
-                                              "p3.16xlarge",
-                                              "p3dn.24xlarge",
-                                              "p4d.24xlarge",
-                                              "r3.large",
-                                              "r3.xlarge",
-                                              "r3.2xlarge",
-                                              "r3.4xlarge",
-                                              "r3.8xlarge",
-                                              "r4.large",
-                                              "r4.xlarge",
-                                              "r4.2xlarge",
-                                              "r4.4xlarge",
-                                              "r4.8xlarge",
-                                              "r4.16xlarge",
-                                              "r5.large",
-                                              "r5.xlarge",
-                                              "r5.2xlarge",
-                                              "r5.4xlarge",
-                                              "r5.8xlarge",
-                                              "r5.12xlarge",
-                                              "r5.16xlarge",
-                                              "r5.24xlarge",
-                                              "r5.metal",
-                                              "r5a.large",
-                                              "r5a.xlarge",
-                                              "r5a.2xlarge",
-                                              "r5a.4xlarge",
-                                              "r5a.8xlarge",
-                                              "r5a.12xlarge",
-                                              "r5a.16xlarge",
-                                              "r5a.24xlarge",
-                                              "r5ad.large",
-                                              "r5ad.xlarge",
-                                              "r5ad.2xlarge",
-                                              "r5ad.4xlarge",
-                                              "r5ad.8xlarge",
-                                              "r5ad.12xlarge",
-                                              "r5ad.16xlarge",
-                                              "r5ad.24xlarge",
-                                              "r5b.large",
-                                              "r5b.xlarge",
-                                              "r5b.2xlarge",
-                                              "r5b.4xlarge",
-                                              "r5b.8xlarge",
-                                              "r5b.12xlarge",
-                                              "r5b.16xlarge",
-                                              "r5b.24xlarge",
-                                              "r5b.metal",
-                                              "r5d.large",
-                                              "r5d.xlarge",
-                                              "r5d.2xlarge",
-                                              "r5d.4xlarge",
-                                              "r5d.8xlarge",
-                                              "r5d.12xlarge",
-                                              "r5d.16xlarge",
-                                              "r5d.24xlarge",
-                                              "r5d.metal",
-                                              "r5dn.large",
-                                              "r5dn.xlarge",
-                                              "r5dn.2xlarge",
-                                              "r5dn.4xlarge",
-                                              "r5dn.8xlarge",
-                                              "r5dn.12xlarge",
-                                              "r5dn.16xlarge",
-                                              "r5dn.24xlarge",
-                                              "r5dn.metal",
-                                              "r5n.large",
-                                              "r5n.xlarge",
-                                              "r5n.2xlarge",
-                                              "r5n.4xlarge",
-                                              "r5n.8xlarge",
-                                              "r5n.12xlarge",
-                                              "r5n.16xlarge",
-                                              "r5n.24xlarge",
-                                              "r5n.metal",
-                                              "r6g.medium",
-                                              "r6g.large",
-                                              "r6g.xlarge",
-                                              "r6g.2xlarge",
-                                              "r6g.4xlarge",
-                                              "r6g.8xlarge",
-                                              "r6g.12xlarge",
-                                              "r6g.16xlarge",
-                                              "r6g.metal",
-                                              "r6gd.medium",
-                                              "r6gd.large",
-                                              "r6gd.xlarge",
-                                              "r6gd.2xlarge",
-                                              "r6gd.4xlarge",
-                                              "r6gd.8xlarge",
-                                              "r6gd.12xlarge",
-                                              "r6gd.16xlarge",
-                                              "r6gd.metal",
-                                              "r6i.large",
-                                              "r6i.xlarge",
-                                              "r6i.2xlarge",
-                                              "r6i.4xlarge",
-                                              "r6i.8xlarge",
-                                              "r6i.12xlarge",
-                                              "r6i.16xlarge",
-                                              "r6i.24xlarge",
-                                              "r6i.32xlarge",
-                                              "r6i.metal",
-                                              "t1.micro",
-                                              "t2.nano",
-                                              "t2.micro",
-                                              "t2.small",
-                                              "t2.medium",
-                                              "t2.large",
-                                              "t2.xlarge",
-                                              "t2.2xlarge",
-                                              "t3.nano",
-                                              "t3.micro",
-                                              "t3.small",
-                                              "t3.medium",
-                                              "t3.large",
-                                              "t3.xlarge",
-                                              "t3.2xlarge",
-                                              "t3a.nano",
-                                              "t3a.micro",
-                                              "t3a.small",
-                                              "t3a.medium",
-                                              "t3a.large",
-                                              "t3a.xlarge",
-                                              "t3a.2xlarge",
-                                              "t4g.nano",
-                                              "t4g.micro",
-                                              "t4g.small",
-                                              "t4g.medium",
-                                              "t4g.large",
-                                              "t4g.xlarge",
-                                              "t4g.2xlarge",
-                                              "u-6tb1.56xlarge",
-                                              "u-6tb1.112xlarge",
-                                              "u-9tb1.112xlarge",
-                                              "u-12tb1.112xlarge",
-                                              "u-6tb1.metal",
-                                              "u-9tb1.metal",
-                                              "u-12tb1.metal",
-                                              "u-18tb1.metal",
-                                              "u-24tb1.metal",
-                                              "vt1.3xlarge",
-                                              "vt1.6xlarge",
-                                              "vt1.24xlarge",
-                                              "x1.16xlarge",
-                                              "x1.32xlarge",
-                                              "x1e.xlarge",
-                                              "x1e.2xlarge",
-                                              "x1e.4xlarge",
-                                              "x1e.8xlarge",
-                                              "x1e.16xlarge",
-                                              "x1e.32xlarge",
-                                              "x2iezn.2xlarge",
-                                              "x2iezn.4xlarge",
-                                              "x2iezn.6xlarge",
-                                              "x2iezn.8xlarge",
-                                              "x2iezn.12xlarge",
-                                              "x2iezn.metal",
-                                              "x2gd.medium",
-                                              "x2gd.large",
-                                              "x2gd.xlarge",
-                                              "x2gd.2xlarge",
-                                              "x2gd.4xlarge",
-                                              "x2gd.8xlarge",
-                                              "x2gd.12xlarge",
-                                              "x2gd.16xlarge",
-                                              "x2gd.metal",
-                                              "z1d.large",
-                                              "z1d.xlarge",
-                                              "z1d.2xlarge",
-                                              "z1d.3xlarge",
-                                              "z1d.6xlarge",
-                                              "z1d.12xlarge",
-                                              "z1d.metal",
-                                              "x2idn.16xlarge",
-                                              "x2idn.24xlarge",
-                                              "x2idn.32xlarge",
-                                              "x2iedn.xlarge",
-                                              "x2iedn.2xlarge",
-                                              "x2iedn.4xlarge",
-                                              "x2iedn.8xlarge",
-                                              "x2iedn.16xlarge",
-                                              "x2iedn.24xlarge",
-                                              "x2iedn.32xlarge",
-                                              "c6a.large",
-                                              "c6a.xlarge",
-                                              "c6a.2xlarge",
-                                              "c6a.4xlarge",
-                                              "c6a.8xlarge",
-                                              "c6a.12xlarge",
-                                              "c6a.16xlarge",
-                                              "c6a.24xlarge",
-                                              "c6a.32xlarge",
-                                              "c6a.48xlarge",
-                                              "c6a.metal",
-                                              "m6a.metal",
-                                              "i4i.large",
-                                              "i4i.xlarge",
-                                              "i4i.2xlarge",
-                                              "i4i.4xlarge",
-                                              "i4i.8xlarge",
-                                              "i4i.16xlarge",
-                                              "i4i.32xlarge",
-                                              "i4i.metal",
-                                              "x2idn.metal",
-                                              "x2iedn.metal",
-                                              "c7g.medium",
-                                              "c7g.large",
-                                              "c7g.xlarge",
-                                              "c7g.2xlarge",
-                                              "c7g.4xlarge",
-                                              "c7g.8xlarge",
-                                              "c7g.12xlarge",
-                                              "c7g.16xlarge",
-                                              "mac2.metal",
-                                              "c6id.large",
-                                              "c6id.xlarge",
-                                              "c6id.2xlarge",
-                                              "c6id.4xlarge",
-                                              "c6id.8xlarge",
-                                              "c6id.12xlarge",
-                                              "c6id.16xlarge",
-                                              "c6id.24xlarge",
-                                              "c6id.32xlarge",
-                                              "c6id.metal",
-                                              "m6id.large",
-                                              "m6id.xlarge",
-                                              "m6id.2xlarge",
-                                              "m6id.4xlarge",
-                                              "m6id.8xlarge",
-                                              "m6id.12xlarge",
-                                              "m6id.16xlarge",
-                                              "m6id.24xlarge",
-                                              "m6id.32xlarge",
-                                              "m6id.metal",
-                                              "r6id.large",
-                                              "r6id.xlarge",
-                                              "r6id.2xlarge",
-                                              "r6id.4xlarge",
-                                              "r6id.8xlarge",
-                                              "r6id.12xlarge",
-                                              "r6id.16xlarge",
-                                              "r6id.24xlarge",
-                                              "r6id.32xlarge",
-                                              "r6id.metal",
-                                              "r6a.large",
-                                              "r6a.xlarge",
-                                              "r6a.2xlarge",
-                                              "r6a.4xlarge",
-                                              "r6a.8xlarge",
-                                              "r6a.12xlarge",
-                                              "r6a.16xlarge",
-                                              "r6a.24xlarge",
-                                              "r6a.32xlarge",
-                                              "r6a.48xlarge",
-                                              "r6a.metal",
-                                              "p4de.24xlarge",
-                                              "u-3tb1.56xlarge",
-                                              "u-18tb1.112xlarge",
-                                              "u-24tb1.112xlarge",
-                                              "trn1.2xlarge",
-                                              "trn1.32xlarge",
-                                              "hpc6id.32xlarge",
-                                              "c6in.large",
-                                              "c6in.xlarge",
-                                              "c6in.2xlarge",
-                                              "c6in.4xlarge",
-                                              "c6in.8xlarge",
-                                              "c6in.12xlarge",
-                                              "c6in.16xlarge",
-                                              "c6in.24xlarge",
-                                              "c6in.32xlarge",
-                                              "m6in.large",
-                                              "m6in.xlarge",
-                                              "m6in.2xlarge",
-                                              "m6in.4xlarge",
-                                              "m6in.8xlarge",
-                                              "m6in.12xlarge",
-                                              "m6in.16xlarge",
-                                              "m6in.24xlarge",
-                                              "m6in.32xlarge",
-                                              "m6idn.large",
-                                              "m6idn.xlarge",
-                                              "m6idn.2xlarge",
-                                              "m6idn.4xlarge",
-                                              "m6idn.8xlarge",
-                                              "m6idn.12xlarge",
-                                              "m6idn.16xlarge",
-                                              "m6idn.24xlarge",
-                                              "m6idn.32xlarge",
-                                              "r6in.large",
-                                              "r6in.xlarge",
-                                              "r6in.2xlarge",
-                                              "r6in.4xlarge",
-                                              "r6in.8xlarge",
-                                              "r6in.12xlarge",
-                                              "r6in.16xlarge",
-                                              "r6in.24xlarge",
-                                              "r6in.32xlarge",
-                                              "r6idn.large",
-                                              "r6idn.xlarge",
-                                              "r6idn.2xlarge",
-                                              "r6idn.4xlarge",
-                                              "r6idn.8xlarge",
-                                              "r6idn.12xlarge",
-                                              "r6idn.16xlarge",
-                                              "r6idn.24xlarge",
-                                              "r6idn.32xlarge",
-                                              "c7g.metal",
-                                              "m7g.medium",
-                                              "m7g.large",
-                                              "m7g.xlarge",
-                                              "m7g.2xlarge",
-                                              "m7g.4xlarge",
-                                              "m7g.8xlarge",
-                                              "m7g.12xlarge",
-                                              "m7g.16xlarge",
-                                              "m7g.metal",
-                                              "r7g.medium",
-                                              "r7g.large",
-                                              "r7g.xlarge",
-                                              "r7g.2xlarge",
-                                              "r7g.4xlarge",
-                                              "r7g.8xlarge",
-                                              "r7g.12xlarge",
-                                              "r7g.16xlarge",
-                                              "r7g.metal",
-                                              "c6in.metal",
-                                              "m6in.metal",
-                                              "m6idn.metal",
-                                              "r6in.metal",
-                                              "r6idn.metal",
-                                              "inf2.xlarge",
-                                              "inf2.8xlarge",
-                                              "inf2.24xlarge",
-                                              "inf2.48xlarge",
-                                              "trn1n.32xlarge",
-                                              "i4g.large",
-                                              "i4g.xlarge",
-                                              "i4g.2xlarge",
-                                              "i4g.4xlarge",
-                                              "i4g.8xlarge",
-                                              "i4g.16xlarge",
-                                              "hpc7g.4xlarge",
-                                              "hpc7g.8xlarge",
-                                              "hpc7g.16xlarge",
-                                              "c7gn.medium",
-                                              "c7gn.large",
-                                              "c7gn.xlarge",
-                                              "c7gn.2xlarge",
-                                              "c7gn.4xlarge",
-                                              "c7gn.8xlarge",
-                                              "c7gn.12xlarge",
-                                              "c7gn.16xlarge",
-                                              "p5.48xlarge",
-                                              "m7i.large",
-                                              "m7i.xlarge",
-                                              "m7i.2xlarge",
-                                              "m7i.4xlarge",
-                                              "m7i.8xlarge",
-                                              "m7i.12xlarge",
-                                              "m7i.16xlarge",
-                                              "m7i.24xlarge",
-                                              "m7i.48xlarge",
-                                              "m7i-flex.large",
-                                              "m7i-flex.xlarge",
-                                              "m7i-flex.2xlarge",
-                                              "m7i-flex.4xlarge",
-                                              "m7i-flex.8xlarge",
-                                              "m7a.medium",
-                                              "m7a.large",
-                                              "m7a.xlarge",
-                                              "m7a.2xlarge",
-                                              "m7a.4xlarge",
-                                              "m7a.8xlarge",
-                                              "m7a.12xlarge",
-                                              "m7a.16xlarge",
-                                              "m7a.24xlarge",
-                                              "m7a.32xlarge",
-                                              "m7a.48xlarge",
-                                              "m7a.metal-48xl",
-                                              "hpc7a.12xlarge",
-                                              "hpc7a.24xlarge",
-                                              "hpc7a.48xlarge",
-                                              "hpc7a.96xlarge",
-                                              "c7gd.medium",
-                                              "c7gd.large",
-                                              "c7gd.xlarge",
-                                              "c7gd.2xlarge",
-                                              "c7gd.4xlarge",
-                                              "c7gd.8xlarge",
-                                              "c7gd.12xlarge",
-                                              "c7gd.16xlarge",
-                                              "m7gd.medium",
-                                              "m7gd.large",
-                                              "m7gd.xlarge",
-                                              "m7gd.2xlarge",
-                                              "m7gd.4xlarge",
-                                              "m7gd.8xlarge",
-                                              "m7gd.12xlarge",
-                                              "m7gd.16xlarge",
-                                              "r7gd.medium",
-                                              "r7gd.large",
-                                              "r7gd.xlarge",
-                                              "r7gd.2xlarge",
-                                              "r7gd.4xlarge",
-                                              "r7gd.8xlarge",
-                                              "r7gd.12xlarge",
-                                              "r7gd.16xlarge",
-                                              "r7a.medium",
-                                              "r7a.large",
-                                              "r7a.xlarge",
-                                              "r7a.2xlarge",
-                                              "r7a.4xlarge",
-                                              "r7a.8xlarge",
-                                              "r7a.12xlarge",
-                                              "r7a.16xlarge",
-                                              "r7a.24xlarge",
-                                              "r7a.32xlarge",
-                                              "r7a.48xlarge",
-                                              "c7i.large",
-                                              "c7i.xlarge",
-                                              "c7i.2xlarge",
-                                              "c7i.4xlarge",
-                                              "c7i.8xlarge",
-                                              "c7i.12xlarge",
-                                              "c7i.16xlarge",
-                                              "c7i.24xlarge",
-                                              "c7i.48xlarge",
-                                              "mac2-m2pro.metal",
-                                              "r7iz.large",
-                                              "r7iz.xlarge",
-                                              "r7iz.2xlarge",
-                                              "r7iz.4xlarge",
-                                              "r7iz.8xlarge",
-                                              "r7iz.12xlarge",
-                                              "r7iz.16xlarge",
-                                              "r7iz.32xlarge",
-                                              "c7a.medium",
-                                              "c7a.large",
-                                              "c7a.xlarge",
-                                              "c7a.2xlarge",
-                                              "c7a.4xlarge",
-                                              "c7a.8xlarge",
-                                              "c7a.12xlarge",
-                                              "c7a.16xlarge",
-                                              "c7a.24xlarge",
-                                              "c7a.32xlarge",
-                                              "c7a.48xlarge",
-                                              "c7a.metal-48xl",
-                                              "r7a.metal-48xl",
-                                              "r7i.large",
-                                              "r7i.xlarge",
-                                              "r7i.2xlarge",
-                                              "r7i.4xlarge",
-                                              "r7i.8xlarge",
-                                              "r7i.12xlarge",
-                                              "r7i.16xlarge",
-                                              "r7i.24xlarge",
-                                              "r7i.48xlarge",
-                                              "dl2q.24xlarge",
-                                              "mac2-m2.metal",
-                                              "i4i.12xlarge",
-                                              "i4i.24xlarge",
-                                              "c7i.metal-24xl",
-                                              "c7i.metal-48xl",
-                                              "m7i.metal-24xl",
-                                              "m7i.metal-48xl",
-                                              "r7i.metal-24xl",
-                                              "r7i.metal-48xl",
-                                              "r7iz.metal-16xl",
-                                              "r7iz.metal-32xl",
-                                              "c7gd.metal",
-                                              "m7gd.metal",
-                                              "r7gd.metal",
-                                              "g6.xlarge",
-                                              "g6.2xlarge",
-                                              "g6.4xlarge",
-                                              "g6.8xlarge",
-                                              "g6.12xlarge",
-                                              "g6.16xlarge",
-                                              "g6.24xlarge",
-                                              "g6.48xlarge",
-                                              "gr6.4xlarge",
-                                              "gr6.8xlarge",
-                                              "c7i-flex.large",
-                                              "c7i-flex.xlarge",
-                                              "c7i-flex.2xlarge",
-                                              "c7i-flex.4xlarge",
-                                              "c7i-flex.8xlarge",
-                                              "u7i-12tb.224xlarge",
-                                              "u7in-16tb.224xlarge",
-                                              "u7in-24tb.224xlarge",
-                                              "u7in-32tb.224xlarge",
-                                              "u7ib-12tb.224xlarge",
-                                              "c7gn.metal",
-                                              "r8g.medium",
-                                              "r8g.large",
-                                              "r8g.xlarge",
-                                              "r8g.2xlarge",
-                                              "r8g.4xlarge",
-                                              "r8g.8xlarge",
-                                              "r8g.12xlarge",
-                                              "r8g.16xlarge",
-                                              "r8g.24xlarge",
-                                              "r8g.48xlarge",
-                                              "r8g.metal-24xl",
-                                              "r8g.metal-48xl",
-                                              "mac2-m1ultra.metal",
-                                              "g6e.xlarge",
-                                              "g6e.2xlarge",
-                                              "g6e.4xlarge",
-                                              "g6e.8xlarge",
-                                              "g6e.12xlarge",
-                                              "g6e.16xlarge",
-                                              "g6e.24xlarge",
-                                              "g6e.48xlarge",
-                                              "c8g.medium",
-                                              "c8g.large",
-                                              "c8g.xlarge",
-                                              "c8g.2xlarge",
-                                              "c8g.4xlarge",
-                                              "c8g.8xlarge",
-                                              "c8g.12xlarge",
-                                              "c8g.16xlarge",
-                                              "c8g.24xlarge",
-                                              "c8g.48xlarge",
-                                              "c8g.metal-24xl",
-                                              "c8g.metal-48xl",
-                                              "m8g.medium",
-                                              "m8g.large",
-                                              "m8g.xlarge",
-                                              "m8g.2xlarge",
-                                              "m8g.4xlarge",
-                                              "m8g.8xlarge",
-                                              "m8g.12xlarge",
-                                              "m8g.16xlarge",
-                                              "m8g.24xlarge",
-                                              "m8g.48xlarge",
-                                              "m8g.metal-24xl",
-                                              "m8g.metal-48xl",
-                                              "x8g.medium",
-                                              "x8g.large",
-                                              "x8g.xlarge",
-                                              "x8g.2xlarge",
-                                              "x8g.4xlarge",
-                                              "x8g.8xlarge",
-                                              "x8g.12xlarge",
-                                              "x8g.16xlarge",
-                                              "x8g.24xlarge",
-                                              "x8g.48xlarge",
-                                              "x8g.metal-24xl",
-                                              "x8g.metal-48xl",
-                                              "i7ie.large",
-                                              "i7ie.xlarge",
-                                              "i7ie.2xlarge",
-                                              "i7ie.3xlarge",
-                                              "i7ie.6xlarge",
-                                              "i7ie.12xlarge",
-                                              "i7ie.18xlarge",
-                                              "i7ie.24xlarge",
-                                              "i7ie.48xlarge",
-                                              "i8g.large",
-                                              "i8g.xlarge",
-                                              "i8g.2xlarge",
-                                              "i8g.4xlarge",
-                                              "i8g.8xlarge",
-                                              "i8g.12xlarge",
-                                              "i8g.16xlarge",
-                                              "i8g.24xlarge",
-                                              "i8g.metal-24xl",
-                                              "u7i-6tb.112xlarge",
-                                              "u7i-8tb.112xlarge",
-                                              "u7inh-32tb.480xlarge",
-                                              "p5e.48xlarge",
-                                              "p5en.48xlarge",
-                                              "f2.12xlarge",
-                                              "f2.48xlarge",
-                                              "trn2.48xlarge",
-                                              "c7i-flex.12xlarge",
-                                              "c7i-flex.16xlarge",
-                                              "m7i-flex.12xlarge",
-                                              "m7i-flex.16xlarge",
-                                              "i7ie.metal-24xl",
-                                              "i7ie.metal-48xl",
-                                              "i8g.48xlarge",
-                                              "c8gd.medium",
-                                              "c8gd.large",
-                                              "c8gd.xlarge",
-                                              "c8gd.2xlarge",
-                                              "c8gd.4xlarge",
-                                              "c8gd.8xlarge",
-                                              "c8gd.12xlarge",
-                                              "c8gd.16xlarge",
-                                              "c8gd.24xlarge",
-                                              "c8gd.48xlarge",
-                                              "c8gd.metal-24xl",
-                                              "c8gd.metal-48xl",
-                                              "i7i.large",
-                                              "i7i.xlarge",
-                                              "i7i.2xlarge",
-                                              "i7i.4xlarge",
-                                              "i7i.8xlarge",
-                                              "i7i.12xlarge",
-                                              "i7i.16xlarge",
-                                              "i7i.24xlarge",
-                                              "i7i.48xlarge",
-                                              "i7i.metal-24xl",
-                                              "i7i.metal-48xl",
-                                              "p6-b200.48xlarge",
-                                              "m8gd.medium",
-                                              "m8gd.large",
-                                              "m8gd.xlarge",
-                                              "m8gd.2xlarge",
-                                              "m8gd.4xlarge",
-                                              "m8gd.8xlarge",
-                                              "m8gd.12xlarge",
-                                              "m8gd.16xlarge",
-                                              "m8gd.24xlarge",
-                                              "m8gd.48xlarge",
-                                              "m8gd.metal-24xl",
-                                              "m8gd.metal-48xl",
-                                              "r8gd.medium",
-                                              "r8gd.large",
-                                              "r8gd.xlarge",
-                                              "r8gd.2xlarge",
-                                              "r8gd.4xlarge",
-                                              "r8gd.8xlarge",
-                                              "r8gd.12xlarge",
-                                              "r8gd.16xlarge",
-                                              "r8gd.24xlarge",
-                                              "r8gd.48xlarge",
-                                              "r8gd.metal-24xl",
-                                              "r8gd.metal-48xl",
-                                              "c8gn.medium",
-                                              "c8gn.large",
-                                              "c8gn.xlarge",
-                                              "c8gn.2xlarge",
-                                              "c8gn.4xlarge",
-                                              "c8gn.8xlarge",
-                                              "c8gn.12xlarge",
-                                              "c8gn.16xlarge",
-                                              "c8gn.24xlarge",
-                                              "c8gn.48xlarge",
-                                              "c8gn.metal-24xl",
-                                              "c8gn.metal-48xl",
-                                              "f2.6xlarge",
-                                              "p6e-gb200.36xlarge",
-                                              "g6f.large",
-                                              "g6f.xlarge",
-                                              "g6f.2xlarge",
-                                              "g6f.4xlarge",
-                                              "gr6f.4xlarge",
-                                              "p5.4xlarge",
-                                              "r8i.large",
-                                              "r8i.xlarge",
-                                              "r8i.2xlarge",
-                                              "r8i.4xlarge",
-                                              "r8i.8xlarge",
-                                              "r8i.12xlarge",
-                                              "r8i.16xlarge",
-                                              "r8i.24xlarge",
-                                              "r8i.32xlarge",
-                                              "r8i.48xlarge",
-                                              "r8i.96xlarge",
-                                              "r8i.metal-48xl",
-                                              "r8i.metal-96xl",
-                                              "r8i-flex.large",
-                                              "r8i-flex.xlarge",
-                                              "r8i-flex.2xlarge",
-                                              "r8i-flex.4xlarge",
-                                              "r8i-flex.8xlarge",
-                                              "r8i-flex.12xlarge",
-                                              "r8i-flex.16xlarge",
-                                              "m8i.large",
-                                              "m8i.xlarge",
-                                              "m8i.2xlarge",
-                                              "m8i.4xlarge",
-                                              "m8i.8xlarge",
-                                              "m8i.12xlarge",
-                                              "m8i.16xlarge",
-                                              "m8i.24xlarge",
-                                              "m8i.32xlarge",
-                                              "m8i.48xlarge",
-                                              "m8i.96xlarge",
-                                              "m8i.metal-48xl",
-                                              "m8i.metal-96xl",
-                                              "m8i-flex.large",
-                                              "m8i-flex.xlarge",
-                                              "m8i-flex.2xlarge",
-                                              "m8i-flex.4xlarge",
-                                              "m8i-flex.8xlarge",
-                                              "m8i-flex.12xlarge",
-                                              "m8i-flex.16xlarge",
-                                              "i8ge.large",
-                                              "i8ge.xlarge",
-                                              "i8ge.2xlarge",
-                                              "i8ge.3xlarge",
-                                              "i8ge.6xlarge",
-                                              "i8ge.12xlarge",
-                                              "i8ge.18xlarge",
-                                              "i8ge.24xlarge",
-                                              "i8ge.48xlarge",
-                                              "i8ge.metal-24xl",
-                                              "i8ge.metal-48xl",
-                                              "mac-m4.metal",
-                                              "mac-m4pro.metal",
-                                              "r8gn.medium",
-                                              "r8gn.large",
-                                              "r8gn.xlarge",
-                                              "r8gn.2xlarge",
-                                              "r8gn.4xlarge",
-                                              "r8gn.8xlarge",
-                                              "r8gn.12xlarge",
-                                              "r8gn.16xlarge",
-                                              "r8gn.24xlarge",
-                                              "r8gn.48xlarge",
-                                              "r8gn.metal-24xl",
-                                              "r8gn.metal-48xl",
-                                              "c8i.large",
-                                              "c8i.xlarge",
-                                              "c8i.2xlarge",
-                                              "c8i.4xlarge",
-                                              "c8i.8xlarge",
-                                              "c8i.12xlarge",
-                                              "c8i.16xlarge",
-                                              "c8i.24xlarge",
-                                              "c8i.32xlarge",
-                                              "c8i.48xlarge",
-                                              "c8i.96xlarge",
-                                              "c8i.metal-48xl",
-                                              "c8i.metal-96xl",
-                                              "c8i-flex.large",
-                                              "c8i-flex.xlarge",
-                                              "c8i-flex.2xlarge",
-                                              "c8i-flex.4xlarge",
-                                              "c8i-flex.8xlarge",
-                                              "c8i-flex.12xlarge",
-                                              "c8i-flex.16xlarge",
-                                              "r8gb.medium",
-                                              "r8gb.large",
-                                              "r8gb.xlarge",
-                                              "r8gb.2xlarge",
-                                              "r8gb.4xlarge",
-                                              "r8gb.8xlarge",
-                                              "r8gb.12xlarge",
-                                              "r8gb.16xlarge",
-                                              "r8gb.24xlarge",
-                                              "r8gb.metal-24xl",
-                                              "m8a.medium",
-                                              "m8a.large",
-                                              "m8a.xlarge",
-                                              "m8a.2xlarge",
-                                              "m8a.4xlarge",
-                                              "m8a.8xlarge",
-                                              "m8a.12xlarge",
-                                              "m8a.16xlarge",
-                                              "m8a.24xlarge",
-                                              "m8a.48xlarge",
-                                              "m8a.metal-24xl",
-                                              "m8a.metal-48xl",
-                                              "trn2.3xlarge",
-                                              "r8a.medium",
-                                              "r8a.large",
-                                              "r8a.xlarge",
-                                              "r8a.2xlarge",
-                                              "r8a.4xlarge",
-                                              "r8a.8xlarge",
-                                              "r8a.12xlarge",
-                                              "r8a.16xlarge",
-                                              "r8a.24xlarge",
-                                              "r8a.48xlarge",
-                                              "r8a.metal-24xl",
-                                              "r8a.metal-48xl",
-                                              "p6-b300.48xlarge",
-                                              "c8a.medium",
-                                              "c8a.large",
-                                              "c8a.xlarge",
-                                              "c8a.2xlarge",
-                                              "c8a.4xlarge",
-                                              "c8a.8xlarge",
-                                              "c8a.12xlarge",
-                                              "c8a.16xlarge",
-                                              "c8a.24xlarge",
-                                              "c8a.48xlarge",
-                                              "c8a.metal-24xl",
-                                              "c8a.metal-48xl",
-                                              "c8gb.12xlarge",
-                                              "c8gb.16xlarge",
-                                              "c8gb.24xlarge",
-                                              "c8gb.2xlarge",
-                                              "c8gb.4xlarge",
-                                              "c8gb.8xlarge",
-                                              "c8gb.large",
-                                              "c8gb.medium",
-                                              "c8gb.metal-24xl",
-                                              "c8gb.xlarge",
-                                              "c8gb.48xlarge",
-                                              "c8gb.metal-48xl",
-                                              "m8gb.12xlarge",
-                                              "m8gb.16xlarge",
-                                              "m8gb.24xlarge",
-                                              "m8gb.2xlarge",
-                                              "m8gb.4xlarge",
-                                              "m8gb.8xlarge",
-                                              "m8gb.large",
-                                              "m8gb.medium",
-                                              "m8gb.xlarge",
-                                              "m8gb.48xlarge",
-                                              "m8gb.metal-24xl",
-                                              "m8gb.metal-48xl",
-                                              "m8gn.12xlarge",
-                                              "m8gn.16xlarge",
-                                              "m8gn.24xlarge",
-                                              "m8gn.2xlarge",
-                                              "m8gn.48xlarge",
-                                              "m8gn.4xlarge",
-                                              "m8gn.8xlarge",
-                                              "m8gn.large",
-                                              "m8gn.medium",
-                                              "m8gn.xlarge",
-                                              "m8gn.metal-24xl",
-                                              "m8gn.metal-48xl",
-                                              "x8aedz.12xlarge",
-                                              "x8aedz.24xlarge",
-                                              "x8aedz.3xlarge",
-                                              "x8aedz.6xlarge",
-                                              "x8aedz.large",
-                                              "x8aedz.metal-12xl",
-                                              "x8aedz.metal-24xl",
-                                              "x8aedz.xlarge",
-                                              "m8azn.medium",
-                                              "m8azn.large",
-                                              "m8azn.xlarge",
-                                              "m8azn.3xlarge",
-                                              "m8azn.6xlarge",
-                                              "m8azn.12xlarge",
-                                              "m8azn.24xlarge",
-                                              "m8azn.metal-12xl",
-                                              "m8azn.metal-24xl",
-                                              "x8i.large",
-                                              "x8i.xlarge",
-                                              "x8i.2xlarge",
-                                              "x8i.4xlarge",
-                                              "x8i.8xlarge",
-                                              "x8i.12xlarge",
-                                              "x8i.16xlarge",
-                                              "x8i.24xlarge",
-                                              "x8i.32xlarge",
-                                              "x8i.48xlarge",
-                                              "x8i.64xlarge",
-                                              "x8i.96xlarge",
-                                              "x8i.metal-48xl",
-                                              "x8i.metal-96xl",
-                                              "mac-m4max.metal",
-                                              "g7e.2xlarge",
-                                              "g7e.4xlarge",
-                                              "g7e.8xlarge",
-                                              "g7e.12xlarge",
-                                              "g7e.24xlarge",
-                                              "g7e.48xlarge",
-                                              "r8id.large",
-                                              "r8id.xlarge",
-                                              "r8id.2xlarge",
-                                              "r8id.4xlarge",
-                                              "r8id.8xlarge",
-                                              "r8id.12xlarge",
-                                              "r8id.16xlarge",
-                                              "r8id.24xlarge",
-                                              "r8id.32xlarge",
-                                              "r8id.48xlarge",
-                                              "r8id.96xlarge",
-                                              "r8id.metal-48xl",
-                                              "r8id.metal-96xl",
-                                              "c8id.large",
-                                              "c8id.xlarge",
-                                              "c8id.2xlarge",
-                                              "c8id.4xlarge",
-                                              "c8id.8xlarge",
-                                              "c8id.12xlarge",
-                                              "c8id.16xlarge",
-                                              "c8id.24xlarge",
-                                              "c8id.32xlarge",
-                                              "c8id.48xlarge",
-                                              "c8id.96xlarge",
-                                              "c8id.metal-48xl",
-                                              "c8id.metal-96xl",
-                                              "m8id.large",
-                                              "m8id.xlarge",
-                                              "m8id.2xlarge",
-                                              "m8id.4xlarge",
-                                              "m8id.8xlarge",
-                                              "m8id.12xlarge",
-                                              "m8id.16xlarge",
-                                              "m8id.24xlarge",
-                                              "m8id.32xlarge",
-                                              "m8id.48xlarge",
-                                              "m8id.96xlarge",
-                                              "m8id.metal-48xl",
-                                              "m8id.metal-96xl",
-                                              "hpc8a.96xlarge" };
+static const char *const E_InstanceType[] = { "a1.medium", "a1.large", "a1.xlarge", "a1.2xlarge", "a1.4xlarge", "a1.metal", "c1.medium", "c1.xlarge", "c3.large", "c3.xlarge", "c3.2xlarge", "c3.4xlarge", "c3.8xlarge", "c4.large", "c4.xlarge", "c4.2xlarge", "c4.4xlarge", "c4.8xlarge", "c5.large", "c5.xlarge", "c5.2xlarge", "c5.4xlarge", "c5.9xlarge", "c5.12xlarge", "c5.18xlarge", "c5.24xlarge", "c5.metal", "c5a.large", "c5a.xlarge", "c5a.2xlarge", "c5a.4xlarge", "c5a.8xlarge", "c5a.12xlarge", "c5a.16xlarge", "c5a.24xlarge", "c5ad.large", "c5ad.xlarge", "c5ad.2xlarge", "c5ad.4xlarge", "c5ad.8xlarge", "c5ad.12xlarge", "c5ad.16xlarge", "c5ad.24xlarge", "c5d.large", "c5d.xlarge", "c5d.2xlarge", "c5d.4xlarge", "c5d.9xlarge", "c5d.12xlarge", "c5d.18xlarge", "c5d.24xlarge", "c5d.metal", "c5n.large", "c5n.xlarge", "c5n.2xlarge", "c5n.4xlarge", "c5n.9xlarge", "c5n.18xlarge", "c5n.metal", "c6g.medium", "c6g.large", "c6g.xlarge", "c6g.2xlarge", "c6g.4xlarge", "c6g.8xlarge", "c6g.12xlarge", "c6g.16xlarge", "c6g.metal", "c6gd.medium", "c6gd.large", "c6gd.xlarge", "c6gd.2xlarge", "c6gd.4xlarge", "c6gd.8xlarge", "c6gd.12xlarge", "c6gd.16xlarge", "c6gd.metal", "c6gn.medium", "c6gn.large", "c6gn.xlarge", "c6gn.2xlarge", "c6gn.4xlarge", "c6gn.8xlarge", "c6gn.12xlarge", "c6gn.16xlarge", "c6i.large", "c6i.xlarge", "c6i.2xlarge", "c6i.4xlarge", "c6i.8xlarge", "c6i.12xlarge", "c6i.16xlarge", "c6i.24xlarge", "c6i.32xlarge", "c6i.metal", "cc1.4xlarge", "cc2.8xlarge", "cg1.4xlarge", "cr1.8xlarge", "d2.xlarge", "d2.2xlarge", "d2.4xlarge", "d2.8xlarge", "d3.xlarge", "d3.2xlarge", "d3.4xlarge", "d3.8xlarge", "d3en.xlarge", "d3en.2xlarge", "d3en.4xlarge", "d3en.6xlarge", "d3en.8xlarge", "d3en.12xlarge", "dl1.24xlarge", "f1.2xlarge", "f1.4xlarge", "f1.16xlarge", "g2.2xlarge", "g2.8xlarge", "g3.4xlarge", "g3.8xlarge", "g3.16xlarge", "g3s.xlarge", "g4ad.xlarge", "g4ad.2xlarge", "g4ad.4xlarge", "g4ad.8xlarge", "g4ad.16xlarge", "g4dn.xlarge", "g4dn.2xlarge", "g4dn.4xlarge", "g4dn.8xlarge", "g4dn.12xlarge", "g4dn.16xlarge", "g4dn.metal", "g5.xlarge", "g5.2xlarge", "g5.4xlarge", "g5.8xlarge", "g5.12xlarge", "g5.16xlarge", "g5.24xlarge", "g5.48xlarge", "g5g.xlarge", "g5g.2xlarge", "g5g.4xlarge", "g5g.8xlarge", "g5g.16xlarge", "g5g.metal", "hi1.4xlarge", "hpc6a.48xlarge", "hs1.8xlarge", "h1.2xlarge", "h1.4xlarge", "h1.8xlarge", "h1.16xlarge", "i2.xlarge", "i2.2xlarge", "i2.4xlarge", "i2.8xlarge", "i3.large", "i3.xlarge", "i3.2xlarge", "i3.4xlarge", "i3.8xlarge", "i3.16xlarge", "i3.metal", "i3en.large", "i3en.xlarge", "i3en.2xlarge", "i3en.3xlarge", "i3en.6xlarge", "i3en.12xlarge", "i3en.24xlarge", "i3en.metal", "im4gn.large", "im4gn.xlarge", "im4gn.2xlarge", "im4gn.4xlarge", "im4gn.8xlarge", "im4gn.16xlarge", "inf1.xlarge", "inf1.2xlarge", "inf1.6xlarge", "inf1.24xlarge", "is4gen.medium", "is4gen.large", "is4gen.xlarge", "is4gen.2xlarge", "is4gen.4xlarge", "is4gen.8xlarge", "m1.small", "m1.medium", "m1.large", "m1.xlarge", "m2.xlarge", "m2.2xlarge", "m2.4xlarge", "m3.medium", "m3.large", "m3.xlarge", "m3.2xlarge", "m4.large", "m4.xlarge", "m4.2xlarge", "m4.4xlarge", "m4.10xlarge", "m4.16xlarge", "m5.large", "m5.xlarge", "m5.2xlarge", "m5.4xlarge", "m5.8xlarge", "m5.12xlarge", "m5.16xlarge", "m5.24xlarge", "m5.metal", "m5a.large", "m5a.xlarge", "m5a.2xlarge", "m5a.4xlarge", "m5a.8xlarge", "m5a.12xlarge", "m5a.16xlarge", "m5a.24xlarge", "m5ad.large", "m5ad.xlarge", "m5ad.2xlarge", "m5ad.4xlarge", "m5ad.8xlarge", "m5ad.12xlarge", "m5ad.16xlarge", "m5ad.24xlarge", "m5d.large", "m5d.xlarge", "m5d.2xlarge", "m5d.4xlarge", "m5d.8xlarge", "m5d.12xlarge", "m5d.16xlarge", "m5d.24xlarge", "m5d.metal", "m5dn.large", "m5dn.xlarge", "m5dn.2xlarge", "m5dn.4xlarge", "m5dn.8xlarge", "m5dn.12xlarge", "m5dn.16xlarge", "m5dn.24xlarge", "m5dn.metal", "m5n.large", "m5n.xlarge", "m5n.2xlarge", "m5n.4xlarge", "m5n.8xlarge", "m5n.12xlarge", "m5n.16xlarge", "m5n.24xlarge", "m5n.metal", "m5zn.large", "m5zn.xlarge", "m5zn.2xlarge", "m5zn.3xlarge", "m5zn.6xlarge", "m5zn.12xlarge", "m5zn.metal", "m6a.large", "m6a.xlarge", "m6a.2xlarge", "m6a.4xlarge", "m6a.8xlarge", "m6a.12xlarge", "m6a.16xlarge", "m6a.24xlarge", "m6a.32xlarge", "m6a.48xlarge", "m6g.metal", "m6g.medium", "m6g.large", "m6g.xlarge", "m6g.2xlarge", "m6g.4xlarge", "m6g.8xlarge", "m6g.12xlarge", "m6g.16xlarge", "m6gd.metal", "m6gd.medium", "m6gd.large", "m6gd.xlarge", "m6gd.2xlarge", "m6gd.4xlarge", "m6gd.8xlarge", "m6gd.12xlarge", "m6gd.16xlarge", "m6i.large", "m6i.xlarge", "m6i.2xlarge", "m6i.4xlarge", "m6i.8xlarge", "m6i.12xlarge", "m6i.16xlarge", "m6i.24xlarge", "m6i.32xlarge", "m6i.metal", "mac1.metal", "p2.xlarge", "p2.8xlarge", "p2.16xlarge", "p3.2xlarge", "p3.8xlarge", "p3.16xlarge", "p3dn.24xlarge", "p4d.24xlarge", "r3.large", "r3.xlarge", "r3.2xlarge", "r3.4xlarge", "r3.8xlarge", "r4.large", "r4.xlarge", "r4.2xlarge", "r4.4xlarge", "r4.8xlarge", "r4.16xlarge", "r5.large", "r5.xlarge", "r5.2xlarge", "r5.4xlarge", "r5.8xlarge", "r5.12xlarge", "r5.16xlarge", "r5.24xlarge", "r5.metal", "r5a.large", "r5a.xlarge", "r5a.2xlarge", "r5a.4xlarge", "r5a.8xlarge", "r5a.12xlarge", "r5a.16xlarge", "r5a.24xlarge", "r5ad.large", "r5ad.xlarge", "r5ad.2xlarge", "r5ad.4xlarge", "r5ad.8xlarge", "r5ad.12xlarge", "r5ad.16xlarge", "r5ad.24xlarge", "r5b.large", "r5b.xlarge", "r5b.2xlarge", "r5b.4xlarge", "r5b.8xlarge", "r5b.12xlarge", "r5b.16xlarge", "r5b.24xlarge", "r5b.metal", "r5d.large", "r5d.xlarge", "r5d.2xlarge", "r5d.4xlarge", "r5d.8xlarge", "r5d.12xlarge", "r5d.16xlarge", "r5d.24xlarge", "r5d.metal", "r5dn.large", "r5dn.xlarge", "r5dn.2xlarge", "r5dn.4xlarge", "r5dn.8xlarge", "r5dn.12xlarge", "r5dn.16xlarge", "r5dn.24xlarge", "r5dn.metal", "r5n.large", "r5n.xlarge", "r5n.2xlarge", "r5n.4xlarge", "r5n.8xlarge", "r5n.12xlarge", "r5n.16xlarge", "r5n.24xlarge", "r5n.metal", "r6g.medium", "r6g.large", "r6g.xlarge", "r6g.2xlarge", "r6g.4xlarge", "r6g.8xlarge", "r6g.12xlarge", "r6g.16xlarge", "r6g.metal", "r6gd.medium", "r6gd.large", "r6gd.xlarge", "r6gd.2xlarge", "r6gd.4xlarge", "r6gd.8xlarge", "r6gd.12xlarge", "r6gd.16xlarge", "r6gd.metal", "r6i.large", "r6i.xlarge", "r6i.2xlarge", "r6i.4xlarge", "r6i.8xlarge", "r6i.12xlarge", "r6i.16xlarge", "r6i.24xlarge", "r6i.32xlarge", "r6i.metal", "t1.micro", "t2.nano", "t2.micro", "t2.small", "t2.medium", "t2.large", "t2.xlarge", "t2.2xlarge", "t3.nano", "t3.micro", "t3.small", "t3.medium", "t3.large", "t3.xlarge", "t3.2xlarge", "t3a.nano", "t3a.micro", "t3a.small", "t3a.medium", "t3a.large", "t3a.xlarge", "t3a.2xlarge", "t4g.nano", "t4g.micro", "t4g.small", "t4g.medium", "t4g.large", "t4g.xlarge", "t4g.2xlarge", "u-6tb1.56xlarge", "u-6tb1.112xlarge", "u-9tb1.112xlarge", "u-12tb1.112xlarge", "u-6tb1.metal", "u-9tb1.metal", "u-12tb1.metal", "u-18tb1.metal", "u-24tb1.metal", "vt1.3xlarge", "vt1.6xlarge", "vt1.24xlarge", "x1.16xlarge", "x1.32xlarge", "x1e.xlarge", "x1e.2xlarge", "x1e.4xlarge", "x1e.8xlarge", "x1e.16xlarge", "x1e.32xlarge", "x2iezn.2xlarge", "x2iezn.4xlarge", "x2iezn.6xlarge", "x2iezn.8xlarge", "x2iezn.12xlarge", "x2iezn.metal", "x2gd.medium", "x2gd.large", "x2gd.xlarge", "x2gd.2xlarge", "x2gd.4xlarge", "x2gd.8xlarge", "x2gd.12xlarge", "x2gd.16xlarge", "x2gd.metal", "z1d.large", "z1d.xlarge", "z1d.2xlarge", "z1d.3xlarge", "z1d.6xlarge", "z1d.12xlarge", "z1d.metal", "x2idn.16xlarge", "x2idn.24xlarge", "x2idn.32xlarge", "x2iedn.xlarge", "x2iedn.2xlarge", "x2iedn.4xlarge", "x2iedn.8xlarge", "x2iedn.16xlarge", "x2iedn.24xlarge", "x2iedn.32xlarge", "c6a.large", "c6a.xlarge", "c6a.2xlarge", "c6a.4xlarge", "c6a.8xlarge", "c6a.12xlarge", "c6a.16xlarge", "c6a.24xlarge", "c6a.32xlarge", "c6a.48xlarge", "c6a.metal", "m6a.metal", "i4i.large", "i4i.xlarge", "i4i.2xlarge", "i4i.4xlarge", "i4i.8xlarge", "i4i.16xlarge", "i4i.32xlarge", "i4i.metal", "x2idn.metal", "x2iedn.metal", "c7g.medium", "c7g.large", "c7g.xlarge", "c7g.2xlarge", "c7g.4xlarge", "c7g.8xlarge", "c7g.12xlarge", "c7g.16xlarge", "mac2.metal", "c6id.large", "c6id.xlarge", "c6id.2xlarge", "c6id.4xlarge", "c6id.8xlarge", "c6id.12xlarge", "c6id.16xlarge", "c6id.24xlarge", "c6id.32xlarge", "c6id.metal", "m6id.large", "m6id.xlarge", "m6id.2xlarge", "m6id.4xlarge", "m6id.8xlarge", "m6id.12xlarge", "m6id.16xlarge", "m6id.24xlarge", "m6id.32xlarge", "m6id.metal", "r6id.large", "r6id.xlarge", "r6id.2xlarge", "r6id.4xlarge", "r6id.8xlarge", "r6id.12xlarge", "r6id.16xlarge", "r6id.24xlarge", "r6id.32xlarge", "r6id.metal", "r6a.large", "r6a.xlarge", "r6a.2xlarge", "r6a.4xlarge", "r6a.8xlarge", "r6a.12xlarge", "r6a.16xlarge", "r6a.24xlarge", "r6a.32xlarge", "r6a.48xlarge", "r6a.metal", "p4de.24xlarge", "u-3tb1.56xlarge", "u-18tb1.112xlarge", "u-24tb1.112xlarge", "trn1.2xlarge", "trn1.32xlarge", "hpc6id.32xlarge", "c6in.large", "c6in.xlarge", "c6in.2xlarge", "c6in.4xlarge", "c6in.8xlarge", "c6in.12xlarge", "c6in.16xlarge", "c6in.24xlarge", "c6in.32xlarge", "m6in.large", "m6in.xlarge", "m6in.2xlarge", "m6in.4xlarge", "m6in.8xlarge", "m6in.12xlarge", "m6in.16xlarge", "m6in.24xlarge", "m6in.32xlarge", "m6idn.large", "m6idn.xlarge", "m6idn.2xlarge", "m6idn.4xlarge", "m6idn.8xlarge", "m6idn.12xlarge", "m6idn.16xlarge", "m6idn.24xlarge", "m6idn.32xlarge", "r6in.large", "r6in.xlarge", "r6in.2xlarge", "r6in.4xlarge", "r6in.8xlarge", "r6in.12xlarge", "r6in.16xlarge", "r6in.24xlarge", "r6in.32xlarge", "r6idn.large", "r6idn.xlarge", "r6idn.2xlarge", "r6idn.4xlarge", "r6idn.8xlarge", "r6idn.12xlarge", "r6idn.16xlarge", "r6idn.24xlarge", "r6idn.32xlarge", "c7g.metal", "m7g.medium", "m7g.large", "m7g.xlarge", "m7g.2xlarge", "m7g.4xlarge", "m7g.8xlarge", "m7g.12xlarge", "m7g.16xlarge", "m7g.metal", "r7g.medium", "r7g.large", "r7g.xlarge", "r7g.2xlarge", "r7g.4xlarge", "r7g.8xlarge", "r7g.12xlarge", "r7g.16xlarge", "r7g.metal", "c6in.metal", "m6in.metal", "m6idn.metal", "r6in.metal", "r6idn.metal", "inf2.xlarge", "inf2.8xlarge", "inf2.24xlarge", "inf2.48xlarge", "trn1n.32xlarge", "i4g.large", "i4g.xlarge", "i4g.2xlarge", "i4g.4xlarge", "i4g.8xlarge", "i4g.16xlarge", "hpc7g.4xlarge", "hpc7g.8xlarge", "hpc7g.16xlarge", "c7gn.medium", "c7gn.large", "c7gn.xlarge", "c7gn.2xlarge", "c7gn.4xlarge", "c7gn.8xlarge", "c7gn.12xlarge", "c7gn.16xlarge", "p5.48xlarge", "m7i.large", "m7i.xlarge", "m7i.2xlarge", "m7i.4xlarge", "m7i.8xlarge", "m7i.12xlarge", "m7i.16xlarge", "m7i.24xlarge", "m7i.48xlarge", "m7i-flex.large", "m7i-flex.xlarge", "m7i-flex.2xlarge", "m7i-flex.4xlarge", "m7i-flex.8xlarge", "m7a.medium", "m7a.large", "m7a.xlarge", "m7a.2xlarge", "m7a.4xlarge", "m7a.8xlarge", "m7a.12xlarge", "m7a.16xlarge", "m7a.24xlarge", "m7a.32xlarge", "m7a.48xlarge", "m7a.metal-48xl", "hpc7a.12xlarge", "hpc7a.24xlarge", "hpc7a.48xlarge", "hpc7a.96xlarge", "c7gd.medium", "c7gd.large", "c7gd.xlarge", "c7gd.2xlarge", "c7gd.4xlarge", "c7gd.8xlarge", "c7gd.12xlarge", "c7gd.16xlarge", "m7gd.medium", "m7gd.large", "m7gd.xlarge", "m7gd.2xlarge", "m7gd.4xlarge", "m7gd.8xlarge", "m7gd.12xlarge", "m7gd.16xlarge", "r7gd.medium", "r7gd.large", "r7gd.xlarge", "r7gd.2xlarge", "r7gd.4xlarge", "r7gd.8xlarge", "r7gd.12xlarge", "r7gd.16xlarge", "r7a.medium", "r7a.large", "r7a.xlarge", "r7a.2xlarge", "r7a.4xlarge", "r7a.8xlarge", "r7a.12xlarge", "r7a.16xlarge", "r7a.24xlarge", "r7a.32xlarge", "r7a.48xlarge", "c7i.large", "c7i.xlarge", "c7i.2xlarge", "c7i.4xlarge", "c7i.8xlarge", "c7i.12xlarge", "c7i.16xlarge", "c7i.24xlarge", "c7i.48xlarge", "mac2-m2pro.metal", "r7iz.large", "r7iz.xlarge", "r7iz.2xlarge", "r7iz.4xlarge", "r7iz.8xlarge", "r7iz.12xlarge", "r7iz.16xlarge", "r7iz.32xlarge", "c7a.medium", "c7a.large", "c7a.xlarge", "c7a.2xlarge", "c7a.4xlarge", "c7a.8xlarge", "c7a.12xlarge", "c7a.16xlarge", "c7a.24xlarge", "c7a.32xlarge", "c7a.48xlarge", "c7a.metal-48xl", "r7a.metal-48xl", "r7i.large", "r7i.xlarge", "r7i.2xlarge", "r7i.4xlarge", "r7i.8xlarge", "r7i.12xlarge", "r7i.16xlarge", "r7i.24xlarge", "r7i.48xlarge", "dl2q.24xlarge", "mac2-m2.metal", "i4i.12xlarge", "i4i.24xlarge", "c7i.metal-24xl", "c7i.metal-48xl", "m7i.metal-24xl", "m7i.metal-48xl", "r7i.metal-24xl", "r7i.metal-48xl", "r7iz.metal-16xl", "r7iz.metal-32xl", "c7gd.metal", "m7gd.metal", "r7gd.metal", "g6.xlarge", "g6.2xlarge", "g6.4xlarge", "g6.8xlarge", "g6.12xlarge", "g6.16xlarge", "g6.24xlarge", "g6.48xlarge", "gr6.4xlarge", "gr6.8xlarge", "c7i-flex.large", "c7i-flex.xlarge", "c7i-flex.2xlarge", "c7i-flex.4xlarge", "c7i-flex.8xlarge", "u7i-12tb.224xlarge", "u7in-16tb.224xlarge", "u7in-24tb.224xlarge", "u7in-32tb.224xlarge", "u7ib-12tb.224xlarge", "c7gn.metal", "r8g.medium", "r8g.large", "r8g.xlarge", "r8g.2xlarge", "r8g.4xlarge", "r8g.8xlarge", "r8g.12xlarge", "r8g.16xlarge", "r8g.24xlarge", "r8g.48xlarge", "r8g.metal-24xl", "r8g.metal-48xl", "mac2-m1ultra.metal", "g6e.xlarge", "g6e.2xlarge", "g6e.4xlarge", "g6e.8xlarge", "g6e.12xlarge", "g6e.16xlarge", "g6e.24xlarge", "g6e.48xlarge", "c8g.medium", "c8g.large", "c8g.xlarge", "c8g.2xlarge", "c8g.4xlarge", "c8g.8xlarge", "c8g.12xlarge", "c8g.16xlarge", "c8g.24xlarge", "c8g.48xlarge", "c8g.metal-24xl", "c8g.metal-48xl", "m8g.medium", "m8g.large", "m8g.xlarge", "m8g.2xlarge", "m8g.4xlarge", "m8g.8xlarge", "m8g.12xlarge", "m8g.16xlarge", "m8g.24xlarge", "m8g.48xlarge", "m8g.metal-24xl", "m8g.metal-48xl", "x8g.medium", "x8g.large", "x8g.xlarge", "x8g.2xlarge", "x8g.4xlarge", "x8g.8xlarge", "x8g.12xlarge", "x8g.16xlarge", "x8g.24xlarge", "x8g.48xlarge", "x8g.metal-24xl", "x8g.metal-48xl", "i7ie.large", "i7ie.xlarge", "i7ie.2xlarge", "i7ie.3xlarge", "i7ie.6xlarge", "i7ie.12xlarge", "i7ie.18xlarge", "i7ie.24xlarge", "i7ie.48xlarge", "i8g.large", "i8g.xlarge", "i8g.2xlarge", "i8g.4xlarge", "i8g.8xlarge", "i8g.12xlarge", "i8g.16xlarge", "i8g.24xlarge", "i8g.metal-24xl", "u7i-6tb.112xlarge", "u7i-8tb.112xlarge", "u7inh-32tb.480xlarge", "p5e.48xlarge", "p5en.48xlarge", "f2.12xlarge", "f2.48xlarge", "trn2.48xlarge", "c7i-flex.12xlarge", "c7i-flex.16xlarge", "m7i-flex.12xlarge", "m7i-flex.16xlarge", "i7ie.metal-24xl", "i7ie.metal-48xl", "i8g.48xlarge", "c8gd.medium", "c8gd.large", "c8gd.xlarge", "c8gd.2xlarge", "c8gd.4xlarge", "c8gd.8xlarge", "c8gd.12xlarge", "c8gd.16xlarge", "c8gd.24xlarge", "c8gd.48xlarge", "c8gd.metal-24xl", "c8gd.metal-48xl", "i7i.large", "i7i.xlarge", "i7i.2xlarge", "i7i.4xlarge", "i7i.8xlarge", "i7i.12xlarge", "i7i.16xlarge", "i7i.24xlarge", "i7i.48xlarge", "i7i.metal-24xl", "i7i.metal-48xl", "p6-b200.48xlarge", "m8gd.medium", "m8gd.large", "m8gd.xlarge", "m8gd.2xlarge", "m8gd.4xlarge", "m8gd.8xlarge", "m8gd.12xlarge", "m8gd.16xlarge", "m8gd.24xlarge", "m8gd.48xlarge", "m8gd.metal-24xl", "m8gd.metal-48xl", "r8gd.medium", "r8gd.large", "r8gd.xlarge", "r8gd.2xlarge", "r8gd.4xlarge", "r8gd.8xlarge", "r8gd.12xlarge", "r8gd.16xlarge", "r8gd.24xlarge", "r8gd.48xlarge", "r8gd.metal-24xl", "r8gd.metal-48xl", "c8gn.medium", "c8gn.large", "c8gn.xlarge", "c8gn.2xlarge", "c8gn.4xlarge", "c8gn.8xlarge", "c8gn.12xlarge", "c8gn.16xlarge", "c8gn.24xlarge", "c8gn.48xlarge", "c8gn.metal-24xl", "c8gn.metal-48xl", "f2.6xlarge", "p6e-gb200.36xlarge", "g6f.large", "g6f.xlarge", "g6f.2xlarge", "g6f.4xlarge", "gr6f.4xlarge", "p5.4xlarge", "r8i.large", "r8i.xlarge", "r8i.2xlarge", "r8i.4xlarge", "r8i.8xlarge", "r8i.12xlarge", "r8i.16xlarge", "r8i.24xlarge", "r8i.32xlarge", "r8i.48xlarge", "r8i.96xlarge", "r8i.metal-48xl", "r8i.metal-96xl", "r8i-flex.large", "r8i-flex.xlarge", "r8i-flex.2xlarge", "r8i-flex.4xlarge", "r8i-flex.8xlarge", "r8i-flex.12xlarge", "r8i-flex.16xlarge", "m8i.large", "m8i.xlarge", "m8i.2xlarge", "m8i.4xlarge", "m8i.8xlarge", "m8i.12xlarge", "m8i.16xlarge", "m8i.24xlarge", "m8i.32xlarge", "m8i.48xlarge", "m8i.96xlarge", "m8i.metal-48xl", "m8i.metal-96xl", "m8i-flex.large", "m8i-flex.xlarge", "m8i-flex.2xlarge", "m8i-flex.4xlarge", "m8i-flex.8xlarge", "m8i-flex.12xlarge", "m8i-flex.16xlarge", "i8ge.large", "i8ge.xlarge", "i8ge.2xlarge", "i8ge.3xlarge", "i8ge.6xlarge", "i8ge.12xlarge", "i8ge.18xlarge", "i8ge.24xlarge", "i8ge.48xlarge", "i8ge.metal-24xl", "i8ge.metal-48xl", "mac-m4.metal", "mac-m4pro.metal", "r8gn.medium", "r8gn.large", "r8gn.xlarge", "r8gn.2xlarge", "r8gn.4xlarge", "r8gn.8xlarge", "r8gn.12xlarge", "r8gn.16xlarge", "r8gn.24xlarge", "r8gn.48xlarge", "r8gn.metal-24xl", "r8gn.metal-48xl", "c8i.large", "c8i.xlarge", "c8i.2xlarge", "c8i.4xlarge", "c8i.8xlarge", "c8i.12xlarge", "c8i.16xlarge", "c8i.24xlarge", "c8i.32xlarge", "c8i.48xlarge", "c8i.96xlarge", "c8i.metal-48xl", "c8i.metal-96xl", "c8i-flex.large", "c8i-flex.xlarge", "c8i-flex.2xlarge", "c8i-flex.4xlarge", "c8i-flex.8xlarge", "c8i-flex.12xlarge", "c8i-flex.16xlarge", "r8gb.medium", "r8gb.large", "r8gb.xlarge", "r8gb.2xlarge", "r8gb.4xlarge", "r8gb.8xlarge", "r8gb.12xlarge", "r8gb.16xlarge", "r8gb.24xlarge", "r8gb.metal-24xl", "m8a.medium", "m8a.large", "m8a.xlarge", "m8a.2xlarge", "m8a.4xlarge", "m8a.8xlarge", "m8a.12xlarge", "m8a.16xlarge", "m8a.24xlarge", "m8a.48xlarge", "m8a.metal-24xl", "m8a.metal-48xl", "trn2.3xlarge", "r8a.medium", "r8a.large", "r8a.xlarge", "r8a.2xlarge", "r8a.4xlarge", "r8a.8xlarge", "r8a.12xlarge", "r8a.16xlarge", "r8a.24xlarge", "r8a.48xlarge", "r8a.metal-24xl", "r8a.metal-48xl", "p6-b300.48xlarge", "c8a.medium", "c8a.large", "c8a.xlarge", "c8a.2xlarge", "c8a.4xlarge", "c8a.8xlarge", "c8a.12xlarge", "c8a.16xlarge", "c8a.24xlarge", "c8a.48xlarge", "c8a.metal-24xl", "c8a.metal-48xl", "c8gb.12xlarge", "c8gb.16xlarge", "c8gb.24xlarge", "c8gb.2xlarge", "c8gb.4xlarge", "c8gb.8xlarge", "c8gb.large", "c8gb.medium", "c8gb.metal-24xl", "c8gb.xlarge", "c8gb.48xlarge", "c8gb.metal-48xl", "m8gb.12xlarge", "m8gb.16xlarge", "m8gb.24xlarge", "m8gb.2xlarge", "m8gb.4xlarge", "m8gb.8xlarge", "m8gb.large", "m8gb.medium", "m8gb.xlarge", "m8gb.48xlarge", "m8gb.metal-24xl", "m8gb.metal-48xl", "m8gn.12xlarge", "m8gn.16xlarge", "m8gn.24xlarge", "m8gn.2xlarge", "m8gn.48xlarge", "m8gn.4xlarge", "m8gn.8xlarge", "m8gn.large", "m8gn.medium", "m8gn.xlarge", "m8gn.metal-24xl", "m8gn.metal-48xl", "x8aedz.12xlarge", "x8aedz.24xlarge", "x8aedz.3xlarge", "x8aedz.6xlarge", "x8aedz.large", "x8aedz.metal-12xl", "x8aedz.metal-24xl", "x8aedz.xlarge", "m8azn.medium", "m8azn.large", "m8azn.xlarge", "m8azn.3xlarge", "m8azn.6xlarge", "m8azn.12xlarge", "m8azn.24xlarge", "m8azn.metal-12xl", "m8azn.metal-24xl", "x8i.large", "x8i.xlarge", "x8i.2xlarge", "x8i.4xlarge", "x8i.8xlarge", "x8i.12xlarge", "x8i.16xlarge", "x8i.24xlarge", "x8i.32xlarge", "x8i.48xlarge", "x8i.64xlarge", "x8i.96xlarge", "x8i.metal-48xl", "x8i.metal-96xl", "mac-m4max.metal", "g7e.2xlarge", "g7e.4xlarge", "g7e.8xlarge", "g7e.12xlarge", "g7e.24xlarge", "g7e.48xlarge", "r8id.large", "r8id.xlarge", "r8id.2xlarge", "r8id.4xlarge", "r8id.8xlarge", "r8id.12xlarge", "r8id.16xlarge", "r8id.24xlarge", "r8id.32xlarge", "r8id.48xlarge", "r8id.96xlarge", "r8id.metal-48xl", "r8id.metal-96xl", "c8id.large", "c8id.xlarge", "c8id.2xlarge", "c8id.4xlarge", "c8id.8xlarge", "c8id.12xlarge", "c8id.16xlarge", "c8id.24xlarge", "c8id.32xlarge", "c8id.48xlarge", "c8id.96xlarge", "c8id.metal-48xl", "c8id.metal-96xl", "m8id.large", "m8id.xlarge", "m8id.2xlarge", "m8id.4xlarge", "m8id.8xlarge", "m8id.12xlarge", "m8id.16xlarge", "m8id.24xlarge", "m8id.32xlarge", "m8id.48xlarge", "m8id.96xlarge", "m8id.metal-48xl", "m8id.metal-96xl", "hpc8a.96xlarge" };
 static const struct model_member L_InstanceIpv6AddressList[] = {
     { "member", "item", "item", &S_InstanceIpv6Address, 0, ML_BODY },
 };
@@ -2813,16 +1415,14 @@ static const struct model_member M_RunInstancesMonitoringEnabled[] = {
     { "Enabled", "Enabled", "enabled", &S_Boolean, MF_REQUIRED, ML_BODY },
 };
 static const struct model_member M_Placement[] = {
-    { "AvailabilityZoneId", "AvailabilityZoneId", "availabilityZoneId", &S_AvailabilityZoneId, 0,
-      ML_BODY },
+    { "AvailabilityZoneId", "AvailabilityZoneId", "availabilityZoneId", &S_AvailabilityZoneId, 0, ML_BODY },
     { "Affinity", "Affinity", "affinity", &S_String, 0, ML_BODY },
     { "GroupName", "GroupName", "groupName", &S_PlacementGroupName, 0, ML_BODY },
     { "PartitionNumber", "PartitionNumber", "partitionNumber", &S_Integer, 0, ML_BODY },
     { "HostId", "HostId", "hostId", &S_String, 0, ML_BODY },
     { "Tenancy", "Tenancy", "tenancy", &S_Tenancy, 0, ML_BODY },
     { "SpreadDomain", "SpreadDomain", "spreadDomain", &S_String, 0, ML_BODY },
-    { "HostResourceGroupArn", "HostResourceGroupArn", "hostResourceGroupArn", &S_String, 0,
-      ML_BODY },
+    { "HostResourceGroupArn", "HostResourceGroupArn", "hostResourceGroupArn", &S_String, 0, ML_BODY },
     { "GroupId", "GroupId", "groupId", &S_PlacementGroupId, 0, ML_BODY },
     { "AvailabilityZone", "AvailabilityZone", "availabilityZone", &S_String, 0, ML_BODY },
 };
@@ -2855,16 +1455,13 @@ static const struct model_member M_InstanceMarketOptionsRequest[] = {
     { "MarketType", "MarketType", "MarketType", &S_MarketType, 0, ML_BODY },
     { "SpotOptions", "SpotOptions", "SpotOptions", &S_SpotMarketOptions, 0, ML_BODY },
 };
-static const char *const E_MarketType[] = { "spot", "capacity-block",
-                                            "interruptible-capacity-reservation" };
+static const char *const E_MarketType[] = { "spot", "capacity-block", "interruptible-capacity-reservation" };
 static const struct model_member M_SpotMarketOptions[] = {
     { "MaxPrice", "MaxPrice", "MaxPrice", &S_String, 0, ML_BODY },
     { "SpotInstanceType", "SpotInstanceType", "SpotInstanceType", &S_SpotInstanceType, 0, ML_BODY },
-    { "BlockDurationMinutes", "BlockDurationMinutes", "BlockDurationMinutes", &S_Integer, 0,
-      ML_BODY },
+    { "BlockDurationMinutes", "BlockDurationMinutes", "BlockDurationMinutes", &S_Integer, 0, ML_BODY },
     { "ValidUntil", "ValidUntil", "ValidUntil", &S_DateTime, 0, ML_BODY },
-    { "InstanceInterruptionBehavior", "InstanceInterruptionBehavior",
-      "InstanceInterruptionBehavior", &S_InstanceInterruptionBehavior, 0, ML_BODY },
+    { "InstanceInterruptionBehavior", "InstanceInterruptionBehavior", "InstanceInterruptionBehavior", &S_InstanceInterruptionBehavior, 0, ML_BODY },
 };
 static const char *const E_SpotInstanceType[] = { "one-time", "persistent" };
 static const char *const E_InstanceInterruptionBehavior[] = { "hibernate", "stop", "terminate" };
@@ -2875,24 +1472,18 @@ static const struct model_member M_CpuOptionsRequest[] = {
     { "CoreCount", "CoreCount", "CoreCount", &S_Integer, 0, ML_BODY },
     { "ThreadsPerCore", "ThreadsPerCore", "ThreadsPerCore", &S_Integer, 0, ML_BODY },
     { "AmdSevSnp", "AmdSevSnp", "AmdSevSnp", &S_AmdSevSnpSpecification, 0, ML_BODY },
-    { "NestedVirtualization", "NestedVirtualization", "NestedVirtualization",
-      &S_NestedVirtualizationSpecification, 0, ML_BODY },
+    { "NestedVirtualization", "NestedVirtualization", "NestedVirtualization", &S_NestedVirtualizationSpecification, 0, ML_BODY },
 };
 static const char *const E_AmdSevSnpSpecification[] = { "enabled", "disabled" };
 static const char *const E_NestedVirtualizationSpecification[] = { "enabled", "disabled" };
 static const struct model_member M_CapacityReservationSpecification[] = {
-    { "CapacityReservationPreference", "CapacityReservationPreference",
-      "CapacityReservationPreference", &S_CapacityReservationPreference, 0, ML_BODY },
-    { "CapacityReservationTarget", "CapacityReservationTarget", "CapacityReservationTarget",
-      &S_CapacityReservationTarget, 0, ML_BODY },
+    { "CapacityReservationPreference", "CapacityReservationPreference", "CapacityReservationPreference", &S_CapacityReservationPreference, 0, ML_BODY },
+    { "CapacityReservationTarget", "CapacityReservationTarget", "CapacityReservationTarget", &S_CapacityReservationTarget, 0, ML_BODY },
 };
-static const char *const E_CapacityReservationPreference[] = { "capacity-reservations-only", "open",
-                                                               "none" };
+static const char *const E_CapacityReservationPreference[] = { "capacity-reservations-only", "open", "none" };
 static const struct model_member M_CapacityReservationTarget[] = {
-    { "CapacityReservationId", "CapacityReservationId", "CapacityReservationId",
-      &S_CapacityReservationId, 0, ML_BODY },
-    { "CapacityReservationResourceGroupArn", "CapacityReservationResourceGroupArn",
-      "CapacityReservationResourceGroupArn", &S_String, 0, ML_BODY },
+    { "CapacityReservationId", "CapacityReservationId", "CapacityReservationId", &S_CapacityReservationId, 0, ML_BODY },
+    { "CapacityReservationResourceGroupArn", "CapacityReservationResourceGroupArn", "CapacityReservationResourceGroupArn", &S_String, 0, ML_BODY },
 };
 static const struct model_member M_HibernationOptionsRequest[] = {
     { "Configured", "Configured", "Configured", &S_Boolean, 0, ML_BODY },
@@ -2901,19 +1492,14 @@ static const struct model_member L_LicenseSpecificationListRequest[] = {
     { "member", "item", "item", &S_LicenseConfigurationRequest, 0, ML_BODY },
 };
 static const struct model_member M_LicenseConfigurationRequest[] = {
-    { "LicenseConfigurationArn", "LicenseConfigurationArn", "LicenseConfigurationArn", &S_String, 0,
-      ML_BODY },
+    { "LicenseConfigurationArn", "LicenseConfigurationArn", "LicenseConfigurationArn", &S_String, 0, ML_BODY },
 };
 static const struct model_member M_InstanceMetadataOptionsRequest[] = {
     { "HttpTokens", "HttpTokens", "HttpTokens", &S_HttpTokensState, 0, ML_BODY },
-    { "HttpPutResponseHopLimit", "HttpPutResponseHopLimit", "HttpPutResponseHopLimit", &S_Integer,
-      0, ML_BODY },
-    { "HttpEndpoint", "HttpEndpoint", "HttpEndpoint", &S_InstanceMetadataEndpointState, 0,
-      ML_BODY },
-    { "HttpProtocolIpv6", "HttpProtocolIpv6", "HttpProtocolIpv6", &S_InstanceMetadataProtocolState,
-      0, ML_BODY },
-    { "InstanceMetadataTags", "InstanceMetadataTags", "InstanceMetadataTags",
-      &S_InstanceMetadataTagsState, 0, ML_BODY },
+    { "HttpPutResponseHopLimit", "HttpPutResponseHopLimit", "HttpPutResponseHopLimit", &S_Integer, 0, ML_BODY },
+    { "HttpEndpoint", "HttpEndpoint", "HttpEndpoint", &S_InstanceMetadataEndpointState, 0, ML_BODY },
+    { "HttpProtocolIpv6", "HttpProtocolIpv6", "HttpProtocolIpv6", &S_InstanceMetadataProtocolState, 0, ML_BODY },
+    { "InstanceMetadataTags", "InstanceMetadataTags", "InstanceMetadataTags", &S_InstanceMetadataTagsState, 0, ML_BODY },
 };
 static const char *const E_HttpTokensState[] = { "optional", "required" };
 static const char *const E_InstanceMetadataEndpointState[] = { "disabled", "enabled" };
@@ -2924,10 +1510,8 @@ static const struct model_member M_EnclaveOptionsRequest[] = {
 };
 static const struct model_member M_PrivateDnsNameOptionsRequest[] = {
     { "HostnameType", "HostnameType", "HostnameType", &S_HostnameType, 0, ML_BODY },
-    { "EnableResourceNameDnsARecord", "EnableResourceNameDnsARecord",
-      "EnableResourceNameDnsARecord", &S_Boolean, 0, ML_BODY },
-    { "EnableResourceNameDnsAAAARecord", "EnableResourceNameDnsAAAARecord",
-      "EnableResourceNameDnsAAAARecord", &S_Boolean, 0, ML_BODY },
+    { "EnableResourceNameDnsARecord", "EnableResourceNameDnsARecord", "EnableResourceNameDnsARecord", &S_Boolean, 0, ML_BODY },
+    { "EnableResourceNameDnsAAAARecord", "EnableResourceNameDnsAAAARecord", "EnableResourceNameDnsAAAARecord", &S_Boolean, 0, ML_BODY },
 };
 static const char *const E_HostnameType[] = { "ip-name", "resource-name" };
 static const struct model_member M_InstanceMaintenanceOptionsRequest[] = {
@@ -2935,8 +1519,7 @@ static const struct model_member M_InstanceMaintenanceOptionsRequest[] = {
 };
 static const char *const E_InstanceAutoRecoveryState[] = { "disabled", "default" };
 static const struct model_member M_InstanceNetworkPerformanceOptionsRequest[] = {
-    { "BandwidthWeighting", "BandwidthWeighting", "BandwidthWeighting",
-      &S_InstanceBandwidthWeighting, 0, ML_BODY },
+    { "BandwidthWeighting", "BandwidthWeighting", "BandwidthWeighting", &S_InstanceBandwidthWeighting, 0, ML_BODY },
 };
 static const char *const E_InstanceBandwidthWeighting[] = { "default", "vpc-1", "ebs-1" };
 static const struct model_member L_InstanceSecondaryInterfaceSpecificationListRequest[] = {
@@ -2945,12 +1528,9 @@ static const struct model_member L_InstanceSecondaryInterfaceSpecificationListRe
 static const struct model_member M_InstanceSecondaryInterfaceSpecificationRequest[] = {
     { "DeleteOnTermination", "DeleteOnTermination", "DeleteOnTermination", &S_Boolean, 0, ML_BODY },
     { "DeviceIndex", "DeviceIndex", "DeviceIndex", &S_Integer, 0, ML_BODY },
-    { "PrivateIpAddresses", "PrivateIpAddress", "PrivateIpAddress",
-      &S_InstanceSecondaryInterfacePrivateIpAddressListRequest, 0, ML_BODY },
-    { "PrivateIpAddressCount", "PrivateIpAddressCount", "PrivateIpAddressCount", &S_Integer, 0,
-      ML_BODY },
-    { "SecondarySubnetId", "SecondarySubnetId", "SecondarySubnetId", &S_SecondarySubnetId, 0,
-      ML_BODY },
+    { "PrivateIpAddresses", "PrivateIpAddress", "PrivateIpAddress", &S_InstanceSecondaryInterfacePrivateIpAddressListRequest, 0, ML_BODY },
+    { "PrivateIpAddressCount", "PrivateIpAddressCount", "PrivateIpAddressCount", &S_Integer, 0, ML_BODY },
+    { "SecondarySubnetId", "SecondarySubnetId", "SecondarySubnetId", &S_SecondarySubnetId, 0, ML_BODY },
     { "InterfaceType", "InterfaceType", "InterfaceType", &S_SecondaryInterfaceType, 0, ML_BODY },
     { "NetworkCardIndex", "NetworkCardIndex", "NetworkCardIndex", &S_Integer, 0, ML_BODY },
 };
@@ -2966,25 +1546,19 @@ static const struct model_member L_InstanceNetworkInterfaceSpecificationList[] =
     { "member", "item", "item", &S_InstanceNetworkInterfaceSpecification, 0, ML_BODY },
 };
 static const struct model_member M_InstanceNetworkInterfaceSpecification[] = {
-    { "AssociatePublicIpAddress", "AssociatePublicIpAddress", "associatePublicIpAddress",
-      &S_Boolean, 0, ML_BODY },
+    { "AssociatePublicIpAddress", "AssociatePublicIpAddress", "associatePublicIpAddress", &S_Boolean, 0, ML_BODY },
     { "DeleteOnTermination", "DeleteOnTermination", "deleteOnTermination", &S_Boolean, 0, ML_BODY },
     { "Description", "Description", "description", &S_String, 0, ML_BODY },
     { "DeviceIndex", "DeviceIndex", "deviceIndex", &S_Integer, 0, ML_BODY },
     { "Groups", "SecurityGroupId", "SecurityGroupId", &S_SecurityGroupIdStringList, 0, ML_BODY },
     { "Ipv6AddressCount", "Ipv6AddressCount", "ipv6AddressCount", &S_Integer, 0, ML_BODY },
-    { "Ipv6Addresses", "Ipv6Addresses", "ipv6AddressesSet", &S_InstanceIpv6AddressList, 0,
-      ML_BODY },
-    { "NetworkInterfaceId", "NetworkInterfaceId", "networkInterfaceId", &S_NetworkInterfaceId, 0,
-      ML_BODY },
+    { "Ipv6Addresses", "Ipv6Addresses", "ipv6AddressesSet", &S_InstanceIpv6AddressList, 0, ML_BODY },
+    { "NetworkInterfaceId", "NetworkInterfaceId", "networkInterfaceId", &S_NetworkInterfaceId, 0, ML_BODY },
     { "PrivateIpAddress", "PrivateIpAddress", "privateIpAddress", &S_String, 0, ML_BODY },
-    { "PrivateIpAddresses", "PrivateIpAddresses", "privateIpAddressesSet",
-      &S_PrivateIpAddressSpecificationList, 0, ML_BODY },
-    { "SecondaryPrivateIpAddressCount", "SecondaryPrivateIpAddressCount",
-      "secondaryPrivateIpAddressCount", &S_Integer, 0, ML_BODY },
+    { "PrivateIpAddresses", "PrivateIpAddresses", "privateIpAddressesSet", &S_PrivateIpAddressSpecificationList, 0, ML_BODY },
+    { "SecondaryPrivateIpAddressCount", "SecondaryPrivateIpAddressCount", "secondaryPrivateIpAddressCount", &S_Integer, 0, ML_BODY },
     { "SubnetId", "SubnetId", "subnetId", &S_String, 0, ML_BODY },
-    { "AssociateCarrierIpAddress", "AssociateCarrierIpAddress", "AssociateCarrierIpAddress",
-      &S_Boolean, 0, ML_BODY },
+    { "AssociateCarrierIpAddress", "AssociateCarrierIpAddress", "AssociateCarrierIpAddress", &S_Boolean, 0, ML_BODY },
     { "InterfaceType", "InterfaceType", "InterfaceType", &S_String, 0, ML_BODY },
     { "NetworkCardIndex", "NetworkCardIndex", "NetworkCardIndex", &S_Integer, 0, ML_BODY },
     { "Ipv4Prefixes", "Ipv4Prefix", "Ipv4Prefix", &S_Ipv4PrefixList, 0, ML_BODY },
@@ -2992,10 +1566,8 @@ static const struct model_member M_InstanceNetworkInterfaceSpecification[] = {
     { "Ipv6Prefixes", "Ipv6Prefix", "Ipv6Prefix", &S_Ipv6PrefixList, 0, ML_BODY },
     { "Ipv6PrefixCount", "Ipv6PrefixCount", "Ipv6PrefixCount", &S_Integer, 0, ML_BODY },
     { "PrimaryIpv6", "PrimaryIpv6", "PrimaryIpv6", &S_Boolean, 0, ML_BODY },
-    { "EnaSrdSpecification", "EnaSrdSpecification", "EnaSrdSpecification",
-      &S_EnaSrdSpecificationRequest, 0, ML_BODY },
-    { "ConnectionTrackingSpecification", "ConnectionTrackingSpecification",
-      "ConnectionTrackingSpecification", &S_ConnectionTrackingSpecificationRequest, 0, ML_BODY },
+    { "EnaSrdSpecification", "EnaSrdSpecification", "EnaSrdSpecification", &S_EnaSrdSpecificationRequest, 0, ML_BODY },
+    { "ConnectionTrackingSpecification", "ConnectionTrackingSpecification", "ConnectionTrackingSpecification", &S_ConnectionTrackingSpecificationRequest, 0, ML_BODY },
     { "EnaQueueCount", "EnaQueueCount", "EnaQueueCount", &S_Integer, 0, ML_BODY },
 };
 static const struct model_member L_PrivateIpAddressSpecificationList[] = {
@@ -3019,15 +1591,13 @@ static const struct model_member M_Ipv6PrefixSpecificationRequest[] = {
 };
 static const struct model_member M_EnaSrdSpecificationRequest[] = {
     { "EnaSrdEnabled", "EnaSrdEnabled", "EnaSrdEnabled", &S_Boolean, 0, ML_BODY },
-    { "EnaSrdUdpSpecification", "EnaSrdUdpSpecification", "EnaSrdUdpSpecification",
-      &S_EnaSrdUdpSpecificationRequest, 0, ML_BODY },
+    { "EnaSrdUdpSpecification", "EnaSrdUdpSpecification", "EnaSrdUdpSpecification", &S_EnaSrdUdpSpecificationRequest, 0, ML_BODY },
 };
 static const struct model_member M_EnaSrdUdpSpecificationRequest[] = {
     { "EnaSrdUdpEnabled", "EnaSrdUdpEnabled", "EnaSrdUdpEnabled", &S_Boolean, 0, ML_BODY },
 };
 static const struct model_member M_ConnectionTrackingSpecificationRequest[] = {
-    { "TcpEstablishedTimeout", "TcpEstablishedTimeout", "TcpEstablishedTimeout", &S_Integer, 0,
-      ML_BODY },
+    { "TcpEstablishedTimeout", "TcpEstablishedTimeout", "TcpEstablishedTimeout", &S_Integer, 0, ML_BODY },
     { "UdpStreamTimeout", "UdpStreamTimeout", "UdpStreamTimeout", &S_Integer, 0, ML_BODY },
     { "UdpTimeout", "UdpTimeout", "UdpTimeout", &S_Integer, 0, ML_BODY },
 };
@@ -3054,65 +1624,46 @@ static const struct model_member L_InstanceList[] = {
 };
 static const struct model_member M_Instance[] = {
     { "Architecture", "Architecture", "architecture", &S_ArchitectureValues, 0, ML_BODY },
-    { "BlockDeviceMappings", "BlockDeviceMapping", "blockDeviceMapping",
-      &S_InstanceBlockDeviceMappingList, 0, ML_BODY },
+    { "BlockDeviceMappings", "BlockDeviceMapping", "blockDeviceMapping", &S_InstanceBlockDeviceMappingList, 0, ML_BODY },
     { "ClientToken", "ClientToken", "clientToken", &S_String, 0, ML_BODY },
     { "EbsOptimized", "EbsOptimized", "ebsOptimized", &S_Boolean, 0, ML_BODY },
     { "EnaSupport", "EnaSupport", "enaSupport", &S_Boolean, 0, ML_BODY },
     { "Hypervisor", "Hypervisor", "hypervisor", &S_HypervisorType, 0, ML_BODY },
-    { "IamInstanceProfile", "IamInstanceProfile", "iamInstanceProfile", &S_IamInstanceProfile, 0,
-      ML_BODY },
-    { "InstanceLifecycle", "InstanceLifecycle", "instanceLifecycle", &S_InstanceLifecycleType, 0,
-      ML_BODY },
-    { "ElasticGpuAssociations", "ElasticGpuAssociationSet", "elasticGpuAssociationSet",
-      &S_ElasticGpuAssociationList, 0, ML_BODY },
-    { "ElasticInferenceAcceleratorAssociations", "ElasticInferenceAcceleratorAssociationSet",
-      "elasticInferenceAcceleratorAssociationSet", &S_ElasticInferenceAcceleratorAssociationList, 0,
-      ML_BODY },
-    { "NetworkInterfaces", "NetworkInterfaceSet", "networkInterfaceSet",
-      &S_InstanceNetworkInterfaceList, 0, ML_BODY },
+    { "IamInstanceProfile", "IamInstanceProfile", "iamInstanceProfile", &S_IamInstanceProfile, 0, ML_BODY },
+    { "InstanceLifecycle", "InstanceLifecycle", "instanceLifecycle", &S_InstanceLifecycleType, 0, ML_BODY },
+    { "ElasticGpuAssociations", "ElasticGpuAssociationSet", "elasticGpuAssociationSet", &S_ElasticGpuAssociationList, 0, ML_BODY },
+    { "ElasticInferenceAcceleratorAssociations", "ElasticInferenceAcceleratorAssociationSet", "elasticInferenceAcceleratorAssociationSet", &S_ElasticInferenceAcceleratorAssociationList, 0, ML_BODY },
+    { "NetworkInterfaces", "NetworkInterfaceSet", "networkInterfaceSet", &S_InstanceNetworkInterfaceList, 0, ML_BODY },
     { "OutpostArn", "OutpostArn", "outpostArn", &S_String, 0, ML_BODY },
     { "RootDeviceName", "RootDeviceName", "rootDeviceName", &S_String, 0, ML_BODY },
     { "RootDeviceType", "RootDeviceType", "rootDeviceType", &S_DeviceType, 0, ML_BODY },
     { "SecurityGroups", "GroupSet", "groupSet", &S_GroupIdentifierList, 0, ML_BODY },
     { "SourceDestCheck", "SourceDestCheck", "sourceDestCheck", &S_Boolean, 0, ML_BODY },
-    { "SpotInstanceRequestId", "SpotInstanceRequestId", "spotInstanceRequestId", &S_String, 0,
-      ML_BODY },
+    { "SpotInstanceRequestId", "SpotInstanceRequestId", "spotInstanceRequestId", &S_String, 0, ML_BODY },
     { "SriovNetSupport", "SriovNetSupport", "sriovNetSupport", &S_String, 0, ML_BODY },
     { "StateReason", "StateReason", "stateReason", &S_StateReason, 0, ML_BODY },
     { "Tags", "TagSet", "tagSet", &S_TagList, 0, ML_BODY },
-    { "VirtualizationType", "VirtualizationType", "virtualizationType", &S_VirtualizationType, 0,
-      ML_BODY },
+    { "VirtualizationType", "VirtualizationType", "virtualizationType", &S_VirtualizationType, 0, ML_BODY },
     { "CpuOptions", "CpuOptions", "cpuOptions", &S_CpuOptions, 0, ML_BODY },
     { "CapacityBlockId", "CapacityBlockId", "capacityBlockId", &S_String, 0, ML_BODY },
-    { "CapacityReservationId", "CapacityReservationId", "capacityReservationId", &S_String, 0,
-      ML_BODY },
-    { "CapacityReservationSpecification", "CapacityReservationSpecification",
-      "capacityReservationSpecification", &S_CapacityReservationSpecificationResponse, 0, ML_BODY },
-    { "HibernationOptions", "HibernationOptions", "hibernationOptions", &S_HibernationOptions, 0,
-      ML_BODY },
+    { "CapacityReservationId", "CapacityReservationId", "capacityReservationId", &S_String, 0, ML_BODY },
+    { "CapacityReservationSpecification", "CapacityReservationSpecification", "capacityReservationSpecification", &S_CapacityReservationSpecificationResponse, 0, ML_BODY },
+    { "HibernationOptions", "HibernationOptions", "hibernationOptions", &S_HibernationOptions, 0, ML_BODY },
     { "Licenses", "LicenseSet", "licenseSet", &S_LicenseList, 0, ML_BODY },
-    { "MetadataOptions", "MetadataOptions", "metadataOptions", &S_InstanceMetadataOptionsResponse,
-      0, ML_BODY },
+    { "MetadataOptions", "MetadataOptions", "metadataOptions", &S_InstanceMetadataOptionsResponse, 0, ML_BODY },
     { "EnclaveOptions", "EnclaveOptions", "enclaveOptions", &S_EnclaveOptions, 0, ML_BODY },
     { "BootMode", "BootMode", "bootMode", &S_BootModeValues, 0, ML_BODY },
     { "PlatformDetails", "PlatformDetails", "platformDetails", &S_String, 0, ML_BODY },
     { "UsageOperation", "UsageOperation", "usageOperation", &S_String, 0, ML_BODY },
-    { "UsageOperationUpdateTime", "UsageOperationUpdateTime", "usageOperationUpdateTime",
-      &S_MillisecondDateTime, 0, ML_BODY },
-    { "PrivateDnsNameOptions", "PrivateDnsNameOptions", "privateDnsNameOptions",
-      &S_PrivateDnsNameOptionsResponse, 0, ML_BODY },
+    { "UsageOperationUpdateTime", "UsageOperationUpdateTime", "usageOperationUpdateTime", &S_MillisecondDateTime, 0, ML_BODY },
+    { "PrivateDnsNameOptions", "PrivateDnsNameOptions", "privateDnsNameOptions", &S_PrivateDnsNameOptionsResponse, 0, ML_BODY },
     { "Ipv6Address", "Ipv6Address", "ipv6Address", &S_String, 0, ML_BODY },
     { "TpmSupport", "TpmSupport", "tpmSupport", &S_String, 0, ML_BODY },
-    { "MaintenanceOptions", "MaintenanceOptions", "maintenanceOptions",
-      &S_InstanceMaintenanceOptions, 0, ML_BODY },
-    { "CurrentInstanceBootMode", "CurrentInstanceBootMode", "currentInstanceBootMode",
-      &S_InstanceBootModeValues, 0, ML_BODY },
-    { "NetworkPerformanceOptions", "NetworkPerformanceOptions", "networkPerformanceOptions",
-      &S_InstanceNetworkPerformanceOptions, 0, ML_BODY },
+    { "MaintenanceOptions", "MaintenanceOptions", "maintenanceOptions", &S_InstanceMaintenanceOptions, 0, ML_BODY },
+    { "CurrentInstanceBootMode", "CurrentInstanceBootMode", "currentInstanceBootMode", &S_InstanceBootModeValues, 0, ML_BODY },
+    { "NetworkPerformanceOptions", "NetworkPerformanceOptions", "networkPerformanceOptions", &S_InstanceNetworkPerformanceOptions, 0, ML_BODY },
     { "Operator", "Operator", "operator", &S_OperatorResponse, 0, ML_BODY },
-    { "SecondaryInterfaces", "SecondaryInterfaceSet", "secondaryInterfaceSet",
-      &S_InstanceSecondaryInterfaceList, 0, ML_BODY },
+    { "SecondaryInterfaces", "SecondaryInterfaceSet", "secondaryInterfaceSet", &S_InstanceSecondaryInterfaceList, 0, ML_BODY },
     { "InstanceId", "InstanceId", "instanceId", &S_String, 0, ML_BODY },
     { "ImageId", "ImageId", "imageId", &S_String, 0, ML_BODY },
     { "State", "InstanceState", "instanceState", &S_InstanceState, 0, ML_BODY },
@@ -3151,57 +1702,45 @@ static const struct model_member M_EbsInstanceBlockDevice[] = {
     { "Operator", "Operator", "operator", &S_OperatorResponse, 0, ML_BODY },
     { "EbsCardIndex", "EbsCardIndex", "ebsCardIndex", &S_Integer, 0, ML_BODY },
 };
-static const char *const E_AttachmentStatus[] = { "attaching", "attached", "detaching",
-                                                  "detached" };
+static const char *const E_AttachmentStatus[] = { "attaching", "attached", "detaching", "detached" };
 static const struct model_member M_IamInstanceProfile[] = {
     { "Arn", "Arn", "arn", &S_String, 0, ML_BODY },
     { "Id", "Id", "id", &S_String, 0, ML_BODY },
 };
-static const char *const E_InstanceLifecycleType[] = { "spot", "scheduled", "capacity-block",
-                                                       "interruptible-capacity-reservation" };
+static const char *const E_InstanceLifecycleType[] = { "spot", "scheduled", "capacity-block", "interruptible-capacity-reservation" };
 static const struct model_member L_ElasticGpuAssociationList[] = {
     { "member", "item", "item", &S_ElasticGpuAssociation, 0, ML_BODY },
 };
 static const struct model_member M_ElasticGpuAssociation[] = {
     { "ElasticGpuId", "ElasticGpuId", "elasticGpuId", &S_ElasticGpuId, 0, ML_BODY },
-    { "ElasticGpuAssociationId", "ElasticGpuAssociationId", "elasticGpuAssociationId", &S_String, 0,
-      ML_BODY },
-    { "ElasticGpuAssociationState", "ElasticGpuAssociationState", "elasticGpuAssociationState",
-      &S_String, 0, ML_BODY },
-    { "ElasticGpuAssociationTime", "ElasticGpuAssociationTime", "elasticGpuAssociationTime",
-      &S_String, 0, ML_BODY },
+    { "ElasticGpuAssociationId", "ElasticGpuAssociationId", "elasticGpuAssociationId", &S_String, 0, ML_BODY },
+    { "ElasticGpuAssociationState", "ElasticGpuAssociationState", "elasticGpuAssociationState", &S_String, 0, ML_BODY },
+    { "ElasticGpuAssociationTime", "ElasticGpuAssociationTime", "elasticGpuAssociationTime", &S_String, 0, ML_BODY },
 };
 static const struct model_member L_ElasticInferenceAcceleratorAssociationList[] = {
     { "member", "item", "item", &S_ElasticInferenceAcceleratorAssociation, 0, ML_BODY },
 };
 static const struct model_member M_ElasticInferenceAcceleratorAssociation[] = {
-    { "ElasticInferenceAcceleratorArn", "ElasticInferenceAcceleratorArn",
-      "elasticInferenceAcceleratorArn", &S_String, 0, ML_BODY },
-    { "ElasticInferenceAcceleratorAssociationId", "ElasticInferenceAcceleratorAssociationId",
-      "elasticInferenceAcceleratorAssociationId", &S_String, 0, ML_BODY },
-    { "ElasticInferenceAcceleratorAssociationState", "ElasticInferenceAcceleratorAssociationState",
-      "elasticInferenceAcceleratorAssociationState", &S_String, 0, ML_BODY },
-    { "ElasticInferenceAcceleratorAssociationTime", "ElasticInferenceAcceleratorAssociationTime",
-      "elasticInferenceAcceleratorAssociationTime", &S_DateTime, 0, ML_BODY },
+    { "ElasticInferenceAcceleratorArn", "ElasticInferenceAcceleratorArn", "elasticInferenceAcceleratorArn", &S_String, 0, ML_BODY },
+    { "ElasticInferenceAcceleratorAssociationId", "ElasticInferenceAcceleratorAssociationId", "elasticInferenceAcceleratorAssociationId", &S_String, 0, ML_BODY },
+    { "ElasticInferenceAcceleratorAssociationState", "ElasticInferenceAcceleratorAssociationState", "elasticInferenceAcceleratorAssociationState", &S_String, 0, ML_BODY },
+    { "ElasticInferenceAcceleratorAssociationTime", "ElasticInferenceAcceleratorAssociationTime", "elasticInferenceAcceleratorAssociationTime", &S_DateTime, 0, ML_BODY },
 };
 static const struct model_member L_InstanceNetworkInterfaceList[] = {
     { "member", "item", "item", &S_InstanceNetworkInterface, 0, ML_BODY },
 };
 static const struct model_member M_InstanceNetworkInterface[] = {
-    { "Association", "Association", "association", &S_InstanceNetworkInterfaceAssociation, 0,
-      ML_BODY },
+    { "Association", "Association", "association", &S_InstanceNetworkInterfaceAssociation, 0, ML_BODY },
     { "Attachment", "Attachment", "attachment", &S_InstanceNetworkInterfaceAttachment, 0, ML_BODY },
     { "Description", "Description", "description", &S_String, 0, ML_BODY },
     { "Groups", "GroupSet", "groupSet", &S_GroupIdentifierList, 0, ML_BODY },
-    { "Ipv6Addresses", "Ipv6AddressesSet", "ipv6AddressesSet", &S_InstanceIpv6AddressList, 0,
-      ML_BODY },
+    { "Ipv6Addresses", "Ipv6AddressesSet", "ipv6AddressesSet", &S_InstanceIpv6AddressList, 0, ML_BODY },
     { "MacAddress", "MacAddress", "macAddress", &S_String, 0, ML_BODY },
     { "NetworkInterfaceId", "NetworkInterfaceId", "networkInterfaceId", &S_String, 0, ML_BODY },
     { "OwnerId", "OwnerId", "ownerId", &S_String, 0, ML_BODY },
     { "PrivateDnsName", "PrivateDnsName", "privateDnsName", &S_String, 0, ML_BODY },
     { "PrivateIpAddress", "PrivateIpAddress", "privateIpAddress", &S_String, 0, ML_BODY },
-    { "PrivateIpAddresses", "PrivateIpAddressesSet", "privateIpAddressesSet",
-      &S_InstancePrivateIpAddressList, 0, ML_BODY },
+    { "PrivateIpAddresses", "PrivateIpAddressesSet", "privateIpAddressesSet", &S_InstancePrivateIpAddressList, 0, ML_BODY },
     { "SourceDestCheck", "SourceDestCheck", "sourceDestCheck", &S_Boolean, 0, ML_BODY },
     { "Status", "Status", "status", &S_NetworkInterfaceStatus, 0, ML_BODY },
     { "SubnetId", "SubnetId", "subnetId", &S_String, 0, ML_BODY },
@@ -3209,8 +1748,7 @@ static const struct model_member M_InstanceNetworkInterface[] = {
     { "InterfaceType", "InterfaceType", "interfaceType", &S_String, 0, ML_BODY },
     { "Ipv4Prefixes", "Ipv4PrefixSet", "ipv4PrefixSet", &S_InstanceIpv4PrefixList, 0, ML_BODY },
     { "Ipv6Prefixes", "Ipv6PrefixSet", "ipv6PrefixSet", &S_InstanceIpv6PrefixList, 0, ML_BODY },
-    { "ConnectionTrackingConfiguration", "ConnectionTrackingConfiguration",
-      "connectionTrackingConfiguration", &S_ConnectionTrackingSpecificationResponse, 0, ML_BODY },
+    { "ConnectionTrackingConfiguration", "ConnectionTrackingConfiguration", "connectionTrackingConfiguration", &S_ConnectionTrackingSpecificationResponse, 0, ML_BODY },
     { "Operator", "Operator", "operator", &S_OperatorResponse, 0, ML_BODY },
 };
 static const struct model_member M_InstanceNetworkInterfaceAssociation[] = {
@@ -3227,14 +1765,12 @@ static const struct model_member M_InstanceNetworkInterfaceAttachment[] = {
     { "DeviceIndex", "DeviceIndex", "deviceIndex", &S_Integer, 0, ML_BODY },
     { "Status", "Status", "status", &S_AttachmentStatus, 0, ML_BODY },
     { "NetworkCardIndex", "NetworkCardIndex", "networkCardIndex", &S_Integer, 0, ML_BODY },
-    { "EnaSrdSpecification", "EnaSrdSpecification", "enaSrdSpecification",
-      &S_InstanceAttachmentEnaSrdSpecification, 0, ML_BODY },
+    { "EnaSrdSpecification", "EnaSrdSpecification", "enaSrdSpecification", &S_InstanceAttachmentEnaSrdSpecification, 0, ML_BODY },
     { "EnaQueueCount", "EnaQueueCount", "enaQueueCount", &S_Integer, 0, ML_BODY },
 };
 static const struct model_member M_InstanceAttachmentEnaSrdSpecification[] = {
     { "EnaSrdEnabled", "EnaSrdEnabled", "enaSrdEnabled", &S_Boolean, 0, ML_BODY },
-    { "EnaSrdUdpSpecification", "EnaSrdUdpSpecification", "enaSrdUdpSpecification",
-      &S_InstanceAttachmentEnaSrdUdpSpecification, 0, ML_BODY },
+    { "EnaSrdUdpSpecification", "EnaSrdUdpSpecification", "enaSrdUdpSpecification", &S_InstanceAttachmentEnaSrdUdpSpecification, 0, ML_BODY },
 };
 static const struct model_member M_InstanceAttachmentEnaSrdUdpSpecification[] = {
     { "EnaSrdUdpEnabled", "EnaSrdUdpEnabled", "enaSrdUdpEnabled", &S_Boolean, 0, ML_BODY },
@@ -3243,14 +1779,12 @@ static const struct model_member L_InstancePrivateIpAddressList[] = {
     { "member", "item", "item", &S_InstancePrivateIpAddress, 0, ML_BODY },
 };
 static const struct model_member M_InstancePrivateIpAddress[] = {
-    { "Association", "Association", "association", &S_InstanceNetworkInterfaceAssociation, 0,
-      ML_BODY },
+    { "Association", "Association", "association", &S_InstanceNetworkInterfaceAssociation, 0, ML_BODY },
     { "Primary", "Primary", "primary", &S_Boolean, 0, ML_BODY },
     { "PrivateDnsName", "PrivateDnsName", "privateDnsName", &S_String, 0, ML_BODY },
     { "PrivateIpAddress", "PrivateIpAddress", "privateIpAddress", &S_String, 0, ML_BODY },
 };
-static const char *const E_NetworkInterfaceStatus[] = { "available", "associated", "attaching",
-                                                        "in-use", "detaching" };
+static const char *const E_NetworkInterfaceStatus[] = { "available", "associated", "attaching", "in-use", "detaching" };
 static const struct model_member L_InstanceIpv4PrefixList[] = {
     { "member", "item", "item", &S_InstanceIpv4Prefix, 0, ML_BODY },
 };
@@ -3264,8 +1798,7 @@ static const struct model_member M_InstanceIpv6Prefix[] = {
     { "Ipv6Prefix", "Ipv6Prefix", "ipv6Prefix", &S_String, 0, ML_BODY },
 };
 static const struct model_member M_ConnectionTrackingSpecificationResponse[] = {
-    { "TcpEstablishedTimeout", "TcpEstablishedTimeout", "tcpEstablishedTimeout", &S_Integer, 0,
-      ML_BODY },
+    { "TcpEstablishedTimeout", "TcpEstablishedTimeout", "tcpEstablishedTimeout", &S_Integer, 0, ML_BODY },
     { "UdpStreamTimeout", "UdpStreamTimeout", "udpStreamTimeout", &S_Integer, 0, ML_BODY },
     { "UdpTimeout", "UdpTimeout", "udpTimeout", &S_Integer, 0, ML_BODY },
 };
@@ -3273,20 +1806,15 @@ static const struct model_member M_CpuOptions[] = {
     { "CoreCount", "CoreCount", "coreCount", &S_Integer, 0, ML_BODY },
     { "ThreadsPerCore", "ThreadsPerCore", "threadsPerCore", &S_Integer, 0, ML_BODY },
     { "AmdSevSnp", "AmdSevSnp", "amdSevSnp", &S_AmdSevSnpSpecification, 0, ML_BODY },
-    { "NestedVirtualization", "NestedVirtualization", "nestedVirtualization",
-      &S_NestedVirtualizationSpecification, 0, ML_BODY },
+    { "NestedVirtualization", "NestedVirtualization", "nestedVirtualization", &S_NestedVirtualizationSpecification, 0, ML_BODY },
 };
 static const struct model_member M_CapacityReservationSpecificationResponse[] = {
-    { "CapacityReservationPreference", "CapacityReservationPreference",
-      "capacityReservationPreference", &S_CapacityReservationPreference, 0, ML_BODY },
-    { "CapacityReservationTarget", "CapacityReservationTarget", "capacityReservationTarget",
-      &S_CapacityReservationTargetResponse, 0, ML_BODY },
+    { "CapacityReservationPreference", "CapacityReservationPreference", "capacityReservationPreference", &S_CapacityReservationPreference, 0, ML_BODY },
+    { "CapacityReservationTarget", "CapacityReservationTarget", "capacityReservationTarget", &S_CapacityReservationTargetResponse, 0, ML_BODY },
 };
 static const struct model_member M_CapacityReservationTargetResponse[] = {
-    { "CapacityReservationId", "CapacityReservationId", "capacityReservationId", &S_String, 0,
-      ML_BODY },
-    { "CapacityReservationResourceGroupArn", "CapacityReservationResourceGroupArn",
-      "capacityReservationResourceGroupArn", &S_String, 0, ML_BODY },
+    { "CapacityReservationId", "CapacityReservationId", "capacityReservationId", &S_String, 0, ML_BODY },
+    { "CapacityReservationResourceGroupArn", "CapacityReservationResourceGroupArn", "capacityReservationResourceGroupArn", &S_String, 0, ML_BODY },
 };
 static const struct model_member M_HibernationOptions[] = {
     { "Configured", "Configured", "configured", &S_Boolean, 0, ML_BODY },
@@ -3295,20 +1823,15 @@ static const struct model_member L_LicenseList[] = {
     { "member", "item", "item", &S_LicenseConfiguration, 0, ML_BODY },
 };
 static const struct model_member M_LicenseConfiguration[] = {
-    { "LicenseConfigurationArn", "LicenseConfigurationArn", "licenseConfigurationArn", &S_String, 0,
-      ML_BODY },
+    { "LicenseConfigurationArn", "LicenseConfigurationArn", "licenseConfigurationArn", &S_String, 0, ML_BODY },
 };
 static const struct model_member M_InstanceMetadataOptionsResponse[] = {
     { "State", "State", "state", &S_InstanceMetadataOptionsState, 0, ML_BODY },
     { "HttpTokens", "HttpTokens", "httpTokens", &S_HttpTokensState, 0, ML_BODY },
-    { "HttpPutResponseHopLimit", "HttpPutResponseHopLimit", "httpPutResponseHopLimit", &S_Integer,
-      0, ML_BODY },
-    { "HttpEndpoint", "HttpEndpoint", "httpEndpoint", &S_InstanceMetadataEndpointState, 0,
-      ML_BODY },
-    { "HttpProtocolIpv6", "HttpProtocolIpv6", "httpProtocolIpv6", &S_InstanceMetadataProtocolState,
-      0, ML_BODY },
-    { "InstanceMetadataTags", "InstanceMetadataTags", "instanceMetadataTags",
-      &S_InstanceMetadataTagsState, 0, ML_BODY },
+    { "HttpPutResponseHopLimit", "HttpPutResponseHopLimit", "httpPutResponseHopLimit", &S_Integer, 0, ML_BODY },
+    { "HttpEndpoint", "HttpEndpoint", "httpEndpoint", &S_InstanceMetadataEndpointState, 0, ML_BODY },
+    { "HttpProtocolIpv6", "HttpProtocolIpv6", "httpProtocolIpv6", &S_InstanceMetadataProtocolState, 0, ML_BODY },
+    { "InstanceMetadataTags", "InstanceMetadataTags", "instanceMetadataTags", &S_InstanceMetadataTagsState, 0, ML_BODY },
 };
 static const char *const E_InstanceMetadataOptionsState[] = { "pending", "applied" };
 static const struct model_member M_EnclaveOptions[] = {
@@ -3316,40 +1839,31 @@ static const struct model_member M_EnclaveOptions[] = {
 };
 static const struct model_member M_PrivateDnsNameOptionsResponse[] = {
     { "HostnameType", "HostnameType", "hostnameType", &S_HostnameType, 0, ML_BODY },
-    { "EnableResourceNameDnsARecord", "EnableResourceNameDnsARecord",
-      "enableResourceNameDnsARecord", &S_Boolean, 0, ML_BODY },
-    { "EnableResourceNameDnsAAAARecord", "EnableResourceNameDnsAAAARecord",
-      "enableResourceNameDnsAAAARecord", &S_Boolean, 0, ML_BODY },
+    { "EnableResourceNameDnsARecord", "EnableResourceNameDnsARecord", "enableResourceNameDnsARecord", &S_Boolean, 0, ML_BODY },
+    { "EnableResourceNameDnsAAAARecord", "EnableResourceNameDnsAAAARecord", "enableResourceNameDnsAAAARecord", &S_Boolean, 0, ML_BODY },
 };
 static const struct model_member M_InstanceMaintenanceOptions[] = {
     { "AutoRecovery", "AutoRecovery", "autoRecovery", &S_InstanceAutoRecoveryState, 0, ML_BODY },
-    { "RebootMigration", "RebootMigration", "rebootMigration", &S_InstanceRebootMigrationState, 0,
-      ML_BODY },
+    { "RebootMigration", "RebootMigration", "rebootMigration", &S_InstanceRebootMigrationState, 0, ML_BODY },
 };
 static const char *const E_InstanceRebootMigrationState[] = { "disabled", "default" };
 static const char *const E_InstanceBootModeValues[] = { "legacy-bios", "uefi" };
 static const struct model_member M_InstanceNetworkPerformanceOptions[] = {
-    { "BandwidthWeighting", "BandwidthWeighting", "bandwidthWeighting",
-      &S_InstanceBandwidthWeighting, 0, ML_BODY },
+    { "BandwidthWeighting", "BandwidthWeighting", "bandwidthWeighting", &S_InstanceBandwidthWeighting, 0, ML_BODY },
 };
 static const struct model_member L_InstanceSecondaryInterfaceList[] = {
     { "member", "item", "item", &S_InstanceSecondaryInterface, 0, ML_BODY },
 };
 static const struct model_member M_InstanceSecondaryInterface[] = {
-    { "Attachment", "Attachment", "attachment", &S_InstanceSecondaryInterfaceAttachment, 0,
-      ML_BODY },
+    { "Attachment", "Attachment", "attachment", &S_InstanceSecondaryInterfaceAttachment, 0, ML_BODY },
     { "MacAddress", "MacAddress", "macAddress", &S_String, 0, ML_BODY },
-    { "SecondaryInterfaceId", "SecondaryInterfaceId", "secondaryInterfaceId",
-      &S_SecondaryInterfaceId, 0, ML_BODY },
+    { "SecondaryInterfaceId", "SecondaryInterfaceId", "secondaryInterfaceId", &S_SecondaryInterfaceId, 0, ML_BODY },
     { "OwnerId", "OwnerId", "ownerId", &S_String, 0, ML_BODY },
-    { "PrivateIpAddresses", "PrivateIpAddressSet", "privateIpAddressSet",
-      &S_InstanceSecondaryInterfacePrivateIpAddressList, 0, ML_BODY },
+    { "PrivateIpAddresses", "PrivateIpAddressSet", "privateIpAddressSet", &S_InstanceSecondaryInterfacePrivateIpAddressList, 0, ML_BODY },
     { "SourceDestCheck", "SourceDestCheck", "sourceDestCheck", &S_Boolean, 0, ML_BODY },
     { "Status", "Status", "status", &S_SecondaryInterfaceStatus, 0, ML_BODY },
-    { "SecondarySubnetId", "SecondarySubnetId", "secondarySubnetId", &S_SecondarySubnetId, 0,
-      ML_BODY },
-    { "SecondaryNetworkId", "SecondaryNetworkId", "secondaryNetworkId", &S_SecondaryNetworkId, 0,
-      ML_BODY },
+    { "SecondarySubnetId", "SecondarySubnetId", "secondarySubnetId", &S_SecondarySubnetId, 0, ML_BODY },
+    { "SecondaryNetworkId", "SecondaryNetworkId", "secondaryNetworkId", &S_SecondaryNetworkId, 0, ML_BODY },
     { "InterfaceType", "InterfaceType", "interfaceType", &S_SecondaryInterfaceType, 0, ML_BODY },
 };
 static const struct model_member M_InstanceSecondaryInterfaceAttachment[] = {
@@ -3371,16 +1885,14 @@ static const struct model_member M_InstanceState[] = {
     { "Code", "Code", "code", &S_Integer, 0, ML_BODY },
     { "Name", "Name", "name", &S_InstanceStateName, 0, ML_BODY },
 };
-static const char *const E_InstanceStateName[] = { "pending",    "running",  "shutting-down",
-                                                   "terminated", "stopping", "stopped" };
+static const char *const E_InstanceStateName[] = { "pending", "running", "shutting-down", "terminated", "stopping", "stopped" };
 static const struct model_member M_Monitoring[] = {
     { "State", "State", "state", &S_MonitoringState, 0, ML_BODY },
 };
 static const char *const E_MonitoringState[] = { "disabled", "disabling", "enabled", "pending" };
 static const struct model_member M_DescribeInstancesRequest[] = {
     { "InstanceIds", "InstanceId", "InstanceId", &S_InstanceIdStringList, 0, ML_BODY },
-    { "IncludeManagedResources", "IncludeManagedResources", "IncludeManagedResources", &S_Boolean,
-      0, ML_BODY },
+    { "IncludeManagedResources", "IncludeManagedResources", "IncludeManagedResources", &S_Boolean, 0, ML_BODY },
     { "DryRun", "DryRun", "dryRun", &S_Boolean, 0, ML_BODY },
     { "Filters", "Filter", "Filter", &S_FilterList, 0, ML_BODY },
     { "NextToken", "NextToken", "nextToken", &S_String, 0, ML_BODY },
@@ -3400,15 +1912,13 @@ static const struct model_member M_DescribeInstanceStatusRequest[] = {
     { "InstanceIds", "InstanceId", "InstanceId", &S_InstanceIdStringList, 0, ML_BODY },
     { "MaxResults", "MaxResults", "MaxResults", &S_Integer, 0, ML_BODY },
     { "NextToken", "NextToken", "NextToken", &S_String, 0, ML_BODY },
-    { "IncludeManagedResources", "IncludeManagedResources", "IncludeManagedResources", &S_Boolean,
-      0, ML_BODY },
+    { "IncludeManagedResources", "IncludeManagedResources", "IncludeManagedResources", &S_Boolean, 0, ML_BODY },
     { "DryRun", "DryRun", "dryRun", &S_Boolean, 0, ML_BODY },
     { "Filters", "Filter", "Filter", &S_FilterList, 0, ML_BODY },
     { "IncludeAllInstances", "IncludeAllInstances", "includeAllInstances", &S_Boolean, 0, ML_BODY },
 };
 static const struct model_member M_DescribeInstanceStatusResult[] = {
-    { "InstanceStatuses", "InstanceStatusSet", "instanceStatusSet", &S_InstanceStatusList, 0,
-      ML_BODY },
+    { "InstanceStatuses", "InstanceStatusSet", "instanceStatusSet", &S_InstanceStatusList, 0, ML_BODY },
     { "NextToken", "NextToken", "nextToken", &S_String, 0, ML_BODY },
 };
 static const struct model_member L_InstanceStatusList[] = {
@@ -3416,8 +1926,7 @@ static const struct model_member L_InstanceStatusList[] = {
 };
 static const struct model_member M_InstanceStatus[] = {
     { "AvailabilityZone", "AvailabilityZone", "availabilityZone", &S_String, 0, ML_BODY },
-    { "AvailabilityZoneId", "AvailabilityZoneId", "availabilityZoneId", &S_AvailabilityZoneId, 0,
-      ML_BODY },
+    { "AvailabilityZoneId", "AvailabilityZoneId", "availabilityZoneId", &S_AvailabilityZoneId, 0, ML_BODY },
     { "OutpostArn", "OutpostArn", "outpostArn", &S_String, 0, ML_BODY },
     { "Operator", "Operator", "operator", &S_OperatorResponse, 0, ML_BODY },
     { "Events", "EventsSet", "eventsSet", &S_InstanceStatusEventList, 0, ML_BODY },
@@ -3425,8 +1934,7 @@ static const struct model_member M_InstanceStatus[] = {
     { "InstanceState", "InstanceState", "instanceState", &S_InstanceState, 0, ML_BODY },
     { "InstanceStatus", "InstanceStatus", "instanceStatus", &S_InstanceStatusSummary, 0, ML_BODY },
     { "SystemStatus", "SystemStatus", "systemStatus", &S_InstanceStatusSummary, 0, ML_BODY },
-    { "AttachedEbsStatus", "AttachedEbsStatus", "attachedEbsStatus", &S_EbsStatusSummary, 0,
-      ML_BODY },
+    { "AttachedEbsStatus", "AttachedEbsStatus", "attachedEbsStatus", &S_EbsStatusSummary, 0, ML_BODY },
 };
 static const struct model_member L_InstanceStatusEventList[] = {
     { "member", "item", "item", &S_InstanceStatusEvent, 0, ML_BODY },
@@ -3439,8 +1947,7 @@ static const struct model_member M_InstanceStatusEvent[] = {
     { "NotBefore", "NotBefore", "notBefore", &S_DateTime, 0, ML_BODY },
     { "NotBeforeDeadline", "NotBeforeDeadline", "notBeforeDeadline", &S_DateTime, 0, ML_BODY },
 };
-static const char *const E_EventCode[] = { "instance-reboot", "system-reboot", "system-maintenance",
-                                           "instance-retirement", "instance-stop" };
+static const char *const E_EventCode[] = { "instance-reboot", "system-reboot", "system-maintenance", "instance-retirement", "instance-stop" };
 static const struct model_member M_InstanceStatusSummary[] = {
     { "Details", "Details", "details", &S_InstanceStatusDetailsList, 0, ML_BODY },
     { "Status", "Status", "status", &S_SummaryStatus, 0, ML_BODY },
@@ -3454,10 +1961,8 @@ static const struct model_member M_InstanceStatusDetails[] = {
     { "Status", "Status", "status", &S_StatusType, 0, ML_BODY },
 };
 static const char *const E_StatusName[] = { "reachability" };
-static const char *const E_StatusType[] = { "passed", "failed", "insufficient-data",
-                                            "initializing" };
-static const char *const E_SummaryStatus[] = { "ok", "impaired", "insufficient-data",
-                                               "not-applicable", "initializing" };
+static const char *const E_StatusType[] = { "passed", "failed", "insufficient-data", "initializing" };
+static const char *const E_SummaryStatus[] = { "ok", "impaired", "insufficient-data", "not-applicable", "initializing" };
 static const struct model_member M_EbsStatusSummary[] = {
     { "Details", "Details", "details", &S_EbsStatusDetailsList, 0, ML_BODY },
     { "Status", "Status", "status", &S_SummaryStatus, 0, ML_BODY },
@@ -3507,27 +2012,22 @@ static const struct model_member M_TerminateInstancesRequest[] = {
     { "DryRun", "DryRun", "dryRun", &S_Boolean, 0, ML_BODY },
 };
 static const struct model_member M_TerminateInstancesResult[] = {
-    { "TerminatingInstances", "InstancesSet", "instancesSet", &S_InstanceStateChangeList, 0,
-      ML_BODY },
+    { "TerminatingInstances", "InstancesSet", "instancesSet", &S_InstanceStateChangeList, 0, ML_BODY },
 };
 static const struct model_member M_ModifyInstanceAttributeRequest[] = {
-    { "SourceDestCheck", "SourceDestCheck", "SourceDestCheck", &S_AttributeBooleanValue, 0,
-      ML_BODY },
+    { "SourceDestCheck", "SourceDestCheck", "SourceDestCheck", &S_AttributeBooleanValue, 0, ML_BODY },
     { "DisableApiStop", "DisableApiStop", "DisableApiStop", &S_AttributeBooleanValue, 0, ML_BODY },
     { "DryRun", "DryRun", "dryRun", &S_Boolean, 0, ML_BODY },
     { "InstanceId", "InstanceId", "instanceId", &S_InstanceId, MF_REQUIRED, ML_BODY },
     { "Attribute", "Attribute", "attribute", &S_InstanceAttributeName, 0, ML_BODY },
     { "Value", "Value", "value", &S_ModifyInstanceAttributeValue, MF_SENSITIVE, ML_BODY },
-    { "BlockDeviceMappings", "BlockDeviceMapping", "blockDeviceMapping",
-      &S_InstanceBlockDeviceMappingSpecificationList, 0, ML_BODY },
-    { "DisableApiTermination", "DisableApiTermination", "disableApiTermination",
-      &S_AttributeBooleanValue, 0, ML_BODY },
+    { "BlockDeviceMappings", "BlockDeviceMapping", "blockDeviceMapping", &S_InstanceBlockDeviceMappingSpecificationList, 0, ML_BODY },
+    { "DisableApiTermination", "DisableApiTermination", "disableApiTermination", &S_AttributeBooleanValue, 0, ML_BODY },
     { "InstanceType", "InstanceType", "instanceType", &S_AttributeValue, 0, ML_BODY },
     { "Kernel", "Kernel", "kernel", &S_AttributeValue, 0, ML_BODY },
     { "Ramdisk", "Ramdisk", "ramdisk", &S_AttributeValue, 0, ML_BODY },
     { "UserData", "UserData", "userData", &S_BlobAttributeValue, 0, ML_BODY },
-    { "InstanceInitiatedShutdownBehavior", "InstanceInitiatedShutdownBehavior",
-      "instanceInitiatedShutdownBehavior", &S_AttributeValue, 0, ML_BODY },
+    { "InstanceInitiatedShutdownBehavior", "InstanceInitiatedShutdownBehavior", "instanceInitiatedShutdownBehavior", &S_AttributeValue, 0, ML_BODY },
     { "Groups", "GroupId", "GroupId", &S_GroupIdStringList, 0, ML_BODY },
     { "EbsOptimized", "EbsOptimized", "ebsOptimized", &S_AttributeBooleanValue, 0, ML_BODY },
     { "SriovNetSupport", "SriovNetSupport", "sriovNetSupport", &S_AttributeValue, 0, ML_BODY },
@@ -3536,22 +2036,7 @@ static const struct model_member M_ModifyInstanceAttributeRequest[] = {
 static const struct model_member M_AttributeBooleanValue[] = {
     { "Value", "Value", "value", &S_Boolean, 0, ML_BODY },
 };
-static const char *const E_InstanceAttributeName[] = { "instanceType",
-                                                       "kernel",
-                                                       "ramdisk",
-                                                       "userData",
-                                                       "disableApiTermination",
-                                                       "instanceInitiatedShutdownBehavior",
-                                                       "rootDeviceName",
-                                                       "blockDeviceMapping",
-                                                       "productCodes",
-                                                       "sourceDestCheck",
-                                                       "groupSet",
-                                                       "ebsOptimized",
-                                                       "sriovNetSupport",
-                                                       "enaSupport",
-                                                       "enclaveOptions",
-                                                       "disableApiStop" };
+static const char *const E_InstanceAttributeName[] = { "instanceType", "kernel", "ramdisk", "userData", "disableApiTermination", "instanceInitiatedShutdownBehavior", "rootDeviceName", "blockDeviceMapping", "productCodes", "sourceDestCheck", "groupSet", "ebsOptimized", "sriovNetSupport", "enaSupport", "enclaveOptions", "disableApiStop" };
 static const struct model_member L_InstanceBlockDeviceMappingSpecificationList[] = {
     { "member", "item", "item", &S_InstanceBlockDeviceMappingSpecification, 0, ML_BODY },
 };
@@ -3577,23 +2062,19 @@ static const struct model_member M_DescribeInstanceAttributeRequest[] = {
     { "Attribute", "Attribute", "attribute", &S_InstanceAttributeName, MF_REQUIRED, ML_BODY },
 };
 static const struct model_member M_InstanceAttribute[] = {
-    { "BlockDeviceMappings", "BlockDeviceMapping", "blockDeviceMapping",
-      &S_InstanceBlockDeviceMappingList, 0, ML_BODY },
-    { "DisableApiTermination", "DisableApiTermination", "disableApiTermination",
-      &S_AttributeBooleanValue, 0, ML_BODY },
+    { "BlockDeviceMappings", "BlockDeviceMapping", "blockDeviceMapping", &S_InstanceBlockDeviceMappingList, 0, ML_BODY },
+    { "DisableApiTermination", "DisableApiTermination", "disableApiTermination", &S_AttributeBooleanValue, 0, ML_BODY },
     { "EnaSupport", "EnaSupport", "enaSupport", &S_AttributeBooleanValue, 0, ML_BODY },
     { "EnclaveOptions", "EnclaveOptions", "enclaveOptions", &S_EnclaveOptions, 0, ML_BODY },
     { "EbsOptimized", "EbsOptimized", "ebsOptimized", &S_AttributeBooleanValue, 0, ML_BODY },
     { "InstanceId", "InstanceId", "instanceId", &S_String, 0, ML_BODY },
-    { "InstanceInitiatedShutdownBehavior", "InstanceInitiatedShutdownBehavior",
-      "instanceInitiatedShutdownBehavior", &S_AttributeValue, 0, ML_BODY },
+    { "InstanceInitiatedShutdownBehavior", "InstanceInitiatedShutdownBehavior", "instanceInitiatedShutdownBehavior", &S_AttributeValue, 0, ML_BODY },
     { "InstanceType", "InstanceType", "instanceType", &S_AttributeValue, 0, ML_BODY },
     { "KernelId", "Kernel", "kernel", &S_AttributeValue, 0, ML_BODY },
     { "ProductCodes", "ProductCodes", "productCodes", &S_ProductCodeList, 0, ML_BODY },
     { "RamdiskId", "Ramdisk", "ramdisk", &S_AttributeValue, 0, ML_BODY },
     { "RootDeviceName", "RootDeviceName", "rootDeviceName", &S_AttributeValue, 0, ML_BODY },
-    { "SourceDestCheck", "SourceDestCheck", "sourceDestCheck", &S_AttributeBooleanValue, 0,
-      ML_BODY },
+    { "SourceDestCheck", "SourceDestCheck", "sourceDestCheck", &S_AttributeBooleanValue, 0, ML_BODY },
     { "SriovNetSupport", "SriovNetSupport", "sriovNetSupport", &S_AttributeValue, 0, ML_BODY },
     { "UserData", "UserData", "userData", &S_AttributeValue, 0, ML_BODY },
     { "DisableApiStop", "DisableApiStop", "disableApiStop", &S_AttributeBooleanValue, 0, ML_BODY },
@@ -3602,20 +2083,15 @@ static const struct model_member M_InstanceAttribute[] = {
 static const struct model_member M_ModifyInstanceMetadataOptionsRequest[] = {
     { "InstanceId", "InstanceId", "InstanceId", &S_InstanceId, MF_REQUIRED, ML_BODY },
     { "HttpTokens", "HttpTokens", "HttpTokens", &S_HttpTokensState, 0, ML_BODY },
-    { "HttpPutResponseHopLimit", "HttpPutResponseHopLimit", "HttpPutResponseHopLimit", &S_Integer,
-      0, ML_BODY },
-    { "HttpEndpoint", "HttpEndpoint", "HttpEndpoint", &S_InstanceMetadataEndpointState, 0,
-      ML_BODY },
+    { "HttpPutResponseHopLimit", "HttpPutResponseHopLimit", "HttpPutResponseHopLimit", &S_Integer, 0, ML_BODY },
+    { "HttpEndpoint", "HttpEndpoint", "HttpEndpoint", &S_InstanceMetadataEndpointState, 0, ML_BODY },
     { "DryRun", "DryRun", "DryRun", &S_Boolean, 0, ML_BODY },
-    { "HttpProtocolIpv6", "HttpProtocolIpv6", "HttpProtocolIpv6", &S_InstanceMetadataProtocolState,
-      0, ML_BODY },
-    { "InstanceMetadataTags", "InstanceMetadataTags", "InstanceMetadataTags",
-      &S_InstanceMetadataTagsState, 0, ML_BODY },
+    { "HttpProtocolIpv6", "HttpProtocolIpv6", "HttpProtocolIpv6", &S_InstanceMetadataProtocolState, 0, ML_BODY },
+    { "InstanceMetadataTags", "InstanceMetadataTags", "InstanceMetadataTags", &S_InstanceMetadataTagsState, 0, ML_BODY },
 };
 static const struct model_member M_ModifyInstanceMetadataOptionsResult[] = {
     { "InstanceId", "InstanceId", "instanceId", &S_String, 0, ML_BODY },
-    { "InstanceMetadataOptions", "InstanceMetadataOptions", "instanceMetadataOptions",
-      &S_InstanceMetadataOptionsResponse, 0, ML_BODY },
+    { "InstanceMetadataOptions", "InstanceMetadataOptions", "instanceMetadataOptions", &S_InstanceMetadataOptionsResponse, 0, ML_BODY },
 };
 static const struct model_member M_AttachVolumeRequest[] = {
     { "Device", "Device", "Device", &S_String, MF_REQUIRED, ML_BODY },
@@ -3642,39 +2118,31 @@ static const struct model_member M_GetConsoleOutputResult[] = {
     { "Output", "Output", "output", &S_String, 0, ML_BODY },
 };
 static const struct model_member M_CreateImageRequest[] = {
-    { "TagSpecifications", "TagSpecification", "TagSpecification", &S_TagSpecificationList, 0,
-      ML_BODY },
-    { "SnapshotLocation", "SnapshotLocation", "SnapshotLocation", &S_SnapshotLocationEnum, 0,
-      ML_BODY },
+    { "TagSpecifications", "TagSpecification", "TagSpecification", &S_TagSpecificationList, 0, ML_BODY },
+    { "SnapshotLocation", "SnapshotLocation", "SnapshotLocation", &S_SnapshotLocationEnum, 0, ML_BODY },
     { "DryRun", "DryRun", "dryRun", &S_Boolean, 0, ML_BODY },
     { "InstanceId", "InstanceId", "instanceId", &S_InstanceId, MF_REQUIRED, ML_BODY },
     { "Name", "Name", "name", &S_ImageNameRequest, MF_REQUIRED, ML_BODY },
     { "Description", "Description", "description", &S_ImageDescriptionRequest, 0, ML_BODY },
     { "NoReboot", "NoReboot", "noReboot", &S_Boolean, 0, ML_BODY },
-    { "BlockDeviceMappings", "BlockDeviceMapping", "blockDeviceMapping",
-      &S_BlockDeviceMappingRequestList, 0, ML_BODY },
+    { "BlockDeviceMappings", "BlockDeviceMapping", "blockDeviceMapping", &S_BlockDeviceMappingRequestList, 0, ML_BODY },
 };
 static const struct model_member M_CreateImageResult[] = {
     { "ImageId", "ImageId", "imageId", &S_String, 0, ML_BODY },
 };
 static const struct model_member M_CreateSnapshotsRequest[] = {
     { "Description", "Description", "Description", &S_String, 0, ML_BODY },
-    { "InstanceSpecification", "InstanceSpecification", "InstanceSpecification",
-      &S_InstanceSpecification, MF_REQUIRED, ML_BODY },
+    { "InstanceSpecification", "InstanceSpecification", "InstanceSpecification", &S_InstanceSpecification, MF_REQUIRED, ML_BODY },
     { "OutpostArn", "OutpostArn", "OutpostArn", &S_String, 0, ML_BODY },
-    { "TagSpecifications", "TagSpecification", "TagSpecification", &S_TagSpecificationList, 0,
-      ML_BODY },
+    { "TagSpecifications", "TagSpecification", "TagSpecification", &S_TagSpecificationList, 0, ML_BODY },
     { "DryRun", "DryRun", "DryRun", &S_Boolean, 0, ML_BODY },
-    { "CopyTagsFromSource", "CopyTagsFromSource", "CopyTagsFromSource", &S_CopyTagsFromSource, 0,
-      ML_BODY },
+    { "CopyTagsFromSource", "CopyTagsFromSource", "CopyTagsFromSource", &S_CopyTagsFromSource, 0, ML_BODY },
     { "Location", "Location", "Location", &S_SnapshotLocationEnum, 0, ML_BODY },
 };
 static const struct model_member M_InstanceSpecification[] = {
-    { "InstanceId", "InstanceId", "InstanceId", &S_InstanceIdWithVolumeResolver, MF_REQUIRED,
-      ML_BODY },
+    { "InstanceId", "InstanceId", "InstanceId", &S_InstanceIdWithVolumeResolver, MF_REQUIRED, ML_BODY },
     { "ExcludeBootVolume", "ExcludeBootVolume", "ExcludeBootVolume", &S_Boolean, 0, ML_BODY },
-    { "ExcludeDataVolumeIds", "ExcludeDataVolumeId", "ExcludeDataVolumeId", &S_VolumeIdStringList,
-      0, ML_BODY },
+    { "ExcludeDataVolumeIds", "ExcludeDataVolumeId", "ExcludeDataVolumeId", &S_VolumeIdStringList, 0, ML_BODY },
 };
 static const char *const E_CopyTagsFromSource[] = { "volume" };
 static const struct model_member M_CreateSnapshotsResult[] = {
@@ -3704,8 +2172,7 @@ static const struct model_member M_DescribeInstanceTypesRequest[] = {
     { "Filters", "Filter", "Filter", &S_FilterList, 0, ML_BODY },
     { "MaxResults", "MaxResults", "MaxResults", &S_DITMaxResults, 0, ML_BODY },
     { "NextToken", "NextToken", "NextToken", &S_NextToken, 0, ML_BODY },
-    { "IncludeUnsupportedInRegion", "IncludeUnsupportedInRegion", "IncludeUnsupportedInRegion",
-      &S_IncludeUnsupportedInRegion, 0, ML_BODY },
+    { "IncludeUnsupportedInRegion", "IncludeUnsupportedInRegion", "IncludeUnsupportedInRegion", &S_IncludeUnsupportedInRegion, 0, ML_BODY },
 };
 static const struct model_member L_RequestInstanceTypeList[] = {
     { "member", "member", "member", &S_InstanceType, 0, ML_BODY },
@@ -3719,55 +2186,37 @@ static const struct model_member L_InstanceTypeInfoList[] = {
 };
 static const struct model_member M_InstanceTypeInfo[] = {
     { "InstanceType", "InstanceType", "instanceType", &S_InstanceType, 0, ML_BODY },
-    { "CurrentGeneration", "CurrentGeneration", "currentGeneration", &S_CurrentGenerationFlag, 0,
-      ML_BODY },
-    { "FreeTierEligible", "FreeTierEligible", "freeTierEligible", &S_FreeTierEligibleFlag, 0,
-      ML_BODY },
-    { "SupportedUsageClasses", "SupportedUsageClasses", "supportedUsageClasses",
-      &S_UsageClassTypeList, 0, ML_BODY },
-    { "SupportedRootDeviceTypes", "SupportedRootDeviceTypes", "supportedRootDeviceTypes",
-      &S_RootDeviceTypeList, 0, ML_BODY },
-    { "SupportedVirtualizationTypes", "SupportedVirtualizationTypes",
-      "supportedVirtualizationTypes", &S_VirtualizationTypeList, 0, ML_BODY },
+    { "CurrentGeneration", "CurrentGeneration", "currentGeneration", &S_CurrentGenerationFlag, 0, ML_BODY },
+    { "FreeTierEligible", "FreeTierEligible", "freeTierEligible", &S_FreeTierEligibleFlag, 0, ML_BODY },
+    { "SupportedUsageClasses", "SupportedUsageClasses", "supportedUsageClasses", &S_UsageClassTypeList, 0, ML_BODY },
+    { "SupportedRootDeviceTypes", "SupportedRootDeviceTypes", "supportedRootDeviceTypes", &S_RootDeviceTypeList, 0, ML_BODY },
+    { "SupportedVirtualizationTypes", "SupportedVirtualizationTypes", "supportedVirtualizationTypes", &S_VirtualizationTypeList, 0, ML_BODY },
     { "BareMetal", "BareMetal", "bareMetal", &S_BareMetalFlag, 0, ML_BODY },
     { "Hypervisor", "Hypervisor", "hypervisor", &S_InstanceTypeHypervisor, 0, ML_BODY },
     { "ProcessorInfo", "ProcessorInfo", "processorInfo", &S_ProcessorInfo, 0, ML_BODY },
     { "VCpuInfo", "VCpuInfo", "vCpuInfo", &S_VCpuInfo, 0, ML_BODY },
     { "MemoryInfo", "MemoryInfo", "memoryInfo", &S_MemoryInfo, 0, ML_BODY },
-    { "InstanceStorageSupported", "InstanceStorageSupported", "instanceStorageSupported",
-      &S_InstanceStorageFlag, 0, ML_BODY },
-    { "InstanceStorageInfo", "InstanceStorageInfo", "instanceStorageInfo", &S_InstanceStorageInfo,
-      0, ML_BODY },
+    { "InstanceStorageSupported", "InstanceStorageSupported", "instanceStorageSupported", &S_InstanceStorageFlag, 0, ML_BODY },
+    { "InstanceStorageInfo", "InstanceStorageInfo", "instanceStorageInfo", &S_InstanceStorageInfo, 0, ML_BODY },
     { "EbsInfo", "EbsInfo", "ebsInfo", &S_EbsInfo, 0, ML_BODY },
     { "NetworkInfo", "NetworkInfo", "networkInfo", &S_NetworkInfo, 0, ML_BODY },
     { "GpuInfo", "GpuInfo", "gpuInfo", &S_GpuInfo, 0, ML_BODY },
     { "FpgaInfo", "FpgaInfo", "fpgaInfo", &S_FpgaInfo, 0, ML_BODY },
-    { "PlacementGroupInfo", "PlacementGroupInfo", "placementGroupInfo", &S_PlacementGroupInfo, 0,
-      ML_BODY },
-    { "InferenceAcceleratorInfo", "InferenceAcceleratorInfo", "inferenceAcceleratorInfo",
-      &S_InferenceAcceleratorInfo, 0, ML_BODY },
-    { "HibernationSupported", "HibernationSupported", "hibernationSupported", &S_HibernationFlag, 0,
-      ML_BODY },
-    { "BurstablePerformanceSupported", "BurstablePerformanceSupported",
-      "burstablePerformanceSupported", &S_BurstablePerformanceFlag, 0, ML_BODY },
-    { "DedicatedHostsSupported", "DedicatedHostsSupported", "dedicatedHostsSupported",
-      &S_DedicatedHostFlag, 0, ML_BODY },
-    { "AutoRecoverySupported", "AutoRecoverySupported", "autoRecoverySupported",
-      &S_AutoRecoveryFlag, 0, ML_BODY },
-    { "SupportedBootModes", "SupportedBootModes", "supportedBootModes", &S_BootModeTypeList, 0,
-      ML_BODY },
-    { "NitroEnclavesSupport", "NitroEnclavesSupport", "nitroEnclavesSupport",
-      &S_NitroEnclavesSupport, 0, ML_BODY },
+    { "PlacementGroupInfo", "PlacementGroupInfo", "placementGroupInfo", &S_PlacementGroupInfo, 0, ML_BODY },
+    { "InferenceAcceleratorInfo", "InferenceAcceleratorInfo", "inferenceAcceleratorInfo", &S_InferenceAcceleratorInfo, 0, ML_BODY },
+    { "HibernationSupported", "HibernationSupported", "hibernationSupported", &S_HibernationFlag, 0, ML_BODY },
+    { "BurstablePerformanceSupported", "BurstablePerformanceSupported", "burstablePerformanceSupported", &S_BurstablePerformanceFlag, 0, ML_BODY },
+    { "DedicatedHostsSupported", "DedicatedHostsSupported", "dedicatedHostsSupported", &S_DedicatedHostFlag, 0, ML_BODY },
+    { "AutoRecoverySupported", "AutoRecoverySupported", "autoRecoverySupported", &S_AutoRecoveryFlag, 0, ML_BODY },
+    { "SupportedBootModes", "SupportedBootModes", "supportedBootModes", &S_BootModeTypeList, 0, ML_BODY },
+    { "NitroEnclavesSupport", "NitroEnclavesSupport", "nitroEnclavesSupport", &S_NitroEnclavesSupport, 0, ML_BODY },
     { "NitroTpmSupport", "NitroTpmSupport", "nitroTpmSupport", &S_NitroTpmSupport, 0, ML_BODY },
     { "NitroTpmInfo", "NitroTpmInfo", "nitroTpmInfo", &S_NitroTpmInfo, 0, ML_BODY },
-    { "MediaAcceleratorInfo", "MediaAcceleratorInfo", "mediaAcceleratorInfo",
-      &S_MediaAcceleratorInfo, 0, ML_BODY },
+    { "MediaAcceleratorInfo", "MediaAcceleratorInfo", "mediaAcceleratorInfo", &S_MediaAcceleratorInfo, 0, ML_BODY },
     { "NeuronInfo", "NeuronInfo", "neuronInfo", &S_NeuronInfo, 0, ML_BODY },
     { "PhcSupport", "PhcSupport", "phcSupport", &S_PhcSupport, 0, ML_BODY },
-    { "RebootMigrationSupport", "RebootMigrationSupport", "rebootMigrationSupport",
-      &S_RebootMigrationSupport, 0, ML_BODY },
-    { "SupportedInRegion", "SupportedInRegion", "supportedInRegion", &S_SupportedInRegion, 0,
-      ML_BODY },
+    { "RebootMigrationSupport", "RebootMigrationSupport", "rebootMigrationSupport", &S_RebootMigrationSupport, 0, ML_BODY },
+    { "SupportedInRegion", "SupportedInRegion", "supportedInRegion", &S_SupportedInRegion, 0, ML_BODY },
 };
 static const struct model_member L_UsageClassTypeList[] = {
     { "member", "item", "item", &S_UsageClassType, 0, ML_BODY },
@@ -3782,32 +2231,25 @@ static const struct model_member L_VirtualizationTypeList[] = {
 };
 static const char *const E_InstanceTypeHypervisor[] = { "nitro", "xen" };
 static const struct model_member M_ProcessorInfo[] = {
-    { "SupportedArchitectures", "SupportedArchitectures", "supportedArchitectures",
-      &S_ArchitectureTypeList, 0, ML_BODY },
-    { "SustainedClockSpeedInGhz", "SustainedClockSpeedInGhz", "sustainedClockSpeedInGhz",
-      &S_ProcessorSustainedClockSpeed, 0, ML_BODY },
-    { "SupportedFeatures", "SupportedFeatures", "supportedFeatures",
-      &S_SupportedAdditionalProcessorFeatureList, 0, ML_BODY },
+    { "SupportedArchitectures", "SupportedArchitectures", "supportedArchitectures", &S_ArchitectureTypeList, 0, ML_BODY },
+    { "SustainedClockSpeedInGhz", "SustainedClockSpeedInGhz", "sustainedClockSpeedInGhz", &S_ProcessorSustainedClockSpeed, 0, ML_BODY },
+    { "SupportedFeatures", "SupportedFeatures", "supportedFeatures", &S_SupportedAdditionalProcessorFeatureList, 0, ML_BODY },
     { "Manufacturer", "Manufacturer", "manufacturer", &S_CpuManufacturerName, 0, ML_BODY },
 };
 static const struct model_member L_ArchitectureTypeList[] = {
     { "member", "item", "item", &S_ArchitectureType, 0, ML_BODY },
 };
-static const char *const E_ArchitectureType[] = { "i386", "x86_64", "arm64", "x86_64_mac",
-                                                  "arm64_mac" };
+static const char *const E_ArchitectureType[] = { "i386", "x86_64", "arm64", "x86_64_mac", "arm64_mac" };
 static const struct model_member L_SupportedAdditionalProcessorFeatureList[] = {
     { "member", "item", "item", &S_SupportedAdditionalProcessorFeature, 0, ML_BODY },
 };
-static const char *const E_SupportedAdditionalProcessorFeature[] = { "amd-sev-snp",
-                                                                     "nested-virtualization" };
+static const char *const E_SupportedAdditionalProcessorFeature[] = { "amd-sev-snp", "nested-virtualization" };
 static const struct model_member M_VCpuInfo[] = {
     { "DefaultVCpus", "DefaultVCpus", "defaultVCpus", &S_VCpuCount, 0, ML_BODY },
     { "DefaultCores", "DefaultCores", "defaultCores", &S_CoreCount, 0, ML_BODY },
-    { "DefaultThreadsPerCore", "DefaultThreadsPerCore", "defaultThreadsPerCore", &S_ThreadsPerCore,
-      0, ML_BODY },
+    { "DefaultThreadsPerCore", "DefaultThreadsPerCore", "defaultThreadsPerCore", &S_ThreadsPerCore, 0, ML_BODY },
     { "ValidCores", "ValidCores", "validCores", &S_CoreCountList, 0, ML_BODY },
-    { "ValidThreadsPerCore", "ValidThreadsPerCore", "validThreadsPerCore", &S_ThreadsPerCoreList, 0,
-      ML_BODY },
+    { "ValidThreadsPerCore", "ValidThreadsPerCore", "validThreadsPerCore", &S_ThreadsPerCoreList, 0, ML_BODY },
 };
 static const struct model_member L_CoreCountList[] = {
     { "member", "item", "item", &S_CoreCount, 0, ML_BODY },
@@ -3822,8 +2264,7 @@ static const struct model_member M_InstanceStorageInfo[] = {
     { "TotalSizeInGB", "TotalSizeInGB", "totalSizeInGB", &S_DiskSize, 0, ML_BODY },
     { "Disks", "Disks", "disks", &S_DiskInfoList, 0, ML_BODY },
     { "NvmeSupport", "NvmeSupport", "nvmeSupport", &S_EphemeralNvmeSupport, 0, ML_BODY },
-    { "EncryptionSupport", "EncryptionSupport", "encryptionSupport",
-      &S_InstanceStorageEncryptionSupport, 0, ML_BODY },
+    { "EncryptionSupport", "EncryptionSupport", "encryptionSupport", &S_InstanceStorageEncryptionSupport, 0, ML_BODY },
 };
 static const struct model_member L_DiskInfoList[] = {
     { "member", "item", "item", &S_DiskInfo, 0, ML_BODY },
@@ -3837,31 +2278,23 @@ static const char *const E_DiskType[] = { "hdd", "ssd" };
 static const char *const E_EphemeralNvmeSupport[] = { "unsupported", "supported", "required" };
 static const char *const E_InstanceStorageEncryptionSupport[] = { "unsupported", "required" };
 static const struct model_member M_EbsInfo[] = {
-    { "EbsOptimizedSupport", "EbsOptimizedSupport", "ebsOptimizedSupport", &S_EbsOptimizedSupport,
-      0, ML_BODY },
-    { "EncryptionSupport", "EncryptionSupport", "encryptionSupport", &S_EbsEncryptionSupport, 0,
-      ML_BODY },
+    { "EbsOptimizedSupport", "EbsOptimizedSupport", "ebsOptimizedSupport", &S_EbsOptimizedSupport, 0, ML_BODY },
+    { "EncryptionSupport", "EncryptionSupport", "encryptionSupport", &S_EbsEncryptionSupport, 0, ML_BODY },
     { "EbsOptimizedInfo", "EbsOptimizedInfo", "ebsOptimizedInfo", &S_EbsOptimizedInfo, 0, ML_BODY },
     { "NvmeSupport", "NvmeSupport", "nvmeSupport", &S_EbsNvmeSupport, 0, ML_BODY },
-    { "MaximumEbsAttachments", "MaximumEbsAttachments", "maximumEbsAttachments",
-      &S_MaximumEbsAttachments, 0, ML_BODY },
-    { "AttachmentLimitType", "AttachmentLimitType", "attachmentLimitType", &S_AttachmentLimitType,
-      0, ML_BODY },
+    { "MaximumEbsAttachments", "MaximumEbsAttachments", "maximumEbsAttachments", &S_MaximumEbsAttachments, 0, ML_BODY },
+    { "AttachmentLimitType", "AttachmentLimitType", "attachmentLimitType", &S_AttachmentLimitType, 0, ML_BODY },
     { "MaximumEbsCards", "MaximumEbsCards", "maximumEbsCards", &S_MaximumEbsCards, 0, ML_BODY },
     { "EbsCards", "EbsCardSet", "ebsCardSet", &S_EbsCardInfoList, 0, ML_BODY },
 };
 static const char *const E_EbsOptimizedSupport[] = { "unsupported", "supported", "default" };
 static const char *const E_EbsEncryptionSupport[] = { "unsupported", "supported" };
 static const struct model_member M_EbsOptimizedInfo[] = {
-    { "BaselineBandwidthInMbps", "BaselineBandwidthInMbps", "baselineBandwidthInMbps",
-      &S_BaselineBandwidthInMbps, 0, ML_BODY },
-    { "BaselineThroughputInMBps", "BaselineThroughputInMBps", "baselineThroughputInMBps",
-      &S_BaselineThroughputInMBps, 0, ML_BODY },
+    { "BaselineBandwidthInMbps", "BaselineBandwidthInMbps", "baselineBandwidthInMbps", &S_BaselineBandwidthInMbps, 0, ML_BODY },
+    { "BaselineThroughputInMBps", "BaselineThroughputInMBps", "baselineThroughputInMBps", &S_BaselineThroughputInMBps, 0, ML_BODY },
     { "BaselineIops", "BaselineIops", "baselineIops", &S_BaselineIops, 0, ML_BODY },
-    { "MaximumBandwidthInMbps", "MaximumBandwidthInMbps", "maximumBandwidthInMbps",
-      &S_MaximumBandwidthInMbps, 0, ML_BODY },
-    { "MaximumThroughputInMBps", "MaximumThroughputInMBps", "maximumThroughputInMBps",
-      &S_MaximumThroughputInMBps, 0, ML_BODY },
+    { "MaximumBandwidthInMbps", "MaximumBandwidthInMbps", "maximumBandwidthInMbps", &S_MaximumBandwidthInMbps, 0, ML_BODY },
+    { "MaximumThroughputInMBps", "MaximumThroughputInMBps", "maximumThroughputInMBps", &S_MaximumThroughputInMBps, 0, ML_BODY },
     { "MaximumIops", "MaximumIops", "maximumIops", &S_MaximumIops, 0, ML_BODY },
 };
 static const char *const E_EbsNvmeSupport[] = { "unsupported", "supported", "required" };
@@ -3871,77 +2304,51 @@ static const struct model_member L_EbsCardInfoList[] = {
 };
 static const struct model_member M_EbsCardInfo[] = {
     { "EbsCardIndex", "EbsCardIndex", "ebsCardIndex", &S_EbsCardIndex, 0, ML_BODY },
-    { "BaselineBandwidthInMbps", "BaselineBandwidthInMbps", "baselineBandwidthInMbps",
-      &S_BaselineBandwidthInMbps, 0, ML_BODY },
-    { "BaselineThroughputInMBps", "BaselineThroughputInMBps", "baselineThroughputInMBps",
-      &S_BaselineThroughputInMBps, 0, ML_BODY },
+    { "BaselineBandwidthInMbps", "BaselineBandwidthInMbps", "baselineBandwidthInMbps", &S_BaselineBandwidthInMbps, 0, ML_BODY },
+    { "BaselineThroughputInMBps", "BaselineThroughputInMBps", "baselineThroughputInMBps", &S_BaselineThroughputInMBps, 0, ML_BODY },
     { "BaselineIops", "BaselineIops", "baselineIops", &S_BaselineIops, 0, ML_BODY },
-    { "MaximumBandwidthInMbps", "MaximumBandwidthInMbps", "maximumBandwidthInMbps",
-      &S_MaximumBandwidthInMbps, 0, ML_BODY },
-    { "MaximumThroughputInMBps", "MaximumThroughputInMBps", "maximumThroughputInMBps",
-      &S_MaximumThroughputInMBps, 0, ML_BODY },
+    { "MaximumBandwidthInMbps", "MaximumBandwidthInMbps", "maximumBandwidthInMbps", &S_MaximumBandwidthInMbps, 0, ML_BODY },
+    { "MaximumThroughputInMBps", "MaximumThroughputInMBps", "maximumThroughputInMBps", &S_MaximumThroughputInMBps, 0, ML_BODY },
     { "MaximumIops", "MaximumIops", "maximumIops", &S_MaximumIops, 0, ML_BODY },
 };
 static const struct model_member M_NetworkInfo[] = {
-    { "NetworkPerformance", "NetworkPerformance", "networkPerformance", &S_NetworkPerformance, 0,
-      ML_BODY },
-    { "MaximumNetworkInterfaces", "MaximumNetworkInterfaces", "maximumNetworkInterfaces",
-      &S_MaxNetworkInterfaces, 0, ML_BODY },
-    { "MaximumNetworkCards", "MaximumNetworkCards", "maximumNetworkCards", &S_MaximumNetworkCards,
-      0, ML_BODY },
-    { "DefaultNetworkCardIndex", "DefaultNetworkCardIndex", "defaultNetworkCardIndex",
-      &S_DefaultNetworkCardIndex, 0, ML_BODY },
+    { "NetworkPerformance", "NetworkPerformance", "networkPerformance", &S_NetworkPerformance, 0, ML_BODY },
+    { "MaximumNetworkInterfaces", "MaximumNetworkInterfaces", "maximumNetworkInterfaces", &S_MaxNetworkInterfaces, 0, ML_BODY },
+    { "MaximumNetworkCards", "MaximumNetworkCards", "maximumNetworkCards", &S_MaximumNetworkCards, 0, ML_BODY },
+    { "DefaultNetworkCardIndex", "DefaultNetworkCardIndex", "defaultNetworkCardIndex", &S_DefaultNetworkCardIndex, 0, ML_BODY },
     { "NetworkCards", "NetworkCards", "networkCards", &S_NetworkCardInfoList, 0, ML_BODY },
-    { "Ipv4AddressesPerInterface", "Ipv4AddressesPerInterface", "ipv4AddressesPerInterface",
-      &S_MaxIpv4AddrPerInterface, 0, ML_BODY },
-    { "Ipv6AddressesPerInterface", "Ipv6AddressesPerInterface", "ipv6AddressesPerInterface",
-      &S_MaxIpv6AddrPerInterface, 0, ML_BODY },
+    { "Ipv4AddressesPerInterface", "Ipv4AddressesPerInterface", "ipv4AddressesPerInterface", &S_MaxIpv4AddrPerInterface, 0, ML_BODY },
+    { "Ipv6AddressesPerInterface", "Ipv6AddressesPerInterface", "ipv6AddressesPerInterface", &S_MaxIpv6AddrPerInterface, 0, ML_BODY },
     { "Ipv6Supported", "Ipv6Supported", "ipv6Supported", &S_Ipv6Flag, 0, ML_BODY },
     { "EnaSupport", "EnaSupport", "enaSupport", &S_EnaSupport, 0, ML_BODY },
     { "EfaSupported", "EfaSupported", "efaSupported", &S_EfaSupportedFlag, 0, ML_BODY },
     { "EfaInfo", "EfaInfo", "efaInfo", &S_EfaInfo, 0, ML_BODY },
-    { "EncryptionInTransitSupported", "EncryptionInTransitSupported",
-      "encryptionInTransitSupported", &S_EncryptionInTransitSupported, 0, ML_BODY },
+    { "EncryptionInTransitSupported", "EncryptionInTransitSupported", "encryptionInTransitSupported", &S_EncryptionInTransitSupported, 0, ML_BODY },
     { "EnaSrdSupported", "EnaSrdSupported", "enaSrdSupported", &S_EnaSrdSupported, 0, ML_BODY },
-    { "BandwidthWeightings", "BandwidthWeightings", "bandwidthWeightings",
-      &S_BandwidthWeightingTypeList, 0, ML_BODY },
-    { "FlexibleEnaQueuesSupport", "FlexibleEnaQueuesSupport", "flexibleEnaQueuesSupport",
-      &S_FlexibleEnaQueuesSupport, 0, ML_BODY },
-    { "ConnectionTrackingConfiguration", "ConnectionTrackingConfiguration",
-      "connectionTrackingConfiguration", &S_DefaultConnectionTrackingConfiguration, 0, ML_BODY },
-    { "SecondaryNetworkSupported", "SecondaryNetworkSupported", "secondaryNetworkSupported",
-      &S_SecondaryNetworkSupportedFlag, 0, ML_BODY },
-    { "MaximumSecondaryNetworkInterfaces", "MaximumSecondaryNetworkInterfaces",
-      "maximumSecondaryNetworkInterfaces", &S_MaximumSecondaryNetworkInterfaces, 0, ML_BODY },
-    { "Ipv4AddressesPerSecondaryInterface", "Ipv4AddressesPerSecondaryInterface",
-      "ipv4AddressesPerSecondaryInterface", &S_Ipv4AddressesPerSecondaryInterface, 0, ML_BODY },
+    { "BandwidthWeightings", "BandwidthWeightings", "bandwidthWeightings", &S_BandwidthWeightingTypeList, 0, ML_BODY },
+    { "FlexibleEnaQueuesSupport", "FlexibleEnaQueuesSupport", "flexibleEnaQueuesSupport", &S_FlexibleEnaQueuesSupport, 0, ML_BODY },
+    { "ConnectionTrackingConfiguration", "ConnectionTrackingConfiguration", "connectionTrackingConfiguration", &S_DefaultConnectionTrackingConfiguration, 0, ML_BODY },
+    { "SecondaryNetworkSupported", "SecondaryNetworkSupported", "secondaryNetworkSupported", &S_SecondaryNetworkSupportedFlag, 0, ML_BODY },
+    { "MaximumSecondaryNetworkInterfaces", "MaximumSecondaryNetworkInterfaces", "maximumSecondaryNetworkInterfaces", &S_MaximumSecondaryNetworkInterfaces, 0, ML_BODY },
+    { "Ipv4AddressesPerSecondaryInterface", "Ipv4AddressesPerSecondaryInterface", "ipv4AddressesPerSecondaryInterface", &S_Ipv4AddressesPerSecondaryInterface, 0, ML_BODY },
 };
 static const struct model_member L_NetworkCardInfoList[] = {
     { "member", "item", "item", &S_NetworkCardInfo, 0, ML_BODY },
 };
 static const struct model_member M_NetworkCardInfo[] = {
     { "NetworkCardIndex", "NetworkCardIndex", "networkCardIndex", &S_NetworkCardIndex, 0, ML_BODY },
-    { "NetworkPerformance", "NetworkPerformance", "networkPerformance", &S_NetworkPerformance, 0,
-      ML_BODY },
-    { "MaximumNetworkInterfaces", "MaximumNetworkInterfaces", "maximumNetworkInterfaces",
-      &S_MaxNetworkInterfaces, 0, ML_BODY },
-    { "AdditionalFlexibleNetworkInterfaces", "AdditionalFlexibleNetworkInterfaces",
-      "additionalFlexibleNetworkInterfaces", &S_AdditionalFlexibleNetworkInterfaces, 0, ML_BODY },
-    { "BaselineBandwidthInGbps", "BaselineBandwidthInGbps", "baselineBandwidthInGbps",
-      &S_BaselineBandwidthInGbps, 0, ML_BODY },
-    { "PeakBandwidthInGbps", "PeakBandwidthInGbps", "peakBandwidthInGbps", &S_PeakBandwidthInGbps,
-      0, ML_BODY },
-    { "DefaultEnaQueueCountPerInterface", "DefaultEnaQueueCountPerInterface",
-      "defaultEnaQueueCountPerInterface", &S_DefaultEnaQueueCountPerInterface, 0, ML_BODY },
-    { "MaximumEnaQueueCount", "MaximumEnaQueueCount", "maximumEnaQueueCount",
-      &S_MaximumEnaQueueCount, 0, ML_BODY },
-    { "MaximumEnaQueueCountPerInterface", "MaximumEnaQueueCountPerInterface",
-      "maximumEnaQueueCountPerInterface", &S_MaximumEnaQueueCountPerInterface, 0, ML_BODY },
+    { "NetworkPerformance", "NetworkPerformance", "networkPerformance", &S_NetworkPerformance, 0, ML_BODY },
+    { "MaximumNetworkInterfaces", "MaximumNetworkInterfaces", "maximumNetworkInterfaces", &S_MaxNetworkInterfaces, 0, ML_BODY },
+    { "AdditionalFlexibleNetworkInterfaces", "AdditionalFlexibleNetworkInterfaces", "additionalFlexibleNetworkInterfaces", &S_AdditionalFlexibleNetworkInterfaces, 0, ML_BODY },
+    { "BaselineBandwidthInGbps", "BaselineBandwidthInGbps", "baselineBandwidthInGbps", &S_BaselineBandwidthInGbps, 0, ML_BODY },
+    { "PeakBandwidthInGbps", "PeakBandwidthInGbps", "peakBandwidthInGbps", &S_PeakBandwidthInGbps, 0, ML_BODY },
+    { "DefaultEnaQueueCountPerInterface", "DefaultEnaQueueCountPerInterface", "defaultEnaQueueCountPerInterface", &S_DefaultEnaQueueCountPerInterface, 0, ML_BODY },
+    { "MaximumEnaQueueCount", "MaximumEnaQueueCount", "maximumEnaQueueCount", &S_MaximumEnaQueueCount, 0, ML_BODY },
+    { "MaximumEnaQueueCountPerInterface", "MaximumEnaQueueCountPerInterface", "maximumEnaQueueCountPerInterface", &S_MaximumEnaQueueCountPerInterface, 0, ML_BODY },
 };
 static const char *const E_EnaSupport[] = { "unsupported", "supported", "required" };
 static const struct model_member M_EfaInfo[] = {
-    { "MaximumEfaInterfaces", "MaximumEfaInterfaces", "maximumEfaInterfaces",
-      &S_MaximumEfaInterfaces, 0, ML_BODY },
+    { "MaximumEfaInterfaces", "MaximumEfaInterfaces", "maximumEfaInterfaces", &S_MaximumEfaInterfaces, 0, ML_BODY },
 };
 static const struct model_member L_BandwidthWeightingTypeList[] = {
     { "member", "item", "item", &S_BandwidthWeightingType, 0, ML_BODY },
@@ -3949,17 +2356,13 @@ static const struct model_member L_BandwidthWeightingTypeList[] = {
 static const char *const E_BandwidthWeightingType[] = { "default", "vpc-1", "ebs-1" };
 static const char *const E_FlexibleEnaQueuesSupport[] = { "unsupported", "supported" };
 static const struct model_member M_DefaultConnectionTrackingConfiguration[] = {
-    { "DefaultTcpEstablishedTimeout", "DefaultTcpEstablishedTimeout",
-      "defaultTcpEstablishedTimeout", &S_DefaultTcpEstablishedTimeout, 0, ML_BODY },
-    { "DefaultUdpTimeout", "DefaultUdpTimeout", "defaultUdpTimeout", &S_DefaultUdpTimeout, 0,
-      ML_BODY },
-    { "DefaultUdpStreamTimeout", "DefaultUdpStreamTimeout", "defaultUdpStreamTimeout",
-      &S_DefaultUdpStreamTimeout, 0, ML_BODY },
+    { "DefaultTcpEstablishedTimeout", "DefaultTcpEstablishedTimeout", "defaultTcpEstablishedTimeout", &S_DefaultTcpEstablishedTimeout, 0, ML_BODY },
+    { "DefaultUdpTimeout", "DefaultUdpTimeout", "defaultUdpTimeout", &S_DefaultUdpTimeout, 0, ML_BODY },
+    { "DefaultUdpStreamTimeout", "DefaultUdpStreamTimeout", "defaultUdpStreamTimeout", &S_DefaultUdpStreamTimeout, 0, ML_BODY },
 };
 static const struct model_member M_GpuInfo[] = {
     { "Gpus", "Gpus", "gpus", &S_GpuDeviceInfoList, 0, ML_BODY },
-    { "TotalGpuMemoryInMiB", "TotalGpuMemoryInMiB", "totalGpuMemoryInMiB", &S_totalGpuMemory, 0,
-      ML_BODY },
+    { "TotalGpuMemoryInMiB", "TotalGpuMemoryInMiB", "totalGpuMemoryInMiB", &S_totalGpuMemory, 0, ML_BODY },
 };
 static const struct model_member L_GpuDeviceInfoList[] = {
     { "member", "item", "item", &S_GpuDeviceInfo, 0, ML_BODY },
@@ -3981,8 +2384,7 @@ static const struct model_member M_GpuDeviceMemoryInfo[] = {
 };
 static const struct model_member M_FpgaInfo[] = {
     { "Fpgas", "Fpgas", "fpgas", &S_FpgaDeviceInfoList, 0, ML_BODY },
-    { "TotalFpgaMemoryInMiB", "TotalFpgaMemoryInMiB", "totalFpgaMemoryInMiB", &S_totalFpgaMemory, 0,
-      ML_BODY },
+    { "TotalFpgaMemoryInMiB", "TotalFpgaMemoryInMiB", "totalFpgaMemoryInMiB", &S_totalFpgaMemory, 0, ML_BODY },
 };
 static const struct model_member L_FpgaDeviceInfoList[] = {
     { "member", "item", "item", &S_FpgaDeviceInfo, 0, ML_BODY },
@@ -3997,8 +2399,7 @@ static const struct model_member M_FpgaDeviceMemoryInfo[] = {
     { "SizeInMiB", "SizeInMiB", "sizeInMiB", &S_FpgaDeviceMemorySize, 0, ML_BODY },
 };
 static const struct model_member M_PlacementGroupInfo[] = {
-    { "SupportedStrategies", "SupportedStrategies", "supportedStrategies",
-      &S_PlacementGroupStrategyList, 0, ML_BODY },
+    { "SupportedStrategies", "SupportedStrategies", "supportedStrategies", &S_PlacementGroupStrategyList, 0, ML_BODY },
 };
 static const struct model_member L_PlacementGroupStrategyList[] = {
     { "member", "item", "item", &S_PlacementGroupStrategy, 0, ML_BODY },
@@ -4006,8 +2407,7 @@ static const struct model_member L_PlacementGroupStrategyList[] = {
 static const char *const E_PlacementGroupStrategy[] = { "cluster", "partition", "spread" };
 static const struct model_member M_InferenceAcceleratorInfo[] = {
     { "Accelerators", "Accelerators", "accelerators", &S_InferenceDeviceInfoList, 0, ML_BODY },
-    { "TotalInferenceMemoryInMiB", "TotalInferenceMemoryInMiB", "totalInferenceMemoryInMiB",
-      &S_totalInferenceMemory, 0, ML_BODY },
+    { "TotalInferenceMemoryInMiB", "TotalInferenceMemoryInMiB", "totalInferenceMemoryInMiB", &S_totalInferenceMemory, 0, ML_BODY },
 };
 static const struct model_member L_InferenceDeviceInfoList[] = {
     { "member", "member", "member", &S_InferenceDeviceInfo, 0, ML_BODY },
@@ -4015,8 +2415,7 @@ static const struct model_member L_InferenceDeviceInfoList[] = {
 static const struct model_member M_InferenceDeviceInfo[] = {
     { "Count", "Count", "count", &S_InferenceDeviceCount, 0, ML_BODY },
     { "Name", "Name", "name", &S_InferenceDeviceName, 0, ML_BODY },
-    { "Manufacturer", "Manufacturer", "manufacturer", &S_InferenceDeviceManufacturerName, 0,
-      ML_BODY },
+    { "Manufacturer", "Manufacturer", "manufacturer", &S_InferenceDeviceManufacturerName, 0, ML_BODY },
     { "MemoryInfo", "MemoryInfo", "memoryInfo", &S_InferenceDeviceMemoryInfo, 0, ML_BODY },
 };
 static const struct model_member M_InferenceDeviceMemoryInfo[] = {
@@ -4029,16 +2428,14 @@ static const char *const E_BootModeType[] = { "legacy-bios", "uefi" };
 static const char *const E_NitroEnclavesSupport[] = { "unsupported", "supported" };
 static const char *const E_NitroTpmSupport[] = { "unsupported", "supported" };
 static const struct model_member M_NitroTpmInfo[] = {
-    { "SupportedVersions", "SupportedVersions", "supportedVersions",
-      &S_NitroTpmSupportedVersionsList, 0, ML_BODY },
+    { "SupportedVersions", "SupportedVersions", "supportedVersions", &S_NitroTpmSupportedVersionsList, 0, ML_BODY },
 };
 static const struct model_member L_NitroTpmSupportedVersionsList[] = {
     { "member", "item", "item", &S_NitroTpmSupportedVersionType, 0, ML_BODY },
 };
 static const struct model_member M_MediaAcceleratorInfo[] = {
     { "Accelerators", "Accelerators", "accelerators", &S_MediaDeviceInfoList, 0, ML_BODY },
-    { "TotalMediaMemoryInMiB", "TotalMediaMemoryInMiB", "totalMediaMemoryInMiB",
-      &S_TotalMediaMemory, 0, ML_BODY },
+    { "TotalMediaMemoryInMiB", "TotalMediaMemoryInMiB", "totalMediaMemoryInMiB", &S_TotalMediaMemory, 0, ML_BODY },
 };
 static const struct model_member L_MediaDeviceInfoList[] = {
     { "member", "item", "item", &S_MediaDeviceInfo, 0, ML_BODY },
@@ -4054,8 +2451,7 @@ static const struct model_member M_MediaDeviceMemoryInfo[] = {
 };
 static const struct model_member M_NeuronInfo[] = {
     { "NeuronDevices", "NeuronDevices", "neuronDevices", &S_NeuronDeviceInfoList, 0, ML_BODY },
-    { "TotalNeuronDeviceMemoryInMiB", "TotalNeuronDeviceMemoryInMiB",
-      "totalNeuronDeviceMemoryInMiB", &S_TotalNeuronMemory, 0, ML_BODY },
+    { "TotalNeuronDeviceMemoryInMiB", "TotalNeuronDeviceMemoryInMiB", "totalNeuronDeviceMemoryInMiB", &S_TotalNeuronMemory, 0, ML_BODY },
 };
 static const struct model_member L_NeuronDeviceInfoList[] = {
     { "member", "item", "item", &S_NeuronDeviceInfo, 0, ML_BODY },
@@ -4075,2040 +2471,689 @@ static const struct model_member M_NeuronDeviceMemoryInfo[] = {
 };
 static const char *const E_PhcSupport[] = { "unsupported", "supported" };
 static const char *const E_RebootMigrationSupport[] = { "unsupported", "supported" };
+static const struct model_member M_CopyImageRequest[] = {
+    { "ClientToken", "ClientToken", "ClientToken", &S_CopyImageClientToken, MF_IDEMPOTENCY, ML_BODY },
+    { "Description", "Description", "Description", &S_ImageDescriptionRequest, 0, ML_BODY },
+    { "Encrypted", "Encrypted", "encrypted", &S_Boolean, 0, ML_BODY },
+    { "KmsKeyId", "KmsKeyId", "kmsKeyId", &S_KmsKeyId, 0, ML_BODY },
+    { "Name", "Name", "Name", &S_ImageNameRequest, MF_REQUIRED, ML_BODY },
+    { "SourceImageId", "SourceImageId", "SourceImageId", &S_String, MF_REQUIRED, ML_BODY },
+    { "SourceRegion", "SourceRegion", "SourceRegion", &S_String, MF_REQUIRED, ML_BODY },
+    { "DestinationOutpostArn", "DestinationOutpostArn", "DestinationOutpostArn", &S_String, 0, ML_BODY },
+    { "CopyImageTags", "CopyImageTags", "CopyImageTags", &S_Boolean, 0, ML_BODY },
+    { "TagSpecifications", "TagSpecification", "TagSpecification", &S_TagSpecificationList, 0, ML_BODY },
+    { "SnapshotCopyCompletionDurationMinutes", "SnapshotCopyCompletionDurationMinutes", "SnapshotCopyCompletionDurationMinutes", &S_Long, 0, ML_BODY },
+    { "DestinationAvailabilityZone", "DestinationAvailabilityZone", "DestinationAvailabilityZone", &S_String, 0, ML_BODY },
+    { "DestinationAvailabilityZoneId", "DestinationAvailabilityZoneId", "DestinationAvailabilityZoneId", &S_String, 0, ML_BODY },
+    { "DryRun", "DryRun", "dryRun", &S_Boolean, 0, ML_BODY },
+};
+static const struct model_member M_CopyImageResult[] = {
+    { "ImageId", "ImageId", "imageId", &S_String, 0, ML_BODY },
+};
+static const struct model_member M_EnableEbsEncryptionByDefaultRequest[] = {
+    { "DryRun", "DryRun", "DryRun", &S_Boolean, 0, ML_BODY },
+};
+static const struct model_member M_EnableEbsEncryptionByDefaultResult[] = {
+    { "EbsEncryptionByDefault", "EbsEncryptionByDefault", "ebsEncryptionByDefault", &S_Boolean, 0, ML_BODY },
+};
+static const struct model_member M_DisableEbsEncryptionByDefaultRequest[] = {
+    { "DryRun", "DryRun", "DryRun", &S_Boolean, 0, ML_BODY },
+};
+static const struct model_member M_DisableEbsEncryptionByDefaultResult[] = {
+    { "EbsEncryptionByDefault", "EbsEncryptionByDefault", "ebsEncryptionByDefault", &S_Boolean, 0, ML_BODY },
+};
+static const struct model_member M_GetEbsEncryptionByDefaultRequest[] = {
+    { "DryRun", "DryRun", "DryRun", &S_Boolean, 0, ML_BODY },
+};
+static const struct model_member M_GetEbsEncryptionByDefaultResult[] = {
+    { "EbsEncryptionByDefault", "EbsEncryptionByDefault", "ebsEncryptionByDefault", &S_Boolean, 0, ML_BODY },
+    { "SseType", "SseType", "sseType", &S_SSEType, 0, ML_BODY },
+};
+static const struct model_member M_GetEbsDefaultKmsKeyIdRequest[] = {
+    { "DryRun", "DryRun", "DryRun", &S_Boolean, 0, ML_BODY },
+};
+static const struct model_member M_GetEbsDefaultKmsKeyIdResult[] = {
+    { "KmsKeyId", "KmsKeyId", "kmsKeyId", &S_String, 0, ML_BODY },
+};
+static const struct model_member M_ModifyEbsDefaultKmsKeyIdRequest[] = {
+    { "KmsKeyId", "KmsKeyId", "KmsKeyId", &S_KmsKeyId, MF_REQUIRED, ML_BODY },
+    { "DryRun", "DryRun", "DryRun", &S_Boolean, 0, ML_BODY },
+};
+static const struct model_member M_ModifyEbsDefaultKmsKeyIdResult[] = {
+    { "KmsKeyId", "KmsKeyId", "kmsKeyId", &S_String, 0, ML_BODY },
+};
+static const struct model_member M_ResetEbsDefaultKmsKeyIdRequest[] = {
+    { "DryRun", "DryRun", "DryRun", &S_Boolean, 0, ML_BODY },
+};
+static const struct model_member M_ResetEbsDefaultKmsKeyIdResult[] = {
+    { "KmsKeyId", "KmsKeyId", "kmsKeyId", &S_String, 0, ML_BODY },
+};
 
-static const struct model_shape S_DescribeRegionsRequest = { .name = "DescribeRegionsRequest",
-                                                             .type = MT_STRUCT,
-                                                             .members = M_DescribeRegionsRequest,
-                                                             .nmembers = 4 };
-static const struct model_shape S_RegionNameStringList = { .name = "RegionNameStringList",
-                                                           .type = MT_LIST,
-                                                           .member = &L_RegionNameStringList[0] };
+static const struct model_shape S_DescribeRegionsRequest = { .name = "DescribeRegionsRequest", .type = MT_STRUCT, .members = M_DescribeRegionsRequest, .nmembers = 4 };
+static const struct model_shape S_RegionNameStringList = { .name = "RegionNameStringList", .type = MT_LIST, .member = &L_RegionNameStringList[0] };
 static const struct model_shape S_String = { .name = "String", .type = MT_STRING };
 static const struct model_shape S_Boolean = { .name = "Boolean", .type = MT_BOOLEAN };
-static const struct model_shape S_FilterList = { .name = "FilterList",
-                                                 .type = MT_LIST,
-                                                 .member = &L_FilterList[0] };
-static const struct model_shape S_Filter = {
-    .name = "Filter", .type = MT_STRUCT, .members = M_Filter, .nmembers = 2
-};
-static const struct model_shape S_ValueStringList = { .name = "ValueStringList",
-                                                      .type = MT_LIST,
-                                                      .member = &L_ValueStringList[0] };
-static const struct model_shape S_DescribeRegionsResult = { .name = "DescribeRegionsResult",
-                                                            .type = MT_STRUCT,
-                                                            .members = M_DescribeRegionsResult,
-                                                            .nmembers = 1 };
-static const struct model_shape S_RegionList = { .name = "RegionList",
-                                                 .type = MT_LIST,
-                                                 .member = &L_RegionList[0] };
-static const struct model_shape S_Region = {
-    .name = "Region", .type = MT_STRUCT, .members = M_Region, .nmembers = 4
-};
-static const struct model_shape S_RegionGeographyList = { .name = "RegionGeographyList",
-                                                          .type = MT_LIST,
-                                                          .member = &L_RegionGeographyList[0] };
-static const struct model_shape S_RegionGeography = {
-    .name = "RegionGeography", .type = MT_STRUCT, .members = M_RegionGeography, .nmembers = 1
-};
-static const struct model_shape S_DescribeAvailabilityZonesRequest = {
-    .name = "DescribeAvailabilityZonesRequest",
-    .type = MT_STRUCT,
-    .members = M_DescribeAvailabilityZonesRequest,
-    .nmembers = 5
-};
-static const struct model_shape S_ZoneNameStringList = { .name = "ZoneNameStringList",
-                                                         .type = MT_LIST,
-                                                         .member = &L_ZoneNameStringList[0] };
-static const struct model_shape S_ZoneIdStringList = { .name = "ZoneIdStringList",
-                                                       .type = MT_LIST,
-                                                       .member = &L_ZoneIdStringList[0] };
-static const struct model_shape S_DescribeAvailabilityZonesResult = {
-    .name = "DescribeAvailabilityZonesResult",
-    .type = MT_STRUCT,
-    .members = M_DescribeAvailabilityZonesResult,
-    .nmembers = 1
-};
-static const struct model_shape S_AvailabilityZoneList = { .name = "AvailabilityZoneList",
-                                                           .type = MT_LIST,
-                                                           .member = &L_AvailabilityZoneList[0] };
-static const struct model_shape S_AvailabilityZone = {
-    .name = "AvailabilityZone", .type = MT_STRUCT, .members = M_AvailabilityZone, .nmembers = 14
-};
-static const struct model_shape S_AvailabilityZoneOptInStatus = { .name =
-                                                                      "AvailabilityZoneOptInStatus",
-                                                                  .type = MT_STRING,
-                                                                  .enums =
-                                                                      E_AvailabilityZoneOptInStatus,
-                                                                  .nenums = 3 };
-static const struct model_shape S_AvailabilityZoneMessageList = {
-    .name = "AvailabilityZoneMessageList",
-    .type = MT_LIST,
-    .member = &L_AvailabilityZoneMessageList[0]
-};
-static const struct model_shape S_AvailabilityZoneMessage = { .name = "AvailabilityZoneMessage",
-                                                              .type = MT_STRUCT,
-                                                              .members = M_AvailabilityZoneMessage,
-                                                              .nmembers = 1 };
-static const struct model_shape S_AvailabilityZoneGeographyList = {
-    .name = "AvailabilityZoneGeographyList",
-    .type = MT_LIST,
-    .member = &L_AvailabilityZoneGeographyList[0]
-};
-static const struct model_shape S_AvailabilityZoneGeography = { .name = "AvailabilityZoneGeography",
-                                                                .type = MT_STRUCT,
-                                                                .members =
-                                                                    M_AvailabilityZoneGeography,
-                                                                .nmembers = 1 };
-static const struct model_shape S_AvailabilityZoneSubGeographyList = {
-    .name = "AvailabilityZoneSubGeographyList",
-    .type = MT_LIST,
-    .member = &L_AvailabilityZoneSubGeographyList[0]
-};
-static const struct model_shape S_AvailabilityZoneSubGeography = {
-    .name = "AvailabilityZoneSubGeography",
-    .type = MT_STRUCT,
-    .members = M_AvailabilityZoneSubGeography,
-    .nmembers = 1
-};
-static const struct model_shape S_AvailabilityZoneState = { .name = "AvailabilityZoneState",
-                                                            .type = MT_STRING,
-                                                            .enums = E_AvailabilityZoneState,
-                                                            .nenums = 5 };
-static const struct model_shape S_DescribeAccountAttributesRequest = {
-    .name = "DescribeAccountAttributesRequest",
-    .type = MT_STRUCT,
-    .members = M_DescribeAccountAttributesRequest,
-    .nmembers = 2
-};
-static const struct model_shape S_AccountAttributeNameStringList = {
-    .name = "AccountAttributeNameStringList",
-    .type = MT_LIST,
-    .member = &L_AccountAttributeNameStringList[0]
-};
-static const struct model_shape S_AccountAttributeName = {
-    .name = "AccountAttributeName", .type = MT_STRING, .enums = E_AccountAttributeName, .nenums = 2
-};
-static const struct model_shape S_DescribeAccountAttributesResult = {
-    .name = "DescribeAccountAttributesResult",
-    .type = MT_STRUCT,
-    .members = M_DescribeAccountAttributesResult,
-    .nmembers = 1
-};
-static const struct model_shape S_AccountAttributeList = { .name = "AccountAttributeList",
-                                                           .type = MT_LIST,
-                                                           .member = &L_AccountAttributeList[0] };
-static const struct model_shape S_AccountAttribute = {
-    .name = "AccountAttribute", .type = MT_STRUCT, .members = M_AccountAttribute, .nmembers = 2
-};
-static const struct model_shape S_AccountAttributeValueList = {
-    .name = "AccountAttributeValueList", .type = MT_LIST, .member = &L_AccountAttributeValueList[0]
-};
-static const struct model_shape S_AccountAttributeValue = { .name = "AccountAttributeValue",
-                                                            .type = MT_STRUCT,
-                                                            .members = M_AccountAttributeValue,
-                                                            .nmembers = 1 };
-static const struct model_shape S_CreateTagsRequest = {
-    .name = "CreateTagsRequest", .type = MT_STRUCT, .members = M_CreateTagsRequest, .nmembers = 3
-};
-static const struct model_shape S_ResourceIdList = { .name = "ResourceIdList",
-                                                     .type = MT_LIST,
-                                                     .member = &L_ResourceIdList[0] };
-static const struct model_shape S_TaggableResourceId = { .name = "TaggableResourceId",
-                                                         .type = MT_STRING };
-static const struct model_shape S_TagList = { .name = "TagList",
-                                              .type = MT_LIST,
-                                              .member = &L_TagList[0] };
-static const struct model_shape S_Tag = {
-    .name = "Tag", .type = MT_STRUCT, .members = M_Tag, .nmembers = 2
-};
-static const struct model_shape S_DeleteTagsRequest = {
-    .name = "DeleteTagsRequest", .type = MT_STRUCT, .members = M_DeleteTagsRequest, .nmembers = 3
-};
-static const struct model_shape S_DescribeTagsRequest = { .name = "DescribeTagsRequest",
-                                                          .type = MT_STRUCT,
-                                                          .members = M_DescribeTagsRequest,
-                                                          .nmembers = 4 };
+static const struct model_shape S_FilterList = { .name = "FilterList", .type = MT_LIST, .member = &L_FilterList[0] };
+static const struct model_shape S_Filter = { .name = "Filter", .type = MT_STRUCT, .members = M_Filter, .nmembers = 2 };
+static const struct model_shape S_ValueStringList = { .name = "ValueStringList", .type = MT_LIST, .member = &L_ValueStringList[0] };
+static const struct model_shape S_DescribeRegionsResult = { .name = "DescribeRegionsResult", .type = MT_STRUCT, .members = M_DescribeRegionsResult, .nmembers = 1 };
+static const struct model_shape S_RegionList = { .name = "RegionList", .type = MT_LIST, .member = &L_RegionList[0] };
+static const struct model_shape S_Region = { .name = "Region", .type = MT_STRUCT, .members = M_Region, .nmembers = 4 };
+static const struct model_shape S_RegionGeographyList = { .name = "RegionGeographyList", .type = MT_LIST, .member = &L_RegionGeographyList[0] };
+static const struct model_shape S_RegionGeography = { .name = "RegionGeography", .type = MT_STRUCT, .members = M_RegionGeography, .nmembers = 1 };
+static const struct model_shape S_DescribeAvailabilityZonesRequest = { .name = "DescribeAvailabilityZonesRequest", .type = MT_STRUCT, .members = M_DescribeAvailabilityZonesRequest, .nmembers = 5 };
+static const struct model_shape S_ZoneNameStringList = { .name = "ZoneNameStringList", .type = MT_LIST, .member = &L_ZoneNameStringList[0] };
+static const struct model_shape S_ZoneIdStringList = { .name = "ZoneIdStringList", .type = MT_LIST, .member = &L_ZoneIdStringList[0] };
+static const struct model_shape S_DescribeAvailabilityZonesResult = { .name = "DescribeAvailabilityZonesResult", .type = MT_STRUCT, .members = M_DescribeAvailabilityZonesResult, .nmembers = 1 };
+static const struct model_shape S_AvailabilityZoneList = { .name = "AvailabilityZoneList", .type = MT_LIST, .member = &L_AvailabilityZoneList[0] };
+static const struct model_shape S_AvailabilityZone = { .name = "AvailabilityZone", .type = MT_STRUCT, .members = M_AvailabilityZone, .nmembers = 14 };
+static const struct model_shape S_AvailabilityZoneOptInStatus = { .name = "AvailabilityZoneOptInStatus", .type = MT_STRING, .enums = E_AvailabilityZoneOptInStatus, .nenums = 3 };
+static const struct model_shape S_AvailabilityZoneMessageList = { .name = "AvailabilityZoneMessageList", .type = MT_LIST, .member = &L_AvailabilityZoneMessageList[0] };
+static const struct model_shape S_AvailabilityZoneMessage = { .name = "AvailabilityZoneMessage", .type = MT_STRUCT, .members = M_AvailabilityZoneMessage, .nmembers = 1 };
+static const struct model_shape S_AvailabilityZoneGeographyList = { .name = "AvailabilityZoneGeographyList", .type = MT_LIST, .member = &L_AvailabilityZoneGeographyList[0] };
+static const struct model_shape S_AvailabilityZoneGeography = { .name = "AvailabilityZoneGeography", .type = MT_STRUCT, .members = M_AvailabilityZoneGeography, .nmembers = 1 };
+static const struct model_shape S_AvailabilityZoneSubGeographyList = { .name = "AvailabilityZoneSubGeographyList", .type = MT_LIST, .member = &L_AvailabilityZoneSubGeographyList[0] };
+static const struct model_shape S_AvailabilityZoneSubGeography = { .name = "AvailabilityZoneSubGeography", .type = MT_STRUCT, .members = M_AvailabilityZoneSubGeography, .nmembers = 1 };
+static const struct model_shape S_AvailabilityZoneState = { .name = "AvailabilityZoneState", .type = MT_STRING, .enums = E_AvailabilityZoneState, .nenums = 5 };
+static const struct model_shape S_DescribeAccountAttributesRequest = { .name = "DescribeAccountAttributesRequest", .type = MT_STRUCT, .members = M_DescribeAccountAttributesRequest, .nmembers = 2 };
+static const struct model_shape S_AccountAttributeNameStringList = { .name = "AccountAttributeNameStringList", .type = MT_LIST, .member = &L_AccountAttributeNameStringList[0] };
+static const struct model_shape S_AccountAttributeName = { .name = "AccountAttributeName", .type = MT_STRING, .enums = E_AccountAttributeName, .nenums = 2 };
+static const struct model_shape S_DescribeAccountAttributesResult = { .name = "DescribeAccountAttributesResult", .type = MT_STRUCT, .members = M_DescribeAccountAttributesResult, .nmembers = 1 };
+static const struct model_shape S_AccountAttributeList = { .name = "AccountAttributeList", .type = MT_LIST, .member = &L_AccountAttributeList[0] };
+static const struct model_shape S_AccountAttribute = { .name = "AccountAttribute", .type = MT_STRUCT, .members = M_AccountAttribute, .nmembers = 2 };
+static const struct model_shape S_AccountAttributeValueList = { .name = "AccountAttributeValueList", .type = MT_LIST, .member = &L_AccountAttributeValueList[0] };
+static const struct model_shape S_AccountAttributeValue = { .name = "AccountAttributeValue", .type = MT_STRUCT, .members = M_AccountAttributeValue, .nmembers = 1 };
+static const struct model_shape S_CreateTagsRequest = { .name = "CreateTagsRequest", .type = MT_STRUCT, .members = M_CreateTagsRequest, .nmembers = 3 };
+static const struct model_shape S_ResourceIdList = { .name = "ResourceIdList", .type = MT_LIST, .member = &L_ResourceIdList[0] };
+static const struct model_shape S_TaggableResourceId = { .name = "TaggableResourceId", .type = MT_STRING };
+static const struct model_shape S_TagList = { .name = "TagList", .type = MT_LIST, .member = &L_TagList[0] };
+static const struct model_shape S_Tag = { .name = "Tag", .type = MT_STRUCT, .members = M_Tag, .nmembers = 2 };
+static const struct model_shape S_DeleteTagsRequest = { .name = "DeleteTagsRequest", .type = MT_STRUCT, .members = M_DeleteTagsRequest, .nmembers = 3 };
+static const struct model_shape S_DescribeTagsRequest = { .name = "DescribeTagsRequest", .type = MT_STRUCT, .members = M_DescribeTagsRequest, .nmembers = 4 };
 static const struct model_shape S_Integer = { .name = "Integer", .type = MT_INTEGER };
-static const struct model_shape S_DescribeTagsResult = {
-    .name = "DescribeTagsResult", .type = MT_STRUCT, .members = M_DescribeTagsResult, .nmembers = 2
-};
-static const struct model_shape S_TagDescriptionList = { .name = "TagDescriptionList",
-                                                         .type = MT_LIST,
-                                                         .member = &L_TagDescriptionList[0] };
-static const struct model_shape S_TagDescription = {
-    .name = "TagDescription", .type = MT_STRUCT, .members = M_TagDescription, .nmembers = 4
-};
-static const struct model_shape S_ResourceType = {
-    .name = "ResourceType", .type = MT_STRING, .enums = E_ResourceType, .nenums = 108
-};
-static const struct model_shape S_CreateVolumeRequest = { .name = "CreateVolumeRequest",
-                                                          .type = MT_STRUCT,
-                                                          .members = M_CreateVolumeRequest,
-                                                          .nmembers = 16 };
-static const struct model_shape S_AvailabilityZoneName = { .name = "AvailabilityZoneName",
-                                                           .type = MT_STRING };
-static const struct model_shape S_AvailabilityZoneId = { .name = "AvailabilityZoneId",
-                                                         .type = MT_STRING };
+static const struct model_shape S_DescribeTagsResult = { .name = "DescribeTagsResult", .type = MT_STRUCT, .members = M_DescribeTagsResult, .nmembers = 2 };
+static const struct model_shape S_TagDescriptionList = { .name = "TagDescriptionList", .type = MT_LIST, .member = &L_TagDescriptionList[0] };
+static const struct model_shape S_TagDescription = { .name = "TagDescription", .type = MT_STRUCT, .members = M_TagDescription, .nmembers = 4 };
+static const struct model_shape S_ResourceType = { .name = "ResourceType", .type = MT_STRING, .enums = E_ResourceType, .nenums = 108 };
+static const struct model_shape S_CreateVolumeRequest = { .name = "CreateVolumeRequest", .type = MT_STRUCT, .members = M_CreateVolumeRequest, .nmembers = 16 };
+static const struct model_shape S_AvailabilityZoneName = { .name = "AvailabilityZoneName", .type = MT_STRING };
+static const struct model_shape S_AvailabilityZoneId = { .name = "AvailabilityZoneId", .type = MT_STRING };
 static const struct model_shape S_KmsKeyId = { .name = "KmsKeyId", .type = MT_STRING };
 static const struct model_shape S_SnapshotId = { .name = "SnapshotId", .type = MT_STRING };
-static const struct model_shape S_VolumeType = {
-    .name = "VolumeType", .type = MT_STRING, .enums = E_VolumeType, .nenums = 7
-};
-static const struct model_shape S_TagSpecificationList = { .name = "TagSpecificationList",
-                                                           .type = MT_LIST,
-                                                           .member = &L_TagSpecificationList[0] };
-static const struct model_shape S_TagSpecification = {
-    .name = "TagSpecification", .type = MT_STRUCT, .members = M_TagSpecification, .nmembers = 2
-};
-static const struct model_shape S_OperatorRequest = {
-    .name = "OperatorRequest", .type = MT_STRUCT, .members = M_OperatorRequest, .nmembers = 1
-};
-static const struct model_shape S_Volume = {
-    .name = "Volume", .type = MT_STRUCT, .members = M_Volume, .nmembers = 21
-};
-static const struct model_shape S_SSEType = {
-    .name = "SSEType", .type = MT_STRING, .enums = E_SSEType, .nenums = 3
-};
-static const struct model_shape S_OperatorResponse = {
-    .name = "OperatorResponse", .type = MT_STRUCT, .members = M_OperatorResponse, .nmembers = 3
-};
-static const struct model_shape S_VolumeState = {
-    .name = "VolumeState", .type = MT_STRING, .enums = E_VolumeState, .nenums = 6
-};
+static const struct model_shape S_VolumeType = { .name = "VolumeType", .type = MT_STRING, .enums = E_VolumeType, .nenums = 7 };
+static const struct model_shape S_TagSpecificationList = { .name = "TagSpecificationList", .type = MT_LIST, .member = &L_TagSpecificationList[0] };
+static const struct model_shape S_TagSpecification = { .name = "TagSpecification", .type = MT_STRUCT, .members = M_TagSpecification, .nmembers = 2 };
+static const struct model_shape S_OperatorRequest = { .name = "OperatorRequest", .type = MT_STRUCT, .members = M_OperatorRequest, .nmembers = 1 };
+static const struct model_shape S_Volume = { .name = "Volume", .type = MT_STRUCT, .members = M_Volume, .nmembers = 21 };
+static const struct model_shape S_SSEType = { .name = "SSEType", .type = MT_STRING, .enums = E_SSEType, .nenums = 3 };
+static const struct model_shape S_OperatorResponse = { .name = "OperatorResponse", .type = MT_STRUCT, .members = M_OperatorResponse, .nmembers = 3 };
+static const struct model_shape S_VolumeState = { .name = "VolumeState", .type = MT_STRING, .enums = E_VolumeState, .nenums = 6 };
 static const struct model_shape S_DateTime = { .name = "DateTime", .type = MT_TIMESTAMP };
-static const struct model_shape S_VolumeAttachmentList = { .name = "VolumeAttachmentList",
-                                                           .type = MT_LIST,
-                                                           .member = &L_VolumeAttachmentList[0] };
-static const struct model_shape S_VolumeAttachment = {
-    .name = "VolumeAttachment", .type = MT_STRUCT, .members = M_VolumeAttachment, .nmembers = 9
-};
-static const struct model_shape S_VolumeAttachmentState = { .name = "VolumeAttachmentState",
-                                                            .type = MT_STRING,
-                                                            .enums = E_VolumeAttachmentState,
-                                                            .nenums = 5 };
-static const struct model_shape S_DescribeVolumesRequest = { .name = "DescribeVolumesRequest",
-                                                             .type = MT_STRUCT,
-                                                             .members = M_DescribeVolumesRequest,
-                                                             .nmembers = 6 };
-static const struct model_shape S_VolumeIdStringList = { .name = "VolumeIdStringList",
-                                                         .type = MT_LIST,
-                                                         .member = &L_VolumeIdStringList[0] };
+static const struct model_shape S_VolumeAttachmentList = { .name = "VolumeAttachmentList", .type = MT_LIST, .member = &L_VolumeAttachmentList[0] };
+static const struct model_shape S_VolumeAttachment = { .name = "VolumeAttachment", .type = MT_STRUCT, .members = M_VolumeAttachment, .nmembers = 9 };
+static const struct model_shape S_VolumeAttachmentState = { .name = "VolumeAttachmentState", .type = MT_STRING, .enums = E_VolumeAttachmentState, .nenums = 5 };
+static const struct model_shape S_DescribeVolumesRequest = { .name = "DescribeVolumesRequest", .type = MT_STRUCT, .members = M_DescribeVolumesRequest, .nmembers = 6 };
+static const struct model_shape S_VolumeIdStringList = { .name = "VolumeIdStringList", .type = MT_LIST, .member = &L_VolumeIdStringList[0] };
 static const struct model_shape S_VolumeId = { .name = "VolumeId", .type = MT_STRING };
-static const struct model_shape S_DescribeVolumesResult = { .name = "DescribeVolumesResult",
-                                                            .type = MT_STRUCT,
-                                                            .members = M_DescribeVolumesResult,
-                                                            .nmembers = 2 };
-static const struct model_shape S_VolumeList = { .name = "VolumeList",
-                                                 .type = MT_LIST,
-                                                 .member = &L_VolumeList[0] };
-static const struct model_shape S_DeleteVolumeRequest = { .name = "DeleteVolumeRequest",
-                                                          .type = MT_STRUCT,
-                                                          .members = M_DeleteVolumeRequest,
-                                                          .nmembers = 2 };
-static const struct model_shape S_ModifyVolumeRequest = { .name = "ModifyVolumeRequest",
-                                                          .type = MT_STRUCT,
-                                                          .members = M_ModifyVolumeRequest,
-                                                          .nmembers = 7 };
-static const struct model_shape S_ModifyVolumeResult = {
-    .name = "ModifyVolumeResult", .type = MT_STRUCT, .members = M_ModifyVolumeResult, .nmembers = 1
-};
-static const struct model_shape S_VolumeModification = {
-    .name = "VolumeModification", .type = MT_STRUCT, .members = M_VolumeModification, .nmembers = 17
-};
-static const struct model_shape S_VolumeModificationState = { .name = "VolumeModificationState",
-                                                              .type = MT_STRING,
-                                                              .enums = E_VolumeModificationState,
-                                                              .nenums = 4 };
+static const struct model_shape S_DescribeVolumesResult = { .name = "DescribeVolumesResult", .type = MT_STRUCT, .members = M_DescribeVolumesResult, .nmembers = 2 };
+static const struct model_shape S_VolumeList = { .name = "VolumeList", .type = MT_LIST, .member = &L_VolumeList[0] };
+static const struct model_shape S_DeleteVolumeRequest = { .name = "DeleteVolumeRequest", .type = MT_STRUCT, .members = M_DeleteVolumeRequest, .nmembers = 2 };
+static const struct model_shape S_ModifyVolumeRequest = { .name = "ModifyVolumeRequest", .type = MT_STRUCT, .members = M_ModifyVolumeRequest, .nmembers = 7 };
+static const struct model_shape S_ModifyVolumeResult = { .name = "ModifyVolumeResult", .type = MT_STRUCT, .members = M_ModifyVolumeResult, .nmembers = 1 };
+static const struct model_shape S_VolumeModification = { .name = "VolumeModification", .type = MT_STRUCT, .members = M_VolumeModification, .nmembers = 17 };
+static const struct model_shape S_VolumeModificationState = { .name = "VolumeModificationState", .type = MT_STRING, .enums = E_VolumeModificationState, .nenums = 4 };
 static const struct model_shape S_Long = { .name = "Long", .type = MT_LONG };
-static const struct model_shape S_DescribeVolumesModificationsRequest = {
-    .name = "DescribeVolumesModificationsRequest",
-    .type = MT_STRUCT,
-    .members = M_DescribeVolumesModificationsRequest,
-    .nmembers = 5
-};
-static const struct model_shape S_DescribeVolumesModificationsResult = {
-    .name = "DescribeVolumesModificationsResult",
-    .type = MT_STRUCT,
-    .members = M_DescribeVolumesModificationsResult,
-    .nmembers = 2
-};
-static const struct model_shape S_VolumeModificationList = {
-    .name = "VolumeModificationList", .type = MT_LIST, .member = &L_VolumeModificationList[0]
-};
-static const struct model_shape S_CreateSnapshotRequest = { .name = "CreateSnapshotRequest",
-                                                            .type = MT_STRUCT,
-                                                            .members = M_CreateSnapshotRequest,
-                                                            .nmembers = 6 };
-static const struct model_shape S_SnapshotLocationEnum = {
-    .name = "SnapshotLocationEnum", .type = MT_STRING, .enums = E_SnapshotLocationEnum, .nenums = 2
-};
-static const struct model_shape S_Snapshot = {
-    .name = "Snapshot", .type = MT_STRUCT, .members = M_Snapshot, .nmembers = 23
-};
-static const struct model_shape S_StorageTier = {
-    .name = "StorageTier", .type = MT_STRING, .enums = E_StorageTier, .nenums = 2
-};
-static const struct model_shape S_MillisecondDateTime = { .name = "MillisecondDateTime",
-                                                          .type = MT_TIMESTAMP };
-static const struct model_shape S_TransferType = {
-    .name = "TransferType", .type = MT_STRING, .enums = E_TransferType, .nenums = 2
-};
-static const struct model_shape S_SnapshotCompletionDurationMinutesResponse = {
-    .name = "SnapshotCompletionDurationMinutesResponse", .type = MT_INTEGER
-};
-static const struct model_shape S_SnapshotState = {
-    .name = "SnapshotState", .type = MT_STRING, .enums = E_SnapshotState, .nenums = 5
-};
-static const struct model_shape S_DescribeSnapshotsRequest = { .name = "DescribeSnapshotsRequest",
-                                                               .type = MT_STRUCT,
-                                                               .members =
-                                                                   M_DescribeSnapshotsRequest,
-                                                               .nmembers = 7 };
-static const struct model_shape S_OwnerStringList = { .name = "OwnerStringList",
-                                                      .type = MT_LIST,
-                                                      .member = &L_OwnerStringList[0] };
-static const struct model_shape S_RestorableByStringList = {
-    .name = "RestorableByStringList", .type = MT_LIST, .member = &L_RestorableByStringList[0]
-};
-static const struct model_shape S_SnapshotIdStringList = { .name = "SnapshotIdStringList",
-                                                           .type = MT_LIST,
-                                                           .member = &L_SnapshotIdStringList[0] };
-static const struct model_shape S_DescribeSnapshotsResult = { .name = "DescribeSnapshotsResult",
-                                                              .type = MT_STRUCT,
-                                                              .members = M_DescribeSnapshotsResult,
-                                                              .nmembers = 2 };
-static const struct model_shape S_SnapshotList = { .name = "SnapshotList",
-                                                   .type = MT_LIST,
-                                                   .member = &L_SnapshotList[0] };
-static const struct model_shape S_DeleteSnapshotRequest = { .name = "DeleteSnapshotRequest",
-                                                            .type = MT_STRUCT,
-                                                            .members = M_DeleteSnapshotRequest,
-                                                            .nmembers = 2 };
-static const struct model_shape S_CopySnapshotRequest = { .name = "CopySnapshotRequest",
-                                                          .type = MT_STRUCT,
-                                                          .members = M_CopySnapshotRequest,
-                                                          .nmembers = 12 };
-static const struct model_shape S_CopySnapshotRequestPSU = { .name = "CopySnapshotRequestPSU",
-                                                             .type = MT_STRING };
-static const struct model_shape S_SnapshotCompletionDurationMinutesRequest = {
-    .name = "SnapshotCompletionDurationMinutesRequest",
-    .type = MT_INTEGER,
-    .has_min = 1,
-    .min = 1,
-    .has_max = 1,
-    .max = 2880
-};
-static const struct model_shape S_CopySnapshotResult = {
-    .name = "CopySnapshotResult", .type = MT_STRUCT, .members = M_CopySnapshotResult, .nmembers = 2
-};
-static const struct model_shape S_DescribeSnapshotAttributeRequest = {
-    .name = "DescribeSnapshotAttributeRequest",
-    .type = MT_STRUCT,
-    .members = M_DescribeSnapshotAttributeRequest,
-    .nmembers = 3
-};
-static const struct model_shape S_SnapshotAttributeName = { .name = "SnapshotAttributeName",
-                                                            .type = MT_STRING,
-                                                            .enums = E_SnapshotAttributeName,
-                                                            .nenums = 2 };
-static const struct model_shape S_DescribeSnapshotAttributeResult = {
-    .name = "DescribeSnapshotAttributeResult",
-    .type = MT_STRUCT,
-    .members = M_DescribeSnapshotAttributeResult,
-    .nmembers = 3
-};
-static const struct model_shape S_ProductCodeList = { .name = "ProductCodeList",
-                                                      .type = MT_LIST,
-                                                      .member = &L_ProductCodeList[0] };
-static const struct model_shape S_ProductCode = {
-    .name = "ProductCode", .type = MT_STRUCT, .members = M_ProductCode, .nmembers = 2
-};
-static const struct model_shape S_ProductCodeValues = {
-    .name = "ProductCodeValues", .type = MT_STRING, .enums = E_ProductCodeValues, .nenums = 2
-};
-static const struct model_shape S_CreateVolumePermissionList = {
-    .name = "CreateVolumePermissionList",
-    .type = MT_LIST,
-    .member = &L_CreateVolumePermissionList[0]
-};
-static const struct model_shape S_CreateVolumePermission = { .name = "CreateVolumePermission",
-                                                             .type = MT_STRUCT,
-                                                             .members = M_CreateVolumePermission,
-                                                             .nmembers = 2 };
-static const struct model_shape S_PermissionGroup = {
-    .name = "PermissionGroup", .type = MT_STRING, .enums = E_PermissionGroup, .nenums = 1
-};
-static const struct model_shape S_ModifySnapshotAttributeRequest = {
-    .name = "ModifySnapshotAttributeRequest",
-    .type = MT_STRUCT,
-    .members = M_ModifySnapshotAttributeRequest,
-    .nmembers = 7
-};
-static const struct model_shape S_CreateVolumePermissionModifications = {
-    .name = "CreateVolumePermissionModifications",
-    .type = MT_STRUCT,
-    .members = M_CreateVolumePermissionModifications,
-    .nmembers = 2
-};
-static const struct model_shape S_GroupNameStringList = { .name = "GroupNameStringList",
-                                                          .type = MT_LIST,
-                                                          .member = &L_GroupNameStringList[0] };
-static const struct model_shape S_SecurityGroupName = { .name = "SecurityGroupName",
-                                                        .type = MT_STRING };
-static const struct model_shape S_OperationType = {
-    .name = "OperationType", .type = MT_STRING, .enums = E_OperationType, .nenums = 2
-};
-static const struct model_shape S_UserIdStringList = { .name = "UserIdStringList",
-                                                       .type = MT_LIST,
-                                                       .member = &L_UserIdStringList[0] };
-static const struct model_shape S_ResetSnapshotAttributeRequest = {
-    .name = "ResetSnapshotAttributeRequest",
-    .type = MT_STRUCT,
-    .members = M_ResetSnapshotAttributeRequest,
-    .nmembers = 3
-};
-static const struct model_shape S_RegisterImageRequest = { .name = "RegisterImageRequest",
-                                                           .type = MT_STRUCT,
-                                                           .members = M_RegisterImageRequest,
-                                                           .nmembers = 18 };
-static const struct model_shape S_BillingProductList = { .name = "BillingProductList",
-                                                         .type = MT_LIST,
-                                                         .member = &L_BillingProductList[0] };
-static const struct model_shape S_BootModeValues = {
-    .name = "BootModeValues", .type = MT_STRING, .enums = E_BootModeValues, .nenums = 3
-};
-static const struct model_shape S_TpmSupportValues = {
-    .name = "TpmSupportValues", .type = MT_STRING, .enums = E_TpmSupportValues, .nenums = 1
-};
-static const struct model_shape S_ImageUefiDataRequest = { .name = "ImageUefiDataRequest",
-                                                           .type = MT_STRING,
-                                                           .has_min = 1,
-                                                           .min = 0,
-                                                           .has_max = 1,
-                                                           .max = 64000 };
-static const struct model_shape S_ImdsSupportValues = {
-    .name = "ImdsSupportValues", .type = MT_STRING, .enums = E_ImdsSupportValues, .nenums = 1
-};
-static const struct model_shape S_ImageNameRequest = {
-    .name = "ImageNameRequest", .type = MT_STRING, .has_min = 1, .min = 3, .has_max = 1, .max = 128
-};
-static const struct model_shape S_ImageDescriptionRequest = { .name = "ImageDescriptionRequest",
-                                                              .type = MT_STRING,
-                                                              .has_min = 1,
-                                                              .min = 0,
-                                                              .has_max = 1,
-                                                              .max = 255 };
-static const struct model_shape S_ArchitectureValues = {
-    .name = "ArchitectureValues", .type = MT_STRING, .enums = E_ArchitectureValues, .nenums = 5
-};
+static const struct model_shape S_DescribeVolumesModificationsRequest = { .name = "DescribeVolumesModificationsRequest", .type = MT_STRUCT, .members = M_DescribeVolumesModificationsRequest, .nmembers = 5 };
+static const struct model_shape S_DescribeVolumesModificationsResult = { .name = "DescribeVolumesModificationsResult", .type = MT_STRUCT, .members = M_DescribeVolumesModificationsResult, .nmembers = 2 };
+static const struct model_shape S_VolumeModificationList = { .name = "VolumeModificationList", .type = MT_LIST, .member = &L_VolumeModificationList[0] };
+static const struct model_shape S_CreateSnapshotRequest = { .name = "CreateSnapshotRequest", .type = MT_STRUCT, .members = M_CreateSnapshotRequest, .nmembers = 6 };
+static const struct model_shape S_SnapshotLocationEnum = { .name = "SnapshotLocationEnum", .type = MT_STRING, .enums = E_SnapshotLocationEnum, .nenums = 2 };
+static const struct model_shape S_Snapshot = { .name = "Snapshot", .type = MT_STRUCT, .members = M_Snapshot, .nmembers = 23 };
+static const struct model_shape S_StorageTier = { .name = "StorageTier", .type = MT_STRING, .enums = E_StorageTier, .nenums = 2 };
+static const struct model_shape S_MillisecondDateTime = { .name = "MillisecondDateTime", .type = MT_TIMESTAMP };
+static const struct model_shape S_TransferType = { .name = "TransferType", .type = MT_STRING, .enums = E_TransferType, .nenums = 2 };
+static const struct model_shape S_SnapshotCompletionDurationMinutesResponse = { .name = "SnapshotCompletionDurationMinutesResponse", .type = MT_INTEGER };
+static const struct model_shape S_SnapshotState = { .name = "SnapshotState", .type = MT_STRING, .enums = E_SnapshotState, .nenums = 5 };
+static const struct model_shape S_DescribeSnapshotsRequest = { .name = "DescribeSnapshotsRequest", .type = MT_STRUCT, .members = M_DescribeSnapshotsRequest, .nmembers = 7 };
+static const struct model_shape S_OwnerStringList = { .name = "OwnerStringList", .type = MT_LIST, .member = &L_OwnerStringList[0] };
+static const struct model_shape S_RestorableByStringList = { .name = "RestorableByStringList", .type = MT_LIST, .member = &L_RestorableByStringList[0] };
+static const struct model_shape S_SnapshotIdStringList = { .name = "SnapshotIdStringList", .type = MT_LIST, .member = &L_SnapshotIdStringList[0] };
+static const struct model_shape S_DescribeSnapshotsResult = { .name = "DescribeSnapshotsResult", .type = MT_STRUCT, .members = M_DescribeSnapshotsResult, .nmembers = 2 };
+static const struct model_shape S_SnapshotList = { .name = "SnapshotList", .type = MT_LIST, .member = &L_SnapshotList[0] };
+static const struct model_shape S_DeleteSnapshotRequest = { .name = "DeleteSnapshotRequest", .type = MT_STRUCT, .members = M_DeleteSnapshotRequest, .nmembers = 2 };
+static const struct model_shape S_CopySnapshotRequest = { .name = "CopySnapshotRequest", .type = MT_STRUCT, .members = M_CopySnapshotRequest, .nmembers = 12 };
+static const struct model_shape S_CopySnapshotRequestPSU = { .name = "CopySnapshotRequestPSU", .type = MT_STRING };
+static const struct model_shape S_SnapshotCompletionDurationMinutesRequest = { .name = "SnapshotCompletionDurationMinutesRequest", .type = MT_INTEGER, .has_min = 1, .min = 1, .has_max = 1, .max = 2880 };
+static const struct model_shape S_CopySnapshotResult = { .name = "CopySnapshotResult", .type = MT_STRUCT, .members = M_CopySnapshotResult, .nmembers = 2 };
+static const struct model_shape S_DescribeSnapshotAttributeRequest = { .name = "DescribeSnapshotAttributeRequest", .type = MT_STRUCT, .members = M_DescribeSnapshotAttributeRequest, .nmembers = 3 };
+static const struct model_shape S_SnapshotAttributeName = { .name = "SnapshotAttributeName", .type = MT_STRING, .enums = E_SnapshotAttributeName, .nenums = 2 };
+static const struct model_shape S_DescribeSnapshotAttributeResult = { .name = "DescribeSnapshotAttributeResult", .type = MT_STRUCT, .members = M_DescribeSnapshotAttributeResult, .nmembers = 3 };
+static const struct model_shape S_ProductCodeList = { .name = "ProductCodeList", .type = MT_LIST, .member = &L_ProductCodeList[0] };
+static const struct model_shape S_ProductCode = { .name = "ProductCode", .type = MT_STRUCT, .members = M_ProductCode, .nmembers = 2 };
+static const struct model_shape S_ProductCodeValues = { .name = "ProductCodeValues", .type = MT_STRING, .enums = E_ProductCodeValues, .nenums = 2 };
+static const struct model_shape S_CreateVolumePermissionList = { .name = "CreateVolumePermissionList", .type = MT_LIST, .member = &L_CreateVolumePermissionList[0] };
+static const struct model_shape S_CreateVolumePermission = { .name = "CreateVolumePermission", .type = MT_STRUCT, .members = M_CreateVolumePermission, .nmembers = 2 };
+static const struct model_shape S_PermissionGroup = { .name = "PermissionGroup", .type = MT_STRING, .enums = E_PermissionGroup, .nenums = 1 };
+static const struct model_shape S_ModifySnapshotAttributeRequest = { .name = "ModifySnapshotAttributeRequest", .type = MT_STRUCT, .members = M_ModifySnapshotAttributeRequest, .nmembers = 7 };
+static const struct model_shape S_CreateVolumePermissionModifications = { .name = "CreateVolumePermissionModifications", .type = MT_STRUCT, .members = M_CreateVolumePermissionModifications, .nmembers = 2 };
+static const struct model_shape S_GroupNameStringList = { .name = "GroupNameStringList", .type = MT_LIST, .member = &L_GroupNameStringList[0] };
+static const struct model_shape S_SecurityGroupName = { .name = "SecurityGroupName", .type = MT_STRING };
+static const struct model_shape S_OperationType = { .name = "OperationType", .type = MT_STRING, .enums = E_OperationType, .nenums = 2 };
+static const struct model_shape S_UserIdStringList = { .name = "UserIdStringList", .type = MT_LIST, .member = &L_UserIdStringList[0] };
+static const struct model_shape S_ResetSnapshotAttributeRequest = { .name = "ResetSnapshotAttributeRequest", .type = MT_STRUCT, .members = M_ResetSnapshotAttributeRequest, .nmembers = 3 };
+static const struct model_shape S_RegisterImageRequest = { .name = "RegisterImageRequest", .type = MT_STRUCT, .members = M_RegisterImageRequest, .nmembers = 18 };
+static const struct model_shape S_BillingProductList = { .name = "BillingProductList", .type = MT_LIST, .member = &L_BillingProductList[0] };
+static const struct model_shape S_BootModeValues = { .name = "BootModeValues", .type = MT_STRING, .enums = E_BootModeValues, .nenums = 3 };
+static const struct model_shape S_TpmSupportValues = { .name = "TpmSupportValues", .type = MT_STRING, .enums = E_TpmSupportValues, .nenums = 1 };
+static const struct model_shape S_ImageUefiDataRequest = { .name = "ImageUefiDataRequest", .type = MT_STRING, .has_min = 1, .min = 0, .has_max = 1, .max = 64000 };
+static const struct model_shape S_ImdsSupportValues = { .name = "ImdsSupportValues", .type = MT_STRING, .enums = E_ImdsSupportValues, .nenums = 1 };
+static const struct model_shape S_ImageNameRequest = { .name = "ImageNameRequest", .type = MT_STRING, .has_min = 1, .min = 3, .has_max = 1, .max = 128 };
+static const struct model_shape S_ImageDescriptionRequest = { .name = "ImageDescriptionRequest", .type = MT_STRING, .has_min = 1, .min = 0, .has_max = 1, .max = 255 };
+static const struct model_shape S_ArchitectureValues = { .name = "ArchitectureValues", .type = MT_STRING, .enums = E_ArchitectureValues, .nenums = 5 };
 static const struct model_shape S_KernelId = { .name = "KernelId", .type = MT_STRING };
 static const struct model_shape S_RamdiskId = { .name = "RamdiskId", .type = MT_STRING };
-static const struct model_shape S_BlockDeviceMappingRequestList = {
-    .name = "BlockDeviceMappingRequestList",
-    .type = MT_LIST,
-    .member = &L_BlockDeviceMappingRequestList[0]
-};
-static const struct model_shape S_BlockDeviceMapping = {
-    .name = "BlockDeviceMapping", .type = MT_STRUCT, .members = M_BlockDeviceMapping, .nmembers = 4
-};
-static const struct model_shape S_EbsBlockDevice = {
-    .name = "EbsBlockDevice", .type = MT_STRUCT, .members = M_EbsBlockDevice, .nmembers = 13
-};
-static const struct model_shape S_RegisterImageResult = { .name = "RegisterImageResult",
-                                                          .type = MT_STRUCT,
-                                                          .members = M_RegisterImageResult,
-                                                          .nmembers = 1 };
-static const struct model_shape S_DescribeImagesRequest = { .name = "DescribeImagesRequest",
-                                                            .type = MT_STRUCT,
-                                                            .members = M_DescribeImagesRequest,
-                                                            .nmembers = 9 };
-static const struct model_shape S_ExecutableByStringList = {
-    .name = "ExecutableByStringList", .type = MT_LIST, .member = &L_ExecutableByStringList[0]
-};
-static const struct model_shape S_ImageIdStringList = { .name = "ImageIdStringList",
-                                                        .type = MT_LIST,
-                                                        .member = &L_ImageIdStringList[0] };
+static const struct model_shape S_BlockDeviceMappingRequestList = { .name = "BlockDeviceMappingRequestList", .type = MT_LIST, .member = &L_BlockDeviceMappingRequestList[0] };
+static const struct model_shape S_BlockDeviceMapping = { .name = "BlockDeviceMapping", .type = MT_STRUCT, .members = M_BlockDeviceMapping, .nmembers = 4 };
+static const struct model_shape S_EbsBlockDevice = { .name = "EbsBlockDevice", .type = MT_STRUCT, .members = M_EbsBlockDevice, .nmembers = 13 };
+static const struct model_shape S_RegisterImageResult = { .name = "RegisterImageResult", .type = MT_STRUCT, .members = M_RegisterImageResult, .nmembers = 1 };
+static const struct model_shape S_DescribeImagesRequest = { .name = "DescribeImagesRequest", .type = MT_STRUCT, .members = M_DescribeImagesRequest, .nmembers = 9 };
+static const struct model_shape S_ExecutableByStringList = { .name = "ExecutableByStringList", .type = MT_LIST, .member = &L_ExecutableByStringList[0] };
+static const struct model_shape S_ImageIdStringList = { .name = "ImageIdStringList", .type = MT_LIST, .member = &L_ImageIdStringList[0] };
 static const struct model_shape S_ImageId = { .name = "ImageId", .type = MT_STRING };
-static const struct model_shape S_DescribeImagesResult = { .name = "DescribeImagesResult",
-                                                           .type = MT_STRUCT,
-                                                           .members = M_DescribeImagesResult,
-                                                           .nmembers = 2 };
-static const struct model_shape S_ImageList = { .name = "ImageList",
-                                                .type = MT_LIST,
-                                                .member = &L_ImageList[0] };
-static const struct model_shape S_Image = {
-    .name = "Image", .type = MT_STRUCT, .members = M_Image, .nmembers = 37
-};
-static const struct model_shape S_BlockDeviceMappingList = {
-    .name = "BlockDeviceMappingList", .type = MT_LIST, .member = &L_BlockDeviceMappingList[0]
-};
-static const struct model_shape S_HypervisorType = {
-    .name = "HypervisorType", .type = MT_STRING, .enums = E_HypervisorType, .nenums = 2
-};
-static const struct model_shape S_DeviceType = {
-    .name = "DeviceType", .type = MT_STRING, .enums = E_DeviceType, .nenums = 2
-};
-static const struct model_shape S_StateReason = {
-    .name = "StateReason", .type = MT_STRUCT, .members = M_StateReason, .nmembers = 2
-};
-static const struct model_shape S_VirtualizationType = {
-    .name = "VirtualizationType", .type = MT_STRING, .enums = E_VirtualizationType, .nenums = 2
-};
-static const struct model_shape S_ImageState = {
-    .name = "ImageState", .type = MT_STRING, .enums = E_ImageState, .nenums = 8
-};
-static const struct model_shape S_ImageTypeValues = {
-    .name = "ImageTypeValues", .type = MT_STRING, .enums = E_ImageTypeValues, .nenums = 3
-};
-static const struct model_shape S_PlatformValues = {
-    .name = "PlatformValues", .type = MT_STRING, .enums = E_PlatformValues, .nenums = 1
-};
-static const struct model_shape S_DescribeImageAttributeRequest = {
-    .name = "DescribeImageAttributeRequest",
-    .type = MT_STRUCT,
-    .members = M_DescribeImageAttributeRequest,
-    .nmembers = 3
-};
-static const struct model_shape S_ImageAttributeName = {
-    .name = "ImageAttributeName", .type = MT_STRING, .enums = E_ImageAttributeName, .nenums = 13
-};
-static const struct model_shape S_ImageAttribute = {
-    .name = "ImageAttribute", .type = MT_STRUCT, .members = M_ImageAttribute, .nmembers = 14
-};
-static const struct model_shape S_AttributeValue = {
-    .name = "AttributeValue", .type = MT_STRUCT, .members = M_AttributeValue, .nmembers = 1
-};
-static const struct model_shape S_LaunchPermissionList = { .name = "LaunchPermissionList",
-                                                           .type = MT_LIST,
-                                                           .member = &L_LaunchPermissionList[0] };
-static const struct model_shape S_LaunchPermission = {
-    .name = "LaunchPermission", .type = MT_STRUCT, .members = M_LaunchPermission, .nmembers = 4
-};
-static const struct model_shape S_ModifyImageAttributeRequest = { .name =
-                                                                      "ModifyImageAttributeRequest",
-                                                                  .type = MT_STRUCT,
-                                                                  .members =
-                                                                      M_ModifyImageAttributeRequest,
-                                                                  .nmembers = 13 };
-static const struct model_shape S_LaunchPermissionModifications = {
-    .name = "LaunchPermissionModifications",
-    .type = MT_STRUCT,
-    .members = M_LaunchPermissionModifications,
-    .nmembers = 2
-};
-static const struct model_shape S_ProductCodeStringList = { .name = "ProductCodeStringList",
-                                                            .type = MT_LIST,
-                                                            .member = &L_ProductCodeStringList[0] };
-static const struct model_shape S_UserGroupStringList = { .name = "UserGroupStringList",
-                                                          .type = MT_LIST,
-                                                          .member = &L_UserGroupStringList[0] };
-static const struct model_shape S_OrganizationArnStringList = {
-    .name = "OrganizationArnStringList", .type = MT_LIST, .member = &L_OrganizationArnStringList[0]
-};
-static const struct model_shape S_OrganizationalUnitArnStringList = {
-    .name = "OrganizationalUnitArnStringList",
-    .type = MT_LIST,
-    .member = &L_OrganizationalUnitArnStringList[0]
-};
-static const struct model_shape S_ResetImageAttributeRequest = { .name =
-                                                                     "ResetImageAttributeRequest",
-                                                                 .type = MT_STRUCT,
-                                                                 .members =
-                                                                     M_ResetImageAttributeRequest,
-                                                                 .nmembers = 3 };
-static const struct model_shape S_ResetImageAttributeName = { .name = "ResetImageAttributeName",
-                                                              .type = MT_STRING,
-                                                              .enums = E_ResetImageAttributeName,
-                                                              .nenums = 1 };
-static const struct model_shape S_CancelImageLaunchPermissionRequest = {
-    .name = "CancelImageLaunchPermissionRequest",
-    .type = MT_STRUCT,
-    .members = M_CancelImageLaunchPermissionRequest,
-    .nmembers = 2
-};
-static const struct model_shape S_CancelImageLaunchPermissionResult = {
-    .name = "CancelImageLaunchPermissionResult",
-    .type = MT_STRUCT,
-    .members = M_CancelImageLaunchPermissionResult,
-    .nmembers = 1
-};
-static const struct model_shape S_EnableImageBlockPublicAccessRequest = {
-    .name = "EnableImageBlockPublicAccessRequest",
-    .type = MT_STRUCT,
-    .members = M_EnableImageBlockPublicAccessRequest,
-    .nmembers = 2
-};
-static const struct model_shape S_ImageBlockPublicAccessEnabledState = {
-    .name = "ImageBlockPublicAccessEnabledState",
-    .type = MT_STRING,
-    .enums = E_ImageBlockPublicAccessEnabledState,
-    .nenums = 1
-};
-static const struct model_shape S_EnableImageBlockPublicAccessResult = {
-    .name = "EnableImageBlockPublicAccessResult",
-    .type = MT_STRUCT,
-    .members = M_EnableImageBlockPublicAccessResult,
-    .nmembers = 1
-};
-static const struct model_shape S_DisableImageBlockPublicAccessRequest = {
-    .name = "DisableImageBlockPublicAccessRequest",
-    .type = MT_STRUCT,
-    .members = M_DisableImageBlockPublicAccessRequest,
-    .nmembers = 1
-};
-static const struct model_shape S_DisableImageBlockPublicAccessResult = {
-    .name = "DisableImageBlockPublicAccessResult",
-    .type = MT_STRUCT,
-    .members = M_DisableImageBlockPublicAccessResult,
-    .nmembers = 1
-};
-static const struct model_shape S_ImageBlockPublicAccessDisabledState = {
-    .name = "ImageBlockPublicAccessDisabledState",
-    .type = MT_STRING,
-    .enums = E_ImageBlockPublicAccessDisabledState,
-    .nenums = 1
-};
-static const struct model_shape S_GetImageBlockPublicAccessStateRequest = {
-    .name = "GetImageBlockPublicAccessStateRequest",
-    .type = MT_STRUCT,
-    .members = M_GetImageBlockPublicAccessStateRequest,
-    .nmembers = 1
-};
-static const struct model_shape S_GetImageBlockPublicAccessStateResult = {
-    .name = "GetImageBlockPublicAccessStateResult",
-    .type = MT_STRUCT,
-    .members = M_GetImageBlockPublicAccessStateResult,
-    .nmembers = 2
-};
-static const struct model_shape S_ManagedBy = {
-    .name = "ManagedBy", .type = MT_STRING, .enums = E_ManagedBy, .nenums = 2
-};
-static const struct model_shape S_EnableImageDeprecationRequest = {
-    .name = "EnableImageDeprecationRequest",
-    .type = MT_STRUCT,
-    .members = M_EnableImageDeprecationRequest,
-    .nmembers = 3
-};
-static const struct model_shape S_EnableImageDeprecationResult = {
-    .name = "EnableImageDeprecationResult",
-    .type = MT_STRUCT,
-    .members = M_EnableImageDeprecationResult,
-    .nmembers = 1
-};
-static const struct model_shape S_DisableImageDeprecationRequest = {
-    .name = "DisableImageDeprecationRequest",
-    .type = MT_STRUCT,
-    .members = M_DisableImageDeprecationRequest,
-    .nmembers = 2
-};
-static const struct model_shape S_DisableImageDeprecationResult = {
-    .name = "DisableImageDeprecationResult",
-    .type = MT_STRUCT,
-    .members = M_DisableImageDeprecationResult,
-    .nmembers = 1
-};
-static const struct model_shape S_EnableImageDeregistrationProtectionRequest = {
-    .name = "EnableImageDeregistrationProtectionRequest",
-    .type = MT_STRUCT,
-    .members = M_EnableImageDeregistrationProtectionRequest,
-    .nmembers = 3
-};
-static const struct model_shape S_EnableImageDeregistrationProtectionResult = {
-    .name = "EnableImageDeregistrationProtectionResult",
-    .type = MT_STRUCT,
-    .members = M_EnableImageDeregistrationProtectionResult,
-    .nmembers = 1
-};
-static const struct model_shape S_DisableImageDeregistrationProtectionRequest = {
-    .name = "DisableImageDeregistrationProtectionRequest",
-    .type = MT_STRUCT,
-    .members = M_DisableImageDeregistrationProtectionRequest,
-    .nmembers = 2
-};
-static const struct model_shape S_DisableImageDeregistrationProtectionResult = {
-    .name = "DisableImageDeregistrationProtectionResult",
-    .type = MT_STRUCT,
-    .members = M_DisableImageDeregistrationProtectionResult,
-    .nmembers = 1
-};
-static const struct model_shape S_EnableImageRequest = {
-    .name = "EnableImageRequest", .type = MT_STRUCT, .members = M_EnableImageRequest, .nmembers = 2
-};
-static const struct model_shape S_EnableImageResult = {
-    .name = "EnableImageResult", .type = MT_STRUCT, .members = M_EnableImageResult, .nmembers = 1
-};
-static const struct model_shape S_DisableImageRequest = { .name = "DisableImageRequest",
-                                                          .type = MT_STRUCT,
-                                                          .members = M_DisableImageRequest,
-                                                          .nmembers = 2 };
-static const struct model_shape S_DisableImageResult = {
-    .name = "DisableImageResult", .type = MT_STRUCT, .members = M_DisableImageResult, .nmembers = 1
-};
-static const struct model_shape S_DeregisterImageRequest = { .name = "DeregisterImageRequest",
-                                                             .type = MT_STRUCT,
-                                                             .members = M_DeregisterImageRequest,
-                                                             .nmembers = 3 };
-static const struct model_shape S_DeregisterImageResult = { .name = "DeregisterImageResult",
-                                                            .type = MT_STRUCT,
-                                                            .members = M_DeregisterImageResult,
-                                                            .nmembers = 2 };
-static const struct model_shape S_DeleteSnapshotResultSet = {
-    .name = "DeleteSnapshotResultSet", .type = MT_LIST, .member = &L_DeleteSnapshotResultSet[0]
-};
-static const struct model_shape S_DeleteSnapshotReturnCode = { .name = "DeleteSnapshotReturnCode",
-                                                               .type = MT_STRUCT,
-                                                               .members =
-                                                                   M_DeleteSnapshotReturnCode,
-                                                               .nmembers = 2 };
-static const struct model_shape S_SnapshotReturnCodes = {
-    .name = "SnapshotReturnCodes", .type = MT_STRING, .enums = E_SnapshotReturnCodes, .nenums = 5
-};
-static const struct model_shape S_CreateKeyPairRequest = { .name = "CreateKeyPairRequest",
-                                                           .type = MT_STRUCT,
-                                                           .members = M_CreateKeyPairRequest,
-                                                           .nmembers = 5 };
-static const struct model_shape S_KeyType = {
-    .name = "KeyType", .type = MT_STRING, .enums = E_KeyType, .nenums = 2
-};
-static const struct model_shape S_KeyFormat = {
-    .name = "KeyFormat", .type = MT_STRING, .enums = E_KeyFormat, .nenums = 2
-};
-static const struct model_shape S_KeyPair = {
-    .name = "KeyPair", .type = MT_STRUCT, .members = M_KeyPair, .nmembers = 5
-};
-static const struct model_shape S_SensitiveUserData = { .name = "SensitiveUserData",
-                                                        .type = MT_STRING };
-static const struct model_shape S_ImportKeyPairRequest = { .name = "ImportKeyPairRequest",
-                                                           .type = MT_STRUCT,
-                                                           .members = M_ImportKeyPairRequest,
-                                                           .nmembers = 4 };
+static const struct model_shape S_DescribeImagesResult = { .name = "DescribeImagesResult", .type = MT_STRUCT, .members = M_DescribeImagesResult, .nmembers = 2 };
+static const struct model_shape S_ImageList = { .name = "ImageList", .type = MT_LIST, .member = &L_ImageList[0] };
+static const struct model_shape S_Image = { .name = "Image", .type = MT_STRUCT, .members = M_Image, .nmembers = 37 };
+static const struct model_shape S_BlockDeviceMappingList = { .name = "BlockDeviceMappingList", .type = MT_LIST, .member = &L_BlockDeviceMappingList[0] };
+static const struct model_shape S_HypervisorType = { .name = "HypervisorType", .type = MT_STRING, .enums = E_HypervisorType, .nenums = 2 };
+static const struct model_shape S_DeviceType = { .name = "DeviceType", .type = MT_STRING, .enums = E_DeviceType, .nenums = 2 };
+static const struct model_shape S_StateReason = { .name = "StateReason", .type = MT_STRUCT, .members = M_StateReason, .nmembers = 2 };
+static const struct model_shape S_VirtualizationType = { .name = "VirtualizationType", .type = MT_STRING, .enums = E_VirtualizationType, .nenums = 2 };
+static const struct model_shape S_ImageState = { .name = "ImageState", .type = MT_STRING, .enums = E_ImageState, .nenums = 8 };
+static const struct model_shape S_ImageTypeValues = { .name = "ImageTypeValues", .type = MT_STRING, .enums = E_ImageTypeValues, .nenums = 3 };
+static const struct model_shape S_PlatformValues = { .name = "PlatformValues", .type = MT_STRING, .enums = E_PlatformValues, .nenums = 1 };
+static const struct model_shape S_DescribeImageAttributeRequest = { .name = "DescribeImageAttributeRequest", .type = MT_STRUCT, .members = M_DescribeImageAttributeRequest, .nmembers = 3 };
+static const struct model_shape S_ImageAttributeName = { .name = "ImageAttributeName", .type = MT_STRING, .enums = E_ImageAttributeName, .nenums = 13 };
+static const struct model_shape S_ImageAttribute = { .name = "ImageAttribute", .type = MT_STRUCT, .members = M_ImageAttribute, .nmembers = 14 };
+static const struct model_shape S_AttributeValue = { .name = "AttributeValue", .type = MT_STRUCT, .members = M_AttributeValue, .nmembers = 1 };
+static const struct model_shape S_LaunchPermissionList = { .name = "LaunchPermissionList", .type = MT_LIST, .member = &L_LaunchPermissionList[0] };
+static const struct model_shape S_LaunchPermission = { .name = "LaunchPermission", .type = MT_STRUCT, .members = M_LaunchPermission, .nmembers = 4 };
+static const struct model_shape S_ModifyImageAttributeRequest = { .name = "ModifyImageAttributeRequest", .type = MT_STRUCT, .members = M_ModifyImageAttributeRequest, .nmembers = 13 };
+static const struct model_shape S_LaunchPermissionModifications = { .name = "LaunchPermissionModifications", .type = MT_STRUCT, .members = M_LaunchPermissionModifications, .nmembers = 2 };
+static const struct model_shape S_ProductCodeStringList = { .name = "ProductCodeStringList", .type = MT_LIST, .member = &L_ProductCodeStringList[0] };
+static const struct model_shape S_UserGroupStringList = { .name = "UserGroupStringList", .type = MT_LIST, .member = &L_UserGroupStringList[0] };
+static const struct model_shape S_OrganizationArnStringList = { .name = "OrganizationArnStringList", .type = MT_LIST, .member = &L_OrganizationArnStringList[0] };
+static const struct model_shape S_OrganizationalUnitArnStringList = { .name = "OrganizationalUnitArnStringList", .type = MT_LIST, .member = &L_OrganizationalUnitArnStringList[0] };
+static const struct model_shape S_ResetImageAttributeRequest = { .name = "ResetImageAttributeRequest", .type = MT_STRUCT, .members = M_ResetImageAttributeRequest, .nmembers = 3 };
+static const struct model_shape S_ResetImageAttributeName = { .name = "ResetImageAttributeName", .type = MT_STRING, .enums = E_ResetImageAttributeName, .nenums = 1 };
+static const struct model_shape S_CancelImageLaunchPermissionRequest = { .name = "CancelImageLaunchPermissionRequest", .type = MT_STRUCT, .members = M_CancelImageLaunchPermissionRequest, .nmembers = 2 };
+static const struct model_shape S_CancelImageLaunchPermissionResult = { .name = "CancelImageLaunchPermissionResult", .type = MT_STRUCT, .members = M_CancelImageLaunchPermissionResult, .nmembers = 1 };
+static const struct model_shape S_EnableImageBlockPublicAccessRequest = { .name = "EnableImageBlockPublicAccessRequest", .type = MT_STRUCT, .members = M_EnableImageBlockPublicAccessRequest, .nmembers = 2 };
+static const struct model_shape S_ImageBlockPublicAccessEnabledState = { .name = "ImageBlockPublicAccessEnabledState", .type = MT_STRING, .enums = E_ImageBlockPublicAccessEnabledState, .nenums = 1 };
+static const struct model_shape S_EnableImageBlockPublicAccessResult = { .name = "EnableImageBlockPublicAccessResult", .type = MT_STRUCT, .members = M_EnableImageBlockPublicAccessResult, .nmembers = 1 };
+static const struct model_shape S_DisableImageBlockPublicAccessRequest = { .name = "DisableImageBlockPublicAccessRequest", .type = MT_STRUCT, .members = M_DisableImageBlockPublicAccessRequest, .nmembers = 1 };
+static const struct model_shape S_DisableImageBlockPublicAccessResult = { .name = "DisableImageBlockPublicAccessResult", .type = MT_STRUCT, .members = M_DisableImageBlockPublicAccessResult, .nmembers = 1 };
+static const struct model_shape S_ImageBlockPublicAccessDisabledState = { .name = "ImageBlockPublicAccessDisabledState", .type = MT_STRING, .enums = E_ImageBlockPublicAccessDisabledState, .nenums = 1 };
+static const struct model_shape S_GetImageBlockPublicAccessStateRequest = { .name = "GetImageBlockPublicAccessStateRequest", .type = MT_STRUCT, .members = M_GetImageBlockPublicAccessStateRequest, .nmembers = 1 };
+static const struct model_shape S_GetImageBlockPublicAccessStateResult = { .name = "GetImageBlockPublicAccessStateResult", .type = MT_STRUCT, .members = M_GetImageBlockPublicAccessStateResult, .nmembers = 2 };
+static const struct model_shape S_ManagedBy = { .name = "ManagedBy", .type = MT_STRING, .enums = E_ManagedBy, .nenums = 2 };
+static const struct model_shape S_EnableImageDeprecationRequest = { .name = "EnableImageDeprecationRequest", .type = MT_STRUCT, .members = M_EnableImageDeprecationRequest, .nmembers = 3 };
+static const struct model_shape S_EnableImageDeprecationResult = { .name = "EnableImageDeprecationResult", .type = MT_STRUCT, .members = M_EnableImageDeprecationResult, .nmembers = 1 };
+static const struct model_shape S_DisableImageDeprecationRequest = { .name = "DisableImageDeprecationRequest", .type = MT_STRUCT, .members = M_DisableImageDeprecationRequest, .nmembers = 2 };
+static const struct model_shape S_DisableImageDeprecationResult = { .name = "DisableImageDeprecationResult", .type = MT_STRUCT, .members = M_DisableImageDeprecationResult, .nmembers = 1 };
+static const struct model_shape S_EnableImageDeregistrationProtectionRequest = { .name = "EnableImageDeregistrationProtectionRequest", .type = MT_STRUCT, .members = M_EnableImageDeregistrationProtectionRequest, .nmembers = 3 };
+static const struct model_shape S_EnableImageDeregistrationProtectionResult = { .name = "EnableImageDeregistrationProtectionResult", .type = MT_STRUCT, .members = M_EnableImageDeregistrationProtectionResult, .nmembers = 1 };
+static const struct model_shape S_DisableImageDeregistrationProtectionRequest = { .name = "DisableImageDeregistrationProtectionRequest", .type = MT_STRUCT, .members = M_DisableImageDeregistrationProtectionRequest, .nmembers = 2 };
+static const struct model_shape S_DisableImageDeregistrationProtectionResult = { .name = "DisableImageDeregistrationProtectionResult", .type = MT_STRUCT, .members = M_DisableImageDeregistrationProtectionResult, .nmembers = 1 };
+static const struct model_shape S_EnableImageRequest = { .name = "EnableImageRequest", .type = MT_STRUCT, .members = M_EnableImageRequest, .nmembers = 2 };
+static const struct model_shape S_EnableImageResult = { .name = "EnableImageResult", .type = MT_STRUCT, .members = M_EnableImageResult, .nmembers = 1 };
+static const struct model_shape S_DisableImageRequest = { .name = "DisableImageRequest", .type = MT_STRUCT, .members = M_DisableImageRequest, .nmembers = 2 };
+static const struct model_shape S_DisableImageResult = { .name = "DisableImageResult", .type = MT_STRUCT, .members = M_DisableImageResult, .nmembers = 1 };
+static const struct model_shape S_DeregisterImageRequest = { .name = "DeregisterImageRequest", .type = MT_STRUCT, .members = M_DeregisterImageRequest, .nmembers = 3 };
+static const struct model_shape S_DeregisterImageResult = { .name = "DeregisterImageResult", .type = MT_STRUCT, .members = M_DeregisterImageResult, .nmembers = 2 };
+static const struct model_shape S_DeleteSnapshotResultSet = { .name = "DeleteSnapshotResultSet", .type = MT_LIST, .member = &L_DeleteSnapshotResultSet[0] };
+static const struct model_shape S_DeleteSnapshotReturnCode = { .name = "DeleteSnapshotReturnCode", .type = MT_STRUCT, .members = M_DeleteSnapshotReturnCode, .nmembers = 2 };
+static const struct model_shape S_SnapshotReturnCodes = { .name = "SnapshotReturnCodes", .type = MT_STRING, .enums = E_SnapshotReturnCodes, .nenums = 5 };
+static const struct model_shape S_CreateKeyPairRequest = { .name = "CreateKeyPairRequest", .type = MT_STRUCT, .members = M_CreateKeyPairRequest, .nmembers = 5 };
+static const struct model_shape S_KeyType = { .name = "KeyType", .type = MT_STRING, .enums = E_KeyType, .nenums = 2 };
+static const struct model_shape S_KeyFormat = { .name = "KeyFormat", .type = MT_STRING, .enums = E_KeyFormat, .nenums = 2 };
+static const struct model_shape S_KeyPair = { .name = "KeyPair", .type = MT_STRUCT, .members = M_KeyPair, .nmembers = 5 };
+static const struct model_shape S_SensitiveUserData = { .name = "SensitiveUserData", .type = MT_STRING };
+static const struct model_shape S_ImportKeyPairRequest = { .name = "ImportKeyPairRequest", .type = MT_STRUCT, .members = M_ImportKeyPairRequest, .nmembers = 4 };
 static const struct model_shape S_Blob = { .name = "Blob", .type = MT_BLOB };
-static const struct model_shape S_ImportKeyPairResult = { .name = "ImportKeyPairResult",
-                                                          .type = MT_STRUCT,
-                                                          .members = M_ImportKeyPairResult,
-                                                          .nmembers = 4 };
-static const struct model_shape S_DescribeKeyPairsRequest = { .name = "DescribeKeyPairsRequest",
-                                                              .type = MT_STRUCT,
-                                                              .members = M_DescribeKeyPairsRequest,
-                                                              .nmembers = 5 };
-static const struct model_shape S_KeyNameStringList = { .name = "KeyNameStringList",
-                                                        .type = MT_LIST,
-                                                        .member = &L_KeyNameStringList[0] };
+static const struct model_shape S_ImportKeyPairResult = { .name = "ImportKeyPairResult", .type = MT_STRUCT, .members = M_ImportKeyPairResult, .nmembers = 4 };
+static const struct model_shape S_DescribeKeyPairsRequest = { .name = "DescribeKeyPairsRequest", .type = MT_STRUCT, .members = M_DescribeKeyPairsRequest, .nmembers = 5 };
+static const struct model_shape S_KeyNameStringList = { .name = "KeyNameStringList", .type = MT_LIST, .member = &L_KeyNameStringList[0] };
 static const struct model_shape S_KeyPairName = { .name = "KeyPairName", .type = MT_STRING };
-static const struct model_shape S_KeyPairIdStringList = { .name = "KeyPairIdStringList",
-                                                          .type = MT_LIST,
-                                                          .member = &L_KeyPairIdStringList[0] };
+static const struct model_shape S_KeyPairIdStringList = { .name = "KeyPairIdStringList", .type = MT_LIST, .member = &L_KeyPairIdStringList[0] };
 static const struct model_shape S_KeyPairId = { .name = "KeyPairId", .type = MT_STRING };
-static const struct model_shape S_DescribeKeyPairsResult = { .name = "DescribeKeyPairsResult",
-                                                             .type = MT_STRUCT,
-                                                             .members = M_DescribeKeyPairsResult,
-                                                             .nmembers = 1 };
-static const struct model_shape S_KeyPairList = { .name = "KeyPairList",
-                                                  .type = MT_LIST,
-                                                  .member = &L_KeyPairList[0] };
-static const struct model_shape S_KeyPairInfo = {
-    .name = "KeyPairInfo", .type = MT_STRUCT, .members = M_KeyPairInfo, .nmembers = 7
-};
-static const struct model_shape S_DeleteKeyPairRequest = { .name = "DeleteKeyPairRequest",
-                                                           .type = MT_STRUCT,
-                                                           .members = M_DeleteKeyPairRequest,
-                                                           .nmembers = 3 };
-static const struct model_shape S_KeyPairNameWithResolver = { .name = "KeyPairNameWithResolver",
-                                                              .type = MT_STRING };
-static const struct model_shape S_DeleteKeyPairResult = { .name = "DeleteKeyPairResult",
-                                                          .type = MT_STRUCT,
-                                                          .members = M_DeleteKeyPairResult,
-                                                          .nmembers = 2 };
-static const struct model_shape S_RunInstancesRequest = { .name = "RunInstancesRequest",
-                                                          .type = MT_STRUCT,
-                                                          .members = M_RunInstancesRequest,
-                                                          .nmembers = 44 };
-static const struct model_shape S_InstanceType = {
-    .name = "InstanceType", .type = MT_STRING, .enums = E_InstanceType, .nenums = 1212
-};
-static const struct model_shape S_InstanceIpv6AddressList = {
-    .name = "InstanceIpv6AddressList", .type = MT_LIST, .member = &L_InstanceIpv6AddressList[0]
-};
-static const struct model_shape S_InstanceIpv6Address = { .name = "InstanceIpv6Address",
-                                                          .type = MT_STRUCT,
-                                                          .members = M_InstanceIpv6Address,
-                                                          .nmembers = 2 };
-static const struct model_shape S_RunInstancesMonitoringEnabled = {
-    .name = "RunInstancesMonitoringEnabled",
-    .type = MT_STRUCT,
-    .members = M_RunInstancesMonitoringEnabled,
-    .nmembers = 1
-};
-static const struct model_shape S_Placement = {
-    .name = "Placement", .type = MT_STRUCT, .members = M_Placement, .nmembers = 10
-};
-static const struct model_shape S_PlacementGroupName = { .name = "PlacementGroupName",
-                                                         .type = MT_STRING };
-static const struct model_shape S_Tenancy = {
-    .name = "Tenancy", .type = MT_STRING, .enums = E_Tenancy, .nenums = 3
-};
-static const struct model_shape S_PlacementGroupId = { .name = "PlacementGroupId",
-                                                       .type = MT_STRING };
-static const struct model_shape S_SecurityGroupIdStringList = {
-    .name = "SecurityGroupIdStringList", .type = MT_LIST, .member = &L_SecurityGroupIdStringList[0]
-};
-static const struct model_shape S_SecurityGroupId = { .name = "SecurityGroupId",
-                                                      .type = MT_STRING };
-static const struct model_shape S_SecurityGroupStringList = {
-    .name = "SecurityGroupStringList", .type = MT_LIST, .member = &L_SecurityGroupStringList[0]
-};
+static const struct model_shape S_DescribeKeyPairsResult = { .name = "DescribeKeyPairsResult", .type = MT_STRUCT, .members = M_DescribeKeyPairsResult, .nmembers = 1 };
+static const struct model_shape S_KeyPairList = { .name = "KeyPairList", .type = MT_LIST, .member = &L_KeyPairList[0] };
+static const struct model_shape S_KeyPairInfo = { .name = "KeyPairInfo", .type = MT_STRUCT, .members = M_KeyPairInfo, .nmembers = 7 };
+static const struct model_shape S_DeleteKeyPairRequest = { .name = "DeleteKeyPairRequest", .type = MT_STRUCT, .members = M_DeleteKeyPairRequest, .nmembers = 3 };
+static const struct model_shape S_KeyPairNameWithResolver = { .name = "KeyPairNameWithResolver", .type = MT_STRING };
+static const struct model_shape S_DeleteKeyPairResult = { .name = "DeleteKeyPairResult", .type = MT_STRUCT, .members = M_DeleteKeyPairResult, .nmembers = 2 };
+static const struct model_shape S_RunInstancesRequest = { .name = "RunInstancesRequest", .type = MT_STRUCT, .members = M_RunInstancesRequest, .nmembers = 44 };
+static const struct model_shape S_InstanceType = { .name = "InstanceType", .type = MT_STRING, .enums = E_InstanceType, .nenums = 1212 };
+static const struct model_shape S_InstanceIpv6AddressList = { .name = "InstanceIpv6AddressList", .type = MT_LIST, .member = &L_InstanceIpv6AddressList[0] };
+static const struct model_shape S_InstanceIpv6Address = { .name = "InstanceIpv6Address", .type = MT_STRUCT, .members = M_InstanceIpv6Address, .nmembers = 2 };
+static const struct model_shape S_RunInstancesMonitoringEnabled = { .name = "RunInstancesMonitoringEnabled", .type = MT_STRUCT, .members = M_RunInstancesMonitoringEnabled, .nmembers = 1 };
+static const struct model_shape S_Placement = { .name = "Placement", .type = MT_STRUCT, .members = M_Placement, .nmembers = 10 };
+static const struct model_shape S_PlacementGroupName = { .name = "PlacementGroupName", .type = MT_STRING };
+static const struct model_shape S_Tenancy = { .name = "Tenancy", .type = MT_STRING, .enums = E_Tenancy, .nenums = 3 };
+static const struct model_shape S_PlacementGroupId = { .name = "PlacementGroupId", .type = MT_STRING };
+static const struct model_shape S_SecurityGroupIdStringList = { .name = "SecurityGroupIdStringList", .type = MT_LIST, .member = &L_SecurityGroupIdStringList[0] };
+static const struct model_shape S_SecurityGroupId = { .name = "SecurityGroupId", .type = MT_STRING };
+static const struct model_shape S_SecurityGroupStringList = { .name = "SecurityGroupStringList", .type = MT_LIST, .member = &L_SecurityGroupStringList[0] };
 static const struct model_shape S_SubnetId = { .name = "SubnetId", .type = MT_STRING };
-static const struct model_shape S_RunInstancesUserData = { .name = "RunInstancesUserData",
-                                                           .type = MT_STRING };
-static const struct model_shape S_ElasticGpuSpecifications = {
-    .name = "ElasticGpuSpecifications", .type = MT_LIST, .member = &L_ElasticGpuSpecifications[0]
-};
-static const struct model_shape S_ElasticGpuSpecification = { .name = "ElasticGpuSpecification",
-                                                              .type = MT_STRUCT,
-                                                              .members = M_ElasticGpuSpecification,
-                                                              .nmembers = 1 };
-static const struct model_shape S_ElasticInferenceAccelerators = {
-    .name = "ElasticInferenceAccelerators",
-    .type = MT_LIST,
-    .member = &L_ElasticInferenceAccelerators[0]
-};
-static const struct model_shape S_ElasticInferenceAccelerator = { .name =
-                                                                      "ElasticInferenceAccelerator",
-                                                                  .type = MT_STRUCT,
-                                                                  .members =
-                                                                      M_ElasticInferenceAccelerator,
-                                                                  .nmembers = 2 };
-static const struct model_shape S_ElasticInferenceAcceleratorCount = {
-    .name = "ElasticInferenceAcceleratorCount", .type = MT_INTEGER, .has_min = 1, .min = 1
-};
-static const struct model_shape S_LaunchTemplateSpecification = { .name =
-                                                                      "LaunchTemplateSpecification",
-                                                                  .type = MT_STRUCT,
-                                                                  .members =
-                                                                      M_LaunchTemplateSpecification,
-                                                                  .nmembers = 3 };
-static const struct model_shape S_LaunchTemplateId = { .name = "LaunchTemplateId",
-                                                       .type = MT_STRING };
-static const struct model_shape S_InstanceMarketOptionsRequest = {
-    .name = "InstanceMarketOptionsRequest",
-    .type = MT_STRUCT,
-    .members = M_InstanceMarketOptionsRequest,
-    .nmembers = 2
-};
-static const struct model_shape S_MarketType = {
-    .name = "MarketType", .type = MT_STRING, .enums = E_MarketType, .nenums = 3
-};
-static const struct model_shape S_SpotMarketOptions = {
-    .name = "SpotMarketOptions", .type = MT_STRUCT, .members = M_SpotMarketOptions, .nmembers = 5
-};
-static const struct model_shape S_SpotInstanceType = {
-    .name = "SpotInstanceType", .type = MT_STRING, .enums = E_SpotInstanceType, .nenums = 2
-};
-static const struct model_shape S_InstanceInterruptionBehavior = {
-    .name = "InstanceInterruptionBehavior",
-    .type = MT_STRING,
-    .enums = E_InstanceInterruptionBehavior,
-    .nenums = 3
-};
-static const struct model_shape S_CreditSpecificationRequest = { .name =
-                                                                     "CreditSpecificationRequest",
-                                                                 .type = MT_STRUCT,
-                                                                 .members =
-                                                                     M_CreditSpecificationRequest,
-                                                                 .nmembers = 1 };
-static const struct model_shape S_CpuOptionsRequest = {
-    .name = "CpuOptionsRequest", .type = MT_STRUCT, .members = M_CpuOptionsRequest, .nmembers = 4
-};
-static const struct model_shape S_AmdSevSnpSpecification = { .name = "AmdSevSnpSpecification",
-                                                             .type = MT_STRING,
-                                                             .enums = E_AmdSevSnpSpecification,
-                                                             .nenums = 2 };
-static const struct model_shape S_NestedVirtualizationSpecification = {
-    .name = "NestedVirtualizationSpecification",
-    .type = MT_STRING,
-    .enums = E_NestedVirtualizationSpecification,
-    .nenums = 2
-};
-static const struct model_shape S_CapacityReservationSpecification = {
-    .name = "CapacityReservationSpecification",
-    .type = MT_STRUCT,
-    .members = M_CapacityReservationSpecification,
-    .nmembers = 2
-};
-static const struct model_shape S_CapacityReservationPreference = {
-    .name = "CapacityReservationPreference",
-    .type = MT_STRING,
-    .enums = E_CapacityReservationPreference,
-    .nenums = 3
-};
-static const struct model_shape S_CapacityReservationTarget = { .name = "CapacityReservationTarget",
-                                                                .type = MT_STRUCT,
-                                                                .members =
-                                                                    M_CapacityReservationTarget,
-                                                                .nmembers = 2 };
-static const struct model_shape S_CapacityReservationId = { .name = "CapacityReservationId",
-                                                            .type = MT_STRING };
-static const struct model_shape S_HibernationOptionsRequest = { .name = "HibernationOptionsRequest",
-                                                                .type = MT_STRUCT,
-                                                                .members =
-                                                                    M_HibernationOptionsRequest,
-                                                                .nmembers = 1 };
-static const struct model_shape S_LicenseSpecificationListRequest = {
-    .name = "LicenseSpecificationListRequest",
-    .type = MT_LIST,
-    .member = &L_LicenseSpecificationListRequest[0]
-};
-static const struct model_shape S_LicenseConfigurationRequest = { .name =
-                                                                      "LicenseConfigurationRequest",
-                                                                  .type = MT_STRUCT,
-                                                                  .members =
-                                                                      M_LicenseConfigurationRequest,
-                                                                  .nmembers = 1 };
-static const struct model_shape S_InstanceMetadataOptionsRequest = {
-    .name = "InstanceMetadataOptionsRequest",
-    .type = MT_STRUCT,
-    .members = M_InstanceMetadataOptionsRequest,
-    .nmembers = 5
-};
-static const struct model_shape S_HttpTokensState = {
-    .name = "HttpTokensState", .type = MT_STRING, .enums = E_HttpTokensState, .nenums = 2
-};
-static const struct model_shape S_InstanceMetadataEndpointState = {
-    .name = "InstanceMetadataEndpointState",
-    .type = MT_STRING,
-    .enums = E_InstanceMetadataEndpointState,
-    .nenums = 2
-};
-static const struct model_shape S_InstanceMetadataProtocolState = {
-    .name = "InstanceMetadataProtocolState",
-    .type = MT_STRING,
-    .enums = E_InstanceMetadataProtocolState,
-    .nenums = 2
-};
-static const struct model_shape S_InstanceMetadataTagsState = { .name = "InstanceMetadataTagsState",
-                                                                .type = MT_STRING,
-                                                                .enums =
-                                                                    E_InstanceMetadataTagsState,
-                                                                .nenums = 2 };
-static const struct model_shape S_EnclaveOptionsRequest = { .name = "EnclaveOptionsRequest",
-                                                            .type = MT_STRUCT,
-                                                            .members = M_EnclaveOptionsRequest,
-                                                            .nmembers = 1 };
-static const struct model_shape S_PrivateDnsNameOptionsRequest = {
-    .name = "PrivateDnsNameOptionsRequest",
-    .type = MT_STRUCT,
-    .members = M_PrivateDnsNameOptionsRequest,
-    .nmembers = 3
-};
-static const struct model_shape S_HostnameType = {
-    .name = "HostnameType", .type = MT_STRING, .enums = E_HostnameType, .nenums = 2
-};
-static const struct model_shape S_InstanceMaintenanceOptionsRequest = {
-    .name = "InstanceMaintenanceOptionsRequest",
-    .type = MT_STRUCT,
-    .members = M_InstanceMaintenanceOptionsRequest,
-    .nmembers = 1
-};
-static const struct model_shape S_InstanceAutoRecoveryState = { .name = "InstanceAutoRecoveryState",
-                                                                .type = MT_STRING,
-                                                                .enums =
-                                                                    E_InstanceAutoRecoveryState,
-                                                                .nenums = 2 };
-static const struct model_shape S_InstanceNetworkPerformanceOptionsRequest = {
-    .name = "InstanceNetworkPerformanceOptionsRequest",
-    .type = MT_STRUCT,
-    .members = M_InstanceNetworkPerformanceOptionsRequest,
-    .nmembers = 1
-};
-static const struct model_shape S_InstanceBandwidthWeighting = { .name =
-                                                                     "InstanceBandwidthWeighting",
-                                                                 .type = MT_STRING,
-                                                                 .enums =
-                                                                     E_InstanceBandwidthWeighting,
-                                                                 .nenums = 3 };
-static const struct model_shape S_InstanceSecondaryInterfaceSpecificationListRequest = {
-    .name = "InstanceSecondaryInterfaceSpecificationListRequest",
-    .type = MT_LIST,
-    .member = &L_InstanceSecondaryInterfaceSpecificationListRequest[0]
-};
-static const struct model_shape S_InstanceSecondaryInterfaceSpecificationRequest = {
-    .name = "InstanceSecondaryInterfaceSpecificationRequest",
-    .type = MT_STRUCT,
-    .members = M_InstanceSecondaryInterfaceSpecificationRequest,
-    .nmembers = 7
-};
-static const struct model_shape S_InstanceSecondaryInterfacePrivateIpAddressListRequest = {
-    .name = "InstanceSecondaryInterfacePrivateIpAddressListRequest",
-    .type = MT_LIST,
-    .member = &L_InstanceSecondaryInterfacePrivateIpAddressListRequest[0]
-};
-static const struct model_shape S_InstanceSecondaryInterfacePrivateIpAddressRequest = {
-    .name = "InstanceSecondaryInterfacePrivateIpAddressRequest",
-    .type = MT_STRUCT,
-    .members = M_InstanceSecondaryInterfacePrivateIpAddressRequest,
-    .nmembers = 1
-};
-static const struct model_shape S_SecondarySubnetId = { .name = "SecondarySubnetId",
-                                                        .type = MT_STRING };
-static const struct model_shape S_SecondaryInterfaceType = { .name = "SecondaryInterfaceType",
-                                                             .type = MT_STRING,
-                                                             .enums = E_SecondaryInterfaceType,
-                                                             .nenums = 1 };
-static const struct model_shape S_ShutdownBehavior = {
-    .name = "ShutdownBehavior", .type = MT_STRING, .enums = E_ShutdownBehavior, .nenums = 2
-};
-static const struct model_shape S_InstanceNetworkInterfaceSpecificationList = {
-    .name = "InstanceNetworkInterfaceSpecificationList",
-    .type = MT_LIST,
-    .member = &L_InstanceNetworkInterfaceSpecificationList[0]
-};
-static const struct model_shape S_InstanceNetworkInterfaceSpecification = {
-    .name = "InstanceNetworkInterfaceSpecification",
-    .type = MT_STRUCT,
-    .members = M_InstanceNetworkInterfaceSpecification,
-    .nmembers = 23
-};
-static const struct model_shape S_NetworkInterfaceId = { .name = "NetworkInterfaceId",
-                                                         .type = MT_STRING };
-static const struct model_shape S_PrivateIpAddressSpecificationList = {
-    .name = "PrivateIpAddressSpecificationList",
-    .type = MT_LIST,
-    .member = &L_PrivateIpAddressSpecificationList[0]
-};
-static const struct model_shape S_PrivateIpAddressSpecification = {
-    .name = "PrivateIpAddressSpecification",
-    .type = MT_STRUCT,
-    .members = M_PrivateIpAddressSpecification,
-    .nmembers = 2
-};
-static const struct model_shape S_Ipv4PrefixList = { .name = "Ipv4PrefixList",
-                                                     .type = MT_LIST,
-                                                     .member = &L_Ipv4PrefixList[0] };
-static const struct model_shape S_Ipv4PrefixSpecificationRequest = {
-    .name = "Ipv4PrefixSpecificationRequest",
-    .type = MT_STRUCT,
-    .members = M_Ipv4PrefixSpecificationRequest,
-    .nmembers = 1
-};
-static const struct model_shape S_Ipv6PrefixList = { .name = "Ipv6PrefixList",
-                                                     .type = MT_LIST,
-                                                     .member = &L_Ipv6PrefixList[0] };
-static const struct model_shape S_Ipv6PrefixSpecificationRequest = {
-    .name = "Ipv6PrefixSpecificationRequest",
-    .type = MT_STRUCT,
-    .members = M_Ipv6PrefixSpecificationRequest,
-    .nmembers = 1
-};
-static const struct model_shape S_EnaSrdSpecificationRequest = { .name =
-                                                                     "EnaSrdSpecificationRequest",
-                                                                 .type = MT_STRUCT,
-                                                                 .members =
-                                                                     M_EnaSrdSpecificationRequest,
-                                                                 .nmembers = 2 };
-static const struct model_shape S_EnaSrdUdpSpecificationRequest = {
-    .name = "EnaSrdUdpSpecificationRequest",
-    .type = MT_STRUCT,
-    .members = M_EnaSrdUdpSpecificationRequest,
-    .nmembers = 1
-};
-static const struct model_shape S_ConnectionTrackingSpecificationRequest = {
-    .name = "ConnectionTrackingSpecificationRequest",
-    .type = MT_STRUCT,
-    .members = M_ConnectionTrackingSpecificationRequest,
-    .nmembers = 3
-};
-static const struct model_shape S_IamInstanceProfileSpecification = {
-    .name = "IamInstanceProfileSpecification",
-    .type = MT_STRUCT,
-    .members = M_IamInstanceProfileSpecification,
-    .nmembers = 2
-};
-static const struct model_shape S_Reservation = {
-    .name = "Reservation", .type = MT_STRUCT, .members = M_Reservation, .nmembers = 5
-};
-static const struct model_shape S_GroupIdentifierList = { .name = "GroupIdentifierList",
-                                                          .type = MT_LIST,
-                                                          .member = &L_GroupIdentifierList[0] };
-static const struct model_shape S_GroupIdentifier = {
-    .name = "GroupIdentifier", .type = MT_STRUCT, .members = M_GroupIdentifier, .nmembers = 2
-};
-static const struct model_shape S_InstanceList = { .name = "InstanceList",
-                                                   .type = MT_LIST,
-                                                   .member = &L_InstanceList[0] };
-static const struct model_shape S_Instance = {
-    .name = "Instance", .type = MT_STRUCT, .members = M_Instance, .nmembers = 61
-};
-static const struct model_shape S_InstanceBlockDeviceMappingList = {
-    .name = "InstanceBlockDeviceMappingList",
-    .type = MT_LIST,
-    .member = &L_InstanceBlockDeviceMappingList[0]
-};
-static const struct model_shape S_InstanceBlockDeviceMapping = { .name =
-                                                                     "InstanceBlockDeviceMapping",
-                                                                 .type = MT_STRUCT,
-                                                                 .members =
-                                                                     M_InstanceBlockDeviceMapping,
-                                                                 .nmembers = 2 };
-static const struct model_shape S_EbsInstanceBlockDevice = { .name = "EbsInstanceBlockDevice",
-                                                             .type = MT_STRUCT,
-                                                             .members = M_EbsInstanceBlockDevice,
-                                                             .nmembers = 8 };
-static const struct model_shape S_AttachmentStatus = {
-    .name = "AttachmentStatus", .type = MT_STRING, .enums = E_AttachmentStatus, .nenums = 4
-};
-static const struct model_shape S_IamInstanceProfile = {
-    .name = "IamInstanceProfile", .type = MT_STRUCT, .members = M_IamInstanceProfile, .nmembers = 2
-};
-static const struct model_shape S_InstanceLifecycleType = { .name = "InstanceLifecycleType",
-                                                            .type = MT_STRING,
-                                                            .enums = E_InstanceLifecycleType,
-                                                            .nenums = 4 };
-static const struct model_shape S_ElasticGpuAssociationList = {
-    .name = "ElasticGpuAssociationList", .type = MT_LIST, .member = &L_ElasticGpuAssociationList[0]
-};
-static const struct model_shape S_ElasticGpuAssociation = { .name = "ElasticGpuAssociation",
-                                                            .type = MT_STRUCT,
-                                                            .members = M_ElasticGpuAssociation,
-                                                            .nmembers = 4 };
+static const struct model_shape S_RunInstancesUserData = { .name = "RunInstancesUserData", .type = MT_STRING };
+static const struct model_shape S_ElasticGpuSpecifications = { .name = "ElasticGpuSpecifications", .type = MT_LIST, .member = &L_ElasticGpuSpecifications[0] };
+static const struct model_shape S_ElasticGpuSpecification = { .name = "ElasticGpuSpecification", .type = MT_STRUCT, .members = M_ElasticGpuSpecification, .nmembers = 1 };
+static const struct model_shape S_ElasticInferenceAccelerators = { .name = "ElasticInferenceAccelerators", .type = MT_LIST, .member = &L_ElasticInferenceAccelerators[0] };
+static const struct model_shape S_ElasticInferenceAccelerator = { .name = "ElasticInferenceAccelerator", .type = MT_STRUCT, .members = M_ElasticInferenceAccelerator, .nmembers = 2 };
+static const struct model_shape S_ElasticInferenceAcceleratorCount = { .name = "ElasticInferenceAcceleratorCount", .type = MT_INTEGER, .has_min = 1, .min = 1 };
+static const struct model_shape S_LaunchTemplateSpecification = { .name = "LaunchTemplateSpecification", .type = MT_STRUCT, .members = M_LaunchTemplateSpecification, .nmembers = 3 };
+static const struct model_shape S_LaunchTemplateId = { .name = "LaunchTemplateId", .type = MT_STRING };
+static const struct model_shape S_InstanceMarketOptionsRequest = { .name = "InstanceMarketOptionsRequest", .type = MT_STRUCT, .members = M_InstanceMarketOptionsRequest, .nmembers = 2 };
+static const struct model_shape S_MarketType = { .name = "MarketType", .type = MT_STRING, .enums = E_MarketType, .nenums = 3 };
+static const struct model_shape S_SpotMarketOptions = { .name = "SpotMarketOptions", .type = MT_STRUCT, .members = M_SpotMarketOptions, .nmembers = 5 };
+static const struct model_shape S_SpotInstanceType = { .name = "SpotInstanceType", .type = MT_STRING, .enums = E_SpotInstanceType, .nenums = 2 };
+static const struct model_shape S_InstanceInterruptionBehavior = { .name = "InstanceInterruptionBehavior", .type = MT_STRING, .enums = E_InstanceInterruptionBehavior, .nenums = 3 };
+static const struct model_shape S_CreditSpecificationRequest = { .name = "CreditSpecificationRequest", .type = MT_STRUCT, .members = M_CreditSpecificationRequest, .nmembers = 1 };
+static const struct model_shape S_CpuOptionsRequest = { .name = "CpuOptionsRequest", .type = MT_STRUCT, .members = M_CpuOptionsRequest, .nmembers = 4 };
+static const struct model_shape S_AmdSevSnpSpecification = { .name = "AmdSevSnpSpecification", .type = MT_STRING, .enums = E_AmdSevSnpSpecification, .nenums = 2 };
+static const struct model_shape S_NestedVirtualizationSpecification = { .name = "NestedVirtualizationSpecification", .type = MT_STRING, .enums = E_NestedVirtualizationSpecification, .nenums = 2 };
+static const struct model_shape S_CapacityReservationSpecification = { .name = "CapacityReservationSpecification", .type = MT_STRUCT, .members = M_CapacityReservationSpecification, .nmembers = 2 };
+static const struct model_shape S_CapacityReservationPreference = { .name = "CapacityReservationPreference", .type = MT_STRING, .enums = E_CapacityReservationPreference, .nenums = 3 };
+static const struct model_shape S_CapacityReservationTarget = { .name = "CapacityReservationTarget", .type = MT_STRUCT, .members = M_CapacityReservationTarget, .nmembers = 2 };
+static const struct model_shape S_CapacityReservationId = { .name = "CapacityReservationId", .type = MT_STRING };
+static const struct model_shape S_HibernationOptionsRequest = { .name = "HibernationOptionsRequest", .type = MT_STRUCT, .members = M_HibernationOptionsRequest, .nmembers = 1 };
+static const struct model_shape S_LicenseSpecificationListRequest = { .name = "LicenseSpecificationListRequest", .type = MT_LIST, .member = &L_LicenseSpecificationListRequest[0] };
+static const struct model_shape S_LicenseConfigurationRequest = { .name = "LicenseConfigurationRequest", .type = MT_STRUCT, .members = M_LicenseConfigurationRequest, .nmembers = 1 };
+static const struct model_shape S_InstanceMetadataOptionsRequest = { .name = "InstanceMetadataOptionsRequest", .type = MT_STRUCT, .members = M_InstanceMetadataOptionsRequest, .nmembers = 5 };
+static const struct model_shape S_HttpTokensState = { .name = "HttpTokensState", .type = MT_STRING, .enums = E_HttpTokensState, .nenums = 2 };
+static const struct model_shape S_InstanceMetadataEndpointState = { .name = "InstanceMetadataEndpointState", .type = MT_STRING, .enums = E_InstanceMetadataEndpointState, .nenums = 2 };
+static const struct model_shape S_InstanceMetadataProtocolState = { .name = "InstanceMetadataProtocolState", .type = MT_STRING, .enums = E_InstanceMetadataProtocolState, .nenums = 2 };
+static const struct model_shape S_InstanceMetadataTagsState = { .name = "InstanceMetadataTagsState", .type = MT_STRING, .enums = E_InstanceMetadataTagsState, .nenums = 2 };
+static const struct model_shape S_EnclaveOptionsRequest = { .name = "EnclaveOptionsRequest", .type = MT_STRUCT, .members = M_EnclaveOptionsRequest, .nmembers = 1 };
+static const struct model_shape S_PrivateDnsNameOptionsRequest = { .name = "PrivateDnsNameOptionsRequest", .type = MT_STRUCT, .members = M_PrivateDnsNameOptionsRequest, .nmembers = 3 };
+static const struct model_shape S_HostnameType = { .name = "HostnameType", .type = MT_STRING, .enums = E_HostnameType, .nenums = 2 };
+static const struct model_shape S_InstanceMaintenanceOptionsRequest = { .name = "InstanceMaintenanceOptionsRequest", .type = MT_STRUCT, .members = M_InstanceMaintenanceOptionsRequest, .nmembers = 1 };
+static const struct model_shape S_InstanceAutoRecoveryState = { .name = "InstanceAutoRecoveryState", .type = MT_STRING, .enums = E_InstanceAutoRecoveryState, .nenums = 2 };
+static const struct model_shape S_InstanceNetworkPerformanceOptionsRequest = { .name = "InstanceNetworkPerformanceOptionsRequest", .type = MT_STRUCT, .members = M_InstanceNetworkPerformanceOptionsRequest, .nmembers = 1 };
+static const struct model_shape S_InstanceBandwidthWeighting = { .name = "InstanceBandwidthWeighting", .type = MT_STRING, .enums = E_InstanceBandwidthWeighting, .nenums = 3 };
+static const struct model_shape S_InstanceSecondaryInterfaceSpecificationListRequest = { .name = "InstanceSecondaryInterfaceSpecificationListRequest", .type = MT_LIST, .member = &L_InstanceSecondaryInterfaceSpecificationListRequest[0] };
+static const struct model_shape S_InstanceSecondaryInterfaceSpecificationRequest = { .name = "InstanceSecondaryInterfaceSpecificationRequest", .type = MT_STRUCT, .members = M_InstanceSecondaryInterfaceSpecificationRequest, .nmembers = 7 };
+static const struct model_shape S_InstanceSecondaryInterfacePrivateIpAddressListRequest = { .name = "InstanceSecondaryInterfacePrivateIpAddressListRequest", .type = MT_LIST, .member = &L_InstanceSecondaryInterfacePrivateIpAddressListRequest[0] };
+static const struct model_shape S_InstanceSecondaryInterfacePrivateIpAddressRequest = { .name = "InstanceSecondaryInterfacePrivateIpAddressRequest", .type = MT_STRUCT, .members = M_InstanceSecondaryInterfacePrivateIpAddressRequest, .nmembers = 1 };
+static const struct model_shape S_SecondarySubnetId = { .name = "SecondarySubnetId", .type = MT_STRING };
+static const struct model_shape S_SecondaryInterfaceType = { .name = "SecondaryInterfaceType", .type = MT_STRING, .enums = E_SecondaryInterfaceType, .nenums = 1 };
+static const struct model_shape S_ShutdownBehavior = { .name = "ShutdownBehavior", .type = MT_STRING, .enums = E_ShutdownBehavior, .nenums = 2 };
+static const struct model_shape S_InstanceNetworkInterfaceSpecificationList = { .name = "InstanceNetworkInterfaceSpecificationList", .type = MT_LIST, .member = &L_InstanceNetworkInterfaceSpecificationList[0] };
+static const struct model_shape S_InstanceNetworkInterfaceSpecification = { .name = "InstanceNetworkInterfaceSpecification", .type = MT_STRUCT, .members = M_InstanceNetworkInterfaceSpecification, .nmembers = 23 };
+static const struct model_shape S_NetworkInterfaceId = { .name = "NetworkInterfaceId", .type = MT_STRING };
+static const struct model_shape S_PrivateIpAddressSpecificationList = { .name = "PrivateIpAddressSpecificationList", .type = MT_LIST, .member = &L_PrivateIpAddressSpecificationList[0] };
+static const struct model_shape S_PrivateIpAddressSpecification = { .name = "PrivateIpAddressSpecification", .type = MT_STRUCT, .members = M_PrivateIpAddressSpecification, .nmembers = 2 };
+static const struct model_shape S_Ipv4PrefixList = { .name = "Ipv4PrefixList", .type = MT_LIST, .member = &L_Ipv4PrefixList[0] };
+static const struct model_shape S_Ipv4PrefixSpecificationRequest = { .name = "Ipv4PrefixSpecificationRequest", .type = MT_STRUCT, .members = M_Ipv4PrefixSpecificationRequest, .nmembers = 1 };
+static const struct model_shape S_Ipv6PrefixList = { .name = "Ipv6PrefixList", .type = MT_LIST, .member = &L_Ipv6PrefixList[0] };
+static const struct model_shape S_Ipv6PrefixSpecificationRequest = { .name = "Ipv6PrefixSpecificationRequest", .type = MT_STRUCT, .members = M_Ipv6PrefixSpecificationRequest, .nmembers = 1 };
+static const struct model_shape S_EnaSrdSpecificationRequest = { .name = "EnaSrdSpecificationRequest", .type = MT_STRUCT, .members = M_EnaSrdSpecificationRequest, .nmembers = 2 };
+static const struct model_shape S_EnaSrdUdpSpecificationRequest = { .name = "EnaSrdUdpSpecificationRequest", .type = MT_STRUCT, .members = M_EnaSrdUdpSpecificationRequest, .nmembers = 1 };
+static const struct model_shape S_ConnectionTrackingSpecificationRequest = { .name = "ConnectionTrackingSpecificationRequest", .type = MT_STRUCT, .members = M_ConnectionTrackingSpecificationRequest, .nmembers = 3 };
+static const struct model_shape S_IamInstanceProfileSpecification = { .name = "IamInstanceProfileSpecification", .type = MT_STRUCT, .members = M_IamInstanceProfileSpecification, .nmembers = 2 };
+static const struct model_shape S_Reservation = { .name = "Reservation", .type = MT_STRUCT, .members = M_Reservation, .nmembers = 5 };
+static const struct model_shape S_GroupIdentifierList = { .name = "GroupIdentifierList", .type = MT_LIST, .member = &L_GroupIdentifierList[0] };
+static const struct model_shape S_GroupIdentifier = { .name = "GroupIdentifier", .type = MT_STRUCT, .members = M_GroupIdentifier, .nmembers = 2 };
+static const struct model_shape S_InstanceList = { .name = "InstanceList", .type = MT_LIST, .member = &L_InstanceList[0] };
+static const struct model_shape S_Instance = { .name = "Instance", .type = MT_STRUCT, .members = M_Instance, .nmembers = 61 };
+static const struct model_shape S_InstanceBlockDeviceMappingList = { .name = "InstanceBlockDeviceMappingList", .type = MT_LIST, .member = &L_InstanceBlockDeviceMappingList[0] };
+static const struct model_shape S_InstanceBlockDeviceMapping = { .name = "InstanceBlockDeviceMapping", .type = MT_STRUCT, .members = M_InstanceBlockDeviceMapping, .nmembers = 2 };
+static const struct model_shape S_EbsInstanceBlockDevice = { .name = "EbsInstanceBlockDevice", .type = MT_STRUCT, .members = M_EbsInstanceBlockDevice, .nmembers = 8 };
+static const struct model_shape S_AttachmentStatus = { .name = "AttachmentStatus", .type = MT_STRING, .enums = E_AttachmentStatus, .nenums = 4 };
+static const struct model_shape S_IamInstanceProfile = { .name = "IamInstanceProfile", .type = MT_STRUCT, .members = M_IamInstanceProfile, .nmembers = 2 };
+static const struct model_shape S_InstanceLifecycleType = { .name = "InstanceLifecycleType", .type = MT_STRING, .enums = E_InstanceLifecycleType, .nenums = 4 };
+static const struct model_shape S_ElasticGpuAssociationList = { .name = "ElasticGpuAssociationList", .type = MT_LIST, .member = &L_ElasticGpuAssociationList[0] };
+static const struct model_shape S_ElasticGpuAssociation = { .name = "ElasticGpuAssociation", .type = MT_STRUCT, .members = M_ElasticGpuAssociation, .nmembers = 4 };
 static const struct model_shape S_ElasticGpuId = { .name = "ElasticGpuId", .type = MT_STRING };
-static const struct model_shape S_ElasticInferenceAcceleratorAssociationList = {
-    .name = "ElasticInferenceAcceleratorAssociationList",
-    .type = MT_LIST,
-    .member = &L_ElasticInferenceAcceleratorAssociationList[0]
-};
-static const struct model_shape S_ElasticInferenceAcceleratorAssociation = {
-    .name = "ElasticInferenceAcceleratorAssociation",
-    .type = MT_STRUCT,
-    .members = M_ElasticInferenceAcceleratorAssociation,
-    .nmembers = 4
-};
-static const struct model_shape S_InstanceNetworkInterfaceList = {
-    .name = "InstanceNetworkInterfaceList",
-    .type = MT_LIST,
-    .member = &L_InstanceNetworkInterfaceList[0]
-};
-static const struct model_shape S_InstanceNetworkInterface = { .name = "InstanceNetworkInterface",
-                                                               .type = MT_STRUCT,
-                                                               .members =
-                                                                   M_InstanceNetworkInterface,
-                                                               .nmembers = 20 };
-static const struct model_shape S_InstanceNetworkInterfaceAssociation = {
-    .name = "InstanceNetworkInterfaceAssociation",
-    .type = MT_STRUCT,
-    .members = M_InstanceNetworkInterfaceAssociation,
-    .nmembers = 5
-};
-static const struct model_shape S_InstanceNetworkInterfaceAttachment = {
-    .name = "InstanceNetworkInterfaceAttachment",
-    .type = MT_STRUCT,
-    .members = M_InstanceNetworkInterfaceAttachment,
-    .nmembers = 8
-};
-static const struct model_shape S_InstanceAttachmentEnaSrdSpecification = {
-    .name = "InstanceAttachmentEnaSrdSpecification",
-    .type = MT_STRUCT,
-    .members = M_InstanceAttachmentEnaSrdSpecification,
-    .nmembers = 2
-};
-static const struct model_shape S_InstanceAttachmentEnaSrdUdpSpecification = {
-    .name = "InstanceAttachmentEnaSrdUdpSpecification",
-    .type = MT_STRUCT,
-    .members = M_InstanceAttachmentEnaSrdUdpSpecification,
-    .nmembers = 1
-};
-static const struct model_shape S_InstancePrivateIpAddressList = {
-    .name = "InstancePrivateIpAddressList",
-    .type = MT_LIST,
-    .member = &L_InstancePrivateIpAddressList[0]
-};
-static const struct model_shape S_InstancePrivateIpAddress = { .name = "InstancePrivateIpAddress",
-                                                               .type = MT_STRUCT,
-                                                               .members =
-                                                                   M_InstancePrivateIpAddress,
-                                                               .nmembers = 4 };
-static const struct model_shape S_NetworkInterfaceStatus = { .name = "NetworkInterfaceStatus",
-                                                             .type = MT_STRING,
-                                                             .enums = E_NetworkInterfaceStatus,
-                                                             .nenums = 5 };
-static const struct model_shape S_InstanceIpv4PrefixList = {
-    .name = "InstanceIpv4PrefixList", .type = MT_LIST, .member = &L_InstanceIpv4PrefixList[0]
-};
-static const struct model_shape S_InstanceIpv4Prefix = {
-    .name = "InstanceIpv4Prefix", .type = MT_STRUCT, .members = M_InstanceIpv4Prefix, .nmembers = 1
-};
-static const struct model_shape S_InstanceIpv6PrefixList = {
-    .name = "InstanceIpv6PrefixList", .type = MT_LIST, .member = &L_InstanceIpv6PrefixList[0]
-};
-static const struct model_shape S_InstanceIpv6Prefix = {
-    .name = "InstanceIpv6Prefix", .type = MT_STRUCT, .members = M_InstanceIpv6Prefix, .nmembers = 1
-};
-static const struct model_shape S_ConnectionTrackingSpecificationResponse = {
-    .name = "ConnectionTrackingSpecificationResponse",
-    .type = MT_STRUCT,
-    .members = M_ConnectionTrackingSpecificationResponse,
-    .nmembers = 3
-};
-static const struct model_shape S_CpuOptions = {
-    .name = "CpuOptions", .type = MT_STRUCT, .members = M_CpuOptions, .nmembers = 4
-};
-static const struct model_shape S_CapacityReservationSpecificationResponse = {
-    .name = "CapacityReservationSpecificationResponse",
-    .type = MT_STRUCT,
-    .members = M_CapacityReservationSpecificationResponse,
-    .nmembers = 2
-};
-static const struct model_shape S_CapacityReservationTargetResponse = {
-    .name = "CapacityReservationTargetResponse",
-    .type = MT_STRUCT,
-    .members = M_CapacityReservationTargetResponse,
-    .nmembers = 2
-};
-static const struct model_shape S_HibernationOptions = {
-    .name = "HibernationOptions", .type = MT_STRUCT, .members = M_HibernationOptions, .nmembers = 1
-};
-static const struct model_shape S_LicenseList = { .name = "LicenseList",
-                                                  .type = MT_LIST,
-                                                  .member = &L_LicenseList[0] };
-static const struct model_shape S_LicenseConfiguration = { .name = "LicenseConfiguration",
-                                                           .type = MT_STRUCT,
-                                                           .members = M_LicenseConfiguration,
-                                                           .nmembers = 1 };
-static const struct model_shape S_InstanceMetadataOptionsResponse = {
-    .name = "InstanceMetadataOptionsResponse",
-    .type = MT_STRUCT,
-    .members = M_InstanceMetadataOptionsResponse,
-    .nmembers = 6
-};
-static const struct model_shape S_InstanceMetadataOptionsState = {
-    .name = "InstanceMetadataOptionsState",
-    .type = MT_STRING,
-    .enums = E_InstanceMetadataOptionsState,
-    .nenums = 2
-};
-static const struct model_shape S_EnclaveOptions = {
-    .name = "EnclaveOptions", .type = MT_STRUCT, .members = M_EnclaveOptions, .nmembers = 1
-};
-static const struct model_shape S_PrivateDnsNameOptionsResponse = {
-    .name = "PrivateDnsNameOptionsResponse",
-    .type = MT_STRUCT,
-    .members = M_PrivateDnsNameOptionsResponse,
-    .nmembers = 3
-};
-static const struct model_shape S_InstanceMaintenanceOptions = { .name =
-                                                                     "InstanceMaintenanceOptions",
-                                                                 .type = MT_STRUCT,
-                                                                 .members =
-                                                                     M_InstanceMaintenanceOptions,
-                                                                 .nmembers = 2 };
-static const struct model_shape S_InstanceRebootMigrationState = {
-    .name = "InstanceRebootMigrationState",
-    .type = MT_STRING,
-    .enums = E_InstanceRebootMigrationState,
-    .nenums = 2
-};
-static const struct model_shape S_InstanceBootModeValues = { .name = "InstanceBootModeValues",
-                                                             .type = MT_STRING,
-                                                             .enums = E_InstanceBootModeValues,
-                                                             .nenums = 2 };
-static const struct model_shape S_InstanceNetworkPerformanceOptions = {
-    .name = "InstanceNetworkPerformanceOptions",
-    .type = MT_STRUCT,
-    .members = M_InstanceNetworkPerformanceOptions,
-    .nmembers = 1
-};
-static const struct model_shape S_InstanceSecondaryInterfaceList = {
-    .name = "InstanceSecondaryInterfaceList",
-    .type = MT_LIST,
-    .member = &L_InstanceSecondaryInterfaceList[0]
-};
-static const struct model_shape S_InstanceSecondaryInterface = { .name =
-                                                                     "InstanceSecondaryInterface",
-                                                                 .type = MT_STRUCT,
-                                                                 .members =
-                                                                     M_InstanceSecondaryInterface,
-                                                                 .nmembers = 10 };
-static const struct model_shape S_InstanceSecondaryInterfaceAttachment = {
-    .name = "InstanceSecondaryInterfaceAttachment",
-    .type = MT_STRUCT,
-    .members = M_InstanceSecondaryInterfaceAttachment,
-    .nmembers = 6
-};
-static const struct model_shape S_SecondaryInterfaceId = { .name = "SecondaryInterfaceId",
-                                                           .type = MT_STRING };
-static const struct model_shape S_InstanceSecondaryInterfacePrivateIpAddressList = {
-    .name = "InstanceSecondaryInterfacePrivateIpAddressList",
-    .type = MT_LIST,
-    .member = &L_InstanceSecondaryInterfacePrivateIpAddressList[0]
-};
-static const struct model_shape S_InstanceSecondaryInterfacePrivateIpAddress = {
-    .name = "InstanceSecondaryInterfacePrivateIpAddress",
-    .type = MT_STRUCT,
-    .members = M_InstanceSecondaryInterfacePrivateIpAddress,
-    .nmembers = 1
-};
-static const struct model_shape S_SecondaryInterfaceStatus = { .name = "SecondaryInterfaceStatus",
-                                                               .type = MT_STRING,
-                                                               .enums = E_SecondaryInterfaceStatus,
-                                                               .nenums = 2 };
-static const struct model_shape S_SecondaryNetworkId = { .name = "SecondaryNetworkId",
-                                                         .type = MT_STRING };
-static const struct model_shape S_InstanceState = {
-    .name = "InstanceState", .type = MT_STRUCT, .members = M_InstanceState, .nmembers = 2
-};
-static const struct model_shape S_InstanceStateName = {
-    .name = "InstanceStateName", .type = MT_STRING, .enums = E_InstanceStateName, .nenums = 6
-};
-static const struct model_shape S_Monitoring = {
-    .name = "Monitoring", .type = MT_STRUCT, .members = M_Monitoring, .nmembers = 1
-};
-static const struct model_shape S_MonitoringState = {
-    .name = "MonitoringState", .type = MT_STRING, .enums = E_MonitoringState, .nenums = 4
-};
-static const struct model_shape S_DescribeInstancesRequest = { .name = "DescribeInstancesRequest",
-                                                               .type = MT_STRUCT,
-                                                               .members =
-                                                                   M_DescribeInstancesRequest,
-                                                               .nmembers = 6 };
-static const struct model_shape S_InstanceIdStringList = { .name = "InstanceIdStringList",
-                                                           .type = MT_LIST,
-                                                           .member = &L_InstanceIdStringList[0] };
+static const struct model_shape S_ElasticInferenceAcceleratorAssociationList = { .name = "ElasticInferenceAcceleratorAssociationList", .type = MT_LIST, .member = &L_ElasticInferenceAcceleratorAssociationList[0] };
+static const struct model_shape S_ElasticInferenceAcceleratorAssociation = { .name = "ElasticInferenceAcceleratorAssociation", .type = MT_STRUCT, .members = M_ElasticInferenceAcceleratorAssociation, .nmembers = 4 };
+static const struct model_shape S_InstanceNetworkInterfaceList = { .name = "InstanceNetworkInterfaceList", .type = MT_LIST, .member = &L_InstanceNetworkInterfaceList[0] };
+static const struct model_shape S_InstanceNetworkInterface = { .name = "InstanceNetworkInterface", .type = MT_STRUCT, .members = M_InstanceNetworkInterface, .nmembers = 20 };
+static const struct model_shape S_InstanceNetworkInterfaceAssociation = { .name = "InstanceNetworkInterfaceAssociation", .type = MT_STRUCT, .members = M_InstanceNetworkInterfaceAssociation, .nmembers = 5 };
+static const struct model_shape S_InstanceNetworkInterfaceAttachment = { .name = "InstanceNetworkInterfaceAttachment", .type = MT_STRUCT, .members = M_InstanceNetworkInterfaceAttachment, .nmembers = 8 };
+static const struct model_shape S_InstanceAttachmentEnaSrdSpecification = { .name = "InstanceAttachmentEnaSrdSpecification", .type = MT_STRUCT, .members = M_InstanceAttachmentEnaSrdSpecification, .nmembers = 2 };
+static const struct model_shape S_InstanceAttachmentEnaSrdUdpSpecification = { .name = "InstanceAttachmentEnaSrdUdpSpecification", .type = MT_STRUCT, .members = M_InstanceAttachmentEnaSrdUdpSpecification, .nmembers = 1 };
+static const struct model_shape S_InstancePrivateIpAddressList = { .name = "InstancePrivateIpAddressList", .type = MT_LIST, .member = &L_InstancePrivateIpAddressList[0] };
+static const struct model_shape S_InstancePrivateIpAddress = { .name = "InstancePrivateIpAddress", .type = MT_STRUCT, .members = M_InstancePrivateIpAddress, .nmembers = 4 };
+static const struct model_shape S_NetworkInterfaceStatus = { .name = "NetworkInterfaceStatus", .type = MT_STRING, .enums = E_NetworkInterfaceStatus, .nenums = 5 };
+static const struct model_shape S_InstanceIpv4PrefixList = { .name = "InstanceIpv4PrefixList", .type = MT_LIST, .member = &L_InstanceIpv4PrefixList[0] };
+static const struct model_shape S_InstanceIpv4Prefix = { .name = "InstanceIpv4Prefix", .type = MT_STRUCT, .members = M_InstanceIpv4Prefix, .nmembers = 1 };
+static const struct model_shape S_InstanceIpv6PrefixList = { .name = "InstanceIpv6PrefixList", .type = MT_LIST, .member = &L_InstanceIpv6PrefixList[0] };
+static const struct model_shape S_InstanceIpv6Prefix = { .name = "InstanceIpv6Prefix", .type = MT_STRUCT, .members = M_InstanceIpv6Prefix, .nmembers = 1 };
+static const struct model_shape S_ConnectionTrackingSpecificationResponse = { .name = "ConnectionTrackingSpecificationResponse", .type = MT_STRUCT, .members = M_ConnectionTrackingSpecificationResponse, .nmembers = 3 };
+static const struct model_shape S_CpuOptions = { .name = "CpuOptions", .type = MT_STRUCT, .members = M_CpuOptions, .nmembers = 4 };
+static const struct model_shape S_CapacityReservationSpecificationResponse = { .name = "CapacityReservationSpecificationResponse", .type = MT_STRUCT, .members = M_CapacityReservationSpecificationResponse, .nmembers = 2 };
+static const struct model_shape S_CapacityReservationTargetResponse = { .name = "CapacityReservationTargetResponse", .type = MT_STRUCT, .members = M_CapacityReservationTargetResponse, .nmembers = 2 };
+static const struct model_shape S_HibernationOptions = { .name = "HibernationOptions", .type = MT_STRUCT, .members = M_HibernationOptions, .nmembers = 1 };
+static const struct model_shape S_LicenseList = { .name = "LicenseList", .type = MT_LIST, .member = &L_LicenseList[0] };
+static const struct model_shape S_LicenseConfiguration = { .name = "LicenseConfiguration", .type = MT_STRUCT, .members = M_LicenseConfiguration, .nmembers = 1 };
+static const struct model_shape S_InstanceMetadataOptionsResponse = { .name = "InstanceMetadataOptionsResponse", .type = MT_STRUCT, .members = M_InstanceMetadataOptionsResponse, .nmembers = 6 };
+static const struct model_shape S_InstanceMetadataOptionsState = { .name = "InstanceMetadataOptionsState", .type = MT_STRING, .enums = E_InstanceMetadataOptionsState, .nenums = 2 };
+static const struct model_shape S_EnclaveOptions = { .name = "EnclaveOptions", .type = MT_STRUCT, .members = M_EnclaveOptions, .nmembers = 1 };
+static const struct model_shape S_PrivateDnsNameOptionsResponse = { .name = "PrivateDnsNameOptionsResponse", .type = MT_STRUCT, .members = M_PrivateDnsNameOptionsResponse, .nmembers = 3 };
+static const struct model_shape S_InstanceMaintenanceOptions = { .name = "InstanceMaintenanceOptions", .type = MT_STRUCT, .members = M_InstanceMaintenanceOptions, .nmembers = 2 };
+static const struct model_shape S_InstanceRebootMigrationState = { .name = "InstanceRebootMigrationState", .type = MT_STRING, .enums = E_InstanceRebootMigrationState, .nenums = 2 };
+static const struct model_shape S_InstanceBootModeValues = { .name = "InstanceBootModeValues", .type = MT_STRING, .enums = E_InstanceBootModeValues, .nenums = 2 };
+static const struct model_shape S_InstanceNetworkPerformanceOptions = { .name = "InstanceNetworkPerformanceOptions", .type = MT_STRUCT, .members = M_InstanceNetworkPerformanceOptions, .nmembers = 1 };
+static const struct model_shape S_InstanceSecondaryInterfaceList = { .name = "InstanceSecondaryInterfaceList", .type = MT_LIST, .member = &L_InstanceSecondaryInterfaceList[0] };
+static const struct model_shape S_InstanceSecondaryInterface = { .name = "InstanceSecondaryInterface", .type = MT_STRUCT, .members = M_InstanceSecondaryInterface, .nmembers = 10 };
+static const struct model_shape S_InstanceSecondaryInterfaceAttachment = { .name = "InstanceSecondaryInterfaceAttachment", .type = MT_STRUCT, .members = M_InstanceSecondaryInterfaceAttachment, .nmembers = 6 };
+static const struct model_shape S_SecondaryInterfaceId = { .name = "SecondaryInterfaceId", .type = MT_STRING };
+static const struct model_shape S_InstanceSecondaryInterfacePrivateIpAddressList = { .name = "InstanceSecondaryInterfacePrivateIpAddressList", .type = MT_LIST, .member = &L_InstanceSecondaryInterfacePrivateIpAddressList[0] };
+static const struct model_shape S_InstanceSecondaryInterfacePrivateIpAddress = { .name = "InstanceSecondaryInterfacePrivateIpAddress", .type = MT_STRUCT, .members = M_InstanceSecondaryInterfacePrivateIpAddress, .nmembers = 1 };
+static const struct model_shape S_SecondaryInterfaceStatus = { .name = "SecondaryInterfaceStatus", .type = MT_STRING, .enums = E_SecondaryInterfaceStatus, .nenums = 2 };
+static const struct model_shape S_SecondaryNetworkId = { .name = "SecondaryNetworkId", .type = MT_STRING };
+static const struct model_shape S_InstanceState = { .name = "InstanceState", .type = MT_STRUCT, .members = M_InstanceState, .nmembers = 2 };
+static const struct model_shape S_InstanceStateName = { .name = "InstanceStateName", .type = MT_STRING, .enums = E_InstanceStateName, .nenums = 6 };
+static const struct model_shape S_Monitoring = { .name = "Monitoring", .type = MT_STRUCT, .members = M_Monitoring, .nmembers = 1 };
+static const struct model_shape S_MonitoringState = { .name = "MonitoringState", .type = MT_STRING, .enums = E_MonitoringState, .nenums = 4 };
+static const struct model_shape S_DescribeInstancesRequest = { .name = "DescribeInstancesRequest", .type = MT_STRUCT, .members = M_DescribeInstancesRequest, .nmembers = 6 };
+static const struct model_shape S_InstanceIdStringList = { .name = "InstanceIdStringList", .type = MT_LIST, .member = &L_InstanceIdStringList[0] };
 static const struct model_shape S_InstanceId = { .name = "InstanceId", .type = MT_STRING };
-static const struct model_shape S_DescribeInstancesResult = { .name = "DescribeInstancesResult",
-                                                              .type = MT_STRUCT,
-                                                              .members = M_DescribeInstancesResult,
-                                                              .nmembers = 2 };
-static const struct model_shape S_ReservationList = { .name = "ReservationList",
-                                                      .type = MT_LIST,
-                                                      .member = &L_ReservationList[0] };
-static const struct model_shape S_DescribeInstanceStatusRequest = {
-    .name = "DescribeInstanceStatusRequest",
-    .type = MT_STRUCT,
-    .members = M_DescribeInstanceStatusRequest,
-    .nmembers = 7
-};
-static const struct model_shape S_DescribeInstanceStatusResult = {
-    .name = "DescribeInstanceStatusResult",
-    .type = MT_STRUCT,
-    .members = M_DescribeInstanceStatusResult,
-    .nmembers = 2
-};
-static const struct model_shape S_InstanceStatusList = { .name = "InstanceStatusList",
-                                                         .type = MT_LIST,
-                                                         .member = &L_InstanceStatusList[0] };
-static const struct model_shape S_InstanceStatus = {
-    .name = "InstanceStatus", .type = MT_STRUCT, .members = M_InstanceStatus, .nmembers = 10
-};
-static const struct model_shape S_InstanceStatusEventList = {
-    .name = "InstanceStatusEventList", .type = MT_LIST, .member = &L_InstanceStatusEventList[0]
-};
-static const struct model_shape S_InstanceStatusEvent = { .name = "InstanceStatusEvent",
-                                                          .type = MT_STRUCT,
-                                                          .members = M_InstanceStatusEvent,
-                                                          .nmembers = 6 };
-static const struct model_shape S_InstanceEventId = { .name = "InstanceEventId",
-                                                      .type = MT_STRING };
-static const struct model_shape S_EventCode = {
-    .name = "EventCode", .type = MT_STRING, .enums = E_EventCode, .nenums = 5
-};
-static const struct model_shape S_InstanceStatusSummary = { .name = "InstanceStatusSummary",
-                                                            .type = MT_STRUCT,
-                                                            .members = M_InstanceStatusSummary,
-                                                            .nmembers = 2 };
-static const struct model_shape S_InstanceStatusDetailsList = {
-    .name = "InstanceStatusDetailsList", .type = MT_LIST, .member = &L_InstanceStatusDetailsList[0]
-};
-static const struct model_shape S_InstanceStatusDetails = { .name = "InstanceStatusDetails",
-                                                            .type = MT_STRUCT,
-                                                            .members = M_InstanceStatusDetails,
-                                                            .nmembers = 3 };
-static const struct model_shape S_StatusName = {
-    .name = "StatusName", .type = MT_STRING, .enums = E_StatusName, .nenums = 1
-};
-static const struct model_shape S_StatusType = {
-    .name = "StatusType", .type = MT_STRING, .enums = E_StatusType, .nenums = 4
-};
-static const struct model_shape S_SummaryStatus = {
-    .name = "SummaryStatus", .type = MT_STRING, .enums = E_SummaryStatus, .nenums = 5
-};
-static const struct model_shape S_EbsStatusSummary = {
-    .name = "EbsStatusSummary", .type = MT_STRUCT, .members = M_EbsStatusSummary, .nmembers = 2
-};
-static const struct model_shape S_EbsStatusDetailsList = { .name = "EbsStatusDetailsList",
-                                                           .type = MT_LIST,
-                                                           .member = &L_EbsStatusDetailsList[0] };
-static const struct model_shape S_EbsStatusDetails = {
-    .name = "EbsStatusDetails", .type = MT_STRUCT, .members = M_EbsStatusDetails, .nmembers = 3
-};
-static const struct model_shape S_StopInstancesRequest = { .name = "StopInstancesRequest",
-                                                           .type = MT_STRUCT,
-                                                           .members = M_StopInstancesRequest,
-                                                           .nmembers = 5 };
-static const struct model_shape S_StopInstancesResult = { .name = "StopInstancesResult",
-                                                          .type = MT_STRUCT,
-                                                          .members = M_StopInstancesResult,
-                                                          .nmembers = 1 };
-static const struct model_shape S_InstanceStateChangeList = {
-    .name = "InstanceStateChangeList", .type = MT_LIST, .member = &L_InstanceStateChangeList[0]
-};
-static const struct model_shape S_InstanceStateChange = { .name = "InstanceStateChange",
-                                                          .type = MT_STRUCT,
-                                                          .members = M_InstanceStateChange,
-                                                          .nmembers = 3 };
-static const struct model_shape S_StartInstancesRequest = { .name = "StartInstancesRequest",
-                                                            .type = MT_STRUCT,
-                                                            .members = M_StartInstancesRequest,
-                                                            .nmembers = 3 };
-static const struct model_shape S_StartInstancesResult = { .name = "StartInstancesResult",
-                                                           .type = MT_STRUCT,
-                                                           .members = M_StartInstancesResult,
-                                                           .nmembers = 1 };
-static const struct model_shape S_RebootInstancesRequest = { .name = "RebootInstancesRequest",
-                                                             .type = MT_STRUCT,
-                                                             .members = M_RebootInstancesRequest,
-                                                             .nmembers = 2 };
-static const struct model_shape S_TerminateInstancesRequest = { .name = "TerminateInstancesRequest",
-                                                                .type = MT_STRUCT,
-                                                                .members =
-                                                                    M_TerminateInstancesRequest,
-                                                                .nmembers = 4 };
-static const struct model_shape S_TerminateInstancesResult = { .name = "TerminateInstancesResult",
-                                                               .type = MT_STRUCT,
-                                                               .members =
-                                                                   M_TerminateInstancesResult,
-                                                               .nmembers = 1 };
-static const struct model_shape S_ModifyInstanceAttributeRequest = {
-    .name = "ModifyInstanceAttributeRequest",
-    .type = MT_STRUCT,
-    .members = M_ModifyInstanceAttributeRequest,
-    .nmembers = 17
-};
-static const struct model_shape S_AttributeBooleanValue = { .name = "AttributeBooleanValue",
-                                                            .type = MT_STRUCT,
-                                                            .members = M_AttributeBooleanValue,
-                                                            .nmembers = 1 };
-static const struct model_shape S_InstanceAttributeName = { .name = "InstanceAttributeName",
-                                                            .type = MT_STRING,
-                                                            .enums = E_InstanceAttributeName,
-                                                            .nenums = 16 };
-static const struct model_shape S_ModifyInstanceAttributeValue = {
-    .name = "ModifyInstanceAttributeValue", .type = MT_STRING
-};
-static const struct model_shape S_InstanceBlockDeviceMappingSpecificationList = {
-    .name = "InstanceBlockDeviceMappingSpecificationList",
-    .type = MT_LIST,
-    .member = &L_InstanceBlockDeviceMappingSpecificationList[0]
-};
-static const struct model_shape S_InstanceBlockDeviceMappingSpecification = {
-    .name = "InstanceBlockDeviceMappingSpecification",
-    .type = MT_STRUCT,
-    .members = M_InstanceBlockDeviceMappingSpecification,
-    .nmembers = 4
-};
-static const struct model_shape S_EbsInstanceBlockDeviceSpecification = {
-    .name = "EbsInstanceBlockDeviceSpecification",
-    .type = MT_STRUCT,
-    .members = M_EbsInstanceBlockDeviceSpecification,
-    .nmembers = 2
-};
-static const struct model_shape S_BlobAttributeValue = {
-    .name = "BlobAttributeValue", .type = MT_STRUCT, .members = M_BlobAttributeValue, .nmembers = 1
-};
-static const struct model_shape S_GroupIdStringList = { .name = "GroupIdStringList",
-                                                        .type = MT_LIST,
-                                                        .member = &L_GroupIdStringList[0] };
-static const struct model_shape S_DescribeInstanceAttributeRequest = {
-    .name = "DescribeInstanceAttributeRequest",
-    .type = MT_STRUCT,
-    .members = M_DescribeInstanceAttributeRequest,
-    .nmembers = 3
-};
-static const struct model_shape S_InstanceAttribute = {
-    .name = "InstanceAttribute", .type = MT_STRUCT, .members = M_InstanceAttribute, .nmembers = 17
-};
-static const struct model_shape S_ModifyInstanceMetadataOptionsRequest = {
-    .name = "ModifyInstanceMetadataOptionsRequest",
-    .type = MT_STRUCT,
-    .members = M_ModifyInstanceMetadataOptionsRequest,
-    .nmembers = 7
-};
-static const struct model_shape S_ModifyInstanceMetadataOptionsResult = {
-    .name = "ModifyInstanceMetadataOptionsResult",
-    .type = MT_STRUCT,
-    .members = M_ModifyInstanceMetadataOptionsResult,
-    .nmembers = 2
-};
-static const struct model_shape S_AttachVolumeRequest = { .name = "AttachVolumeRequest",
-                                                          .type = MT_STRUCT,
-                                                          .members = M_AttachVolumeRequest,
-                                                          .nmembers = 5 };
+static const struct model_shape S_DescribeInstancesResult = { .name = "DescribeInstancesResult", .type = MT_STRUCT, .members = M_DescribeInstancesResult, .nmembers = 2 };
+static const struct model_shape S_ReservationList = { .name = "ReservationList", .type = MT_LIST, .member = &L_ReservationList[0] };
+static const struct model_shape S_DescribeInstanceStatusRequest = { .name = "DescribeInstanceStatusRequest", .type = MT_STRUCT, .members = M_DescribeInstanceStatusRequest, .nmembers = 7 };
+static const struct model_shape S_DescribeInstanceStatusResult = { .name = "DescribeInstanceStatusResult", .type = MT_STRUCT, .members = M_DescribeInstanceStatusResult, .nmembers = 2 };
+static const struct model_shape S_InstanceStatusList = { .name = "InstanceStatusList", .type = MT_LIST, .member = &L_InstanceStatusList[0] };
+static const struct model_shape S_InstanceStatus = { .name = "InstanceStatus", .type = MT_STRUCT, .members = M_InstanceStatus, .nmembers = 10 };
+static const struct model_shape S_InstanceStatusEventList = { .name = "InstanceStatusEventList", .type = MT_LIST, .member = &L_InstanceStatusEventList[0] };
+static const struct model_shape S_InstanceStatusEvent = { .name = "InstanceStatusEvent", .type = MT_STRUCT, .members = M_InstanceStatusEvent, .nmembers = 6 };
+static const struct model_shape S_InstanceEventId = { .name = "InstanceEventId", .type = MT_STRING };
+static const struct model_shape S_EventCode = { .name = "EventCode", .type = MT_STRING, .enums = E_EventCode, .nenums = 5 };
+static const struct model_shape S_InstanceStatusSummary = { .name = "InstanceStatusSummary", .type = MT_STRUCT, .members = M_InstanceStatusSummary, .nmembers = 2 };
+static const struct model_shape S_InstanceStatusDetailsList = { .name = "InstanceStatusDetailsList", .type = MT_LIST, .member = &L_InstanceStatusDetailsList[0] };
+static const struct model_shape S_InstanceStatusDetails = { .name = "InstanceStatusDetails", .type = MT_STRUCT, .members = M_InstanceStatusDetails, .nmembers = 3 };
+static const struct model_shape S_StatusName = { .name = "StatusName", .type = MT_STRING, .enums = E_StatusName, .nenums = 1 };
+static const struct model_shape S_StatusType = { .name = "StatusType", .type = MT_STRING, .enums = E_StatusType, .nenums = 4 };
+static const struct model_shape S_SummaryStatus = { .name = "SummaryStatus", .type = MT_STRING, .enums = E_SummaryStatus, .nenums = 5 };
+static const struct model_shape S_EbsStatusSummary = { .name = "EbsStatusSummary", .type = MT_STRUCT, .members = M_EbsStatusSummary, .nmembers = 2 };
+static const struct model_shape S_EbsStatusDetailsList = { .name = "EbsStatusDetailsList", .type = MT_LIST, .member = &L_EbsStatusDetailsList[0] };
+static const struct model_shape S_EbsStatusDetails = { .name = "EbsStatusDetails", .type = MT_STRUCT, .members = M_EbsStatusDetails, .nmembers = 3 };
+static const struct model_shape S_StopInstancesRequest = { .name = "StopInstancesRequest", .type = MT_STRUCT, .members = M_StopInstancesRequest, .nmembers = 5 };
+static const struct model_shape S_StopInstancesResult = { .name = "StopInstancesResult", .type = MT_STRUCT, .members = M_StopInstancesResult, .nmembers = 1 };
+static const struct model_shape S_InstanceStateChangeList = { .name = "InstanceStateChangeList", .type = MT_LIST, .member = &L_InstanceStateChangeList[0] };
+static const struct model_shape S_InstanceStateChange = { .name = "InstanceStateChange", .type = MT_STRUCT, .members = M_InstanceStateChange, .nmembers = 3 };
+static const struct model_shape S_StartInstancesRequest = { .name = "StartInstancesRequest", .type = MT_STRUCT, .members = M_StartInstancesRequest, .nmembers = 3 };
+static const struct model_shape S_StartInstancesResult = { .name = "StartInstancesResult", .type = MT_STRUCT, .members = M_StartInstancesResult, .nmembers = 1 };
+static const struct model_shape S_RebootInstancesRequest = { .name = "RebootInstancesRequest", .type = MT_STRUCT, .members = M_RebootInstancesRequest, .nmembers = 2 };
+static const struct model_shape S_TerminateInstancesRequest = { .name = "TerminateInstancesRequest", .type = MT_STRUCT, .members = M_TerminateInstancesRequest, .nmembers = 4 };
+static const struct model_shape S_TerminateInstancesResult = { .name = "TerminateInstancesResult", .type = MT_STRUCT, .members = M_TerminateInstancesResult, .nmembers = 1 };
+static const struct model_shape S_ModifyInstanceAttributeRequest = { .name = "ModifyInstanceAttributeRequest", .type = MT_STRUCT, .members = M_ModifyInstanceAttributeRequest, .nmembers = 17 };
+static const struct model_shape S_AttributeBooleanValue = { .name = "AttributeBooleanValue", .type = MT_STRUCT, .members = M_AttributeBooleanValue, .nmembers = 1 };
+static const struct model_shape S_InstanceAttributeName = { .name = "InstanceAttributeName", .type = MT_STRING, .enums = E_InstanceAttributeName, .nenums = 16 };
+static const struct model_shape S_ModifyInstanceAttributeValue = { .name = "ModifyInstanceAttributeValue", .type = MT_STRING };
+static const struct model_shape S_InstanceBlockDeviceMappingSpecificationList = { .name = "InstanceBlockDeviceMappingSpecificationList", .type = MT_LIST, .member = &L_InstanceBlockDeviceMappingSpecificationList[0] };
+static const struct model_shape S_InstanceBlockDeviceMappingSpecification = { .name = "InstanceBlockDeviceMappingSpecification", .type = MT_STRUCT, .members = M_InstanceBlockDeviceMappingSpecification, .nmembers = 4 };
+static const struct model_shape S_EbsInstanceBlockDeviceSpecification = { .name = "EbsInstanceBlockDeviceSpecification", .type = MT_STRUCT, .members = M_EbsInstanceBlockDeviceSpecification, .nmembers = 2 };
+static const struct model_shape S_BlobAttributeValue = { .name = "BlobAttributeValue", .type = MT_STRUCT, .members = M_BlobAttributeValue, .nmembers = 1 };
+static const struct model_shape S_GroupIdStringList = { .name = "GroupIdStringList", .type = MT_LIST, .member = &L_GroupIdStringList[0] };
+static const struct model_shape S_DescribeInstanceAttributeRequest = { .name = "DescribeInstanceAttributeRequest", .type = MT_STRUCT, .members = M_DescribeInstanceAttributeRequest, .nmembers = 3 };
+static const struct model_shape S_InstanceAttribute = { .name = "InstanceAttribute", .type = MT_STRUCT, .members = M_InstanceAttribute, .nmembers = 17 };
+static const struct model_shape S_ModifyInstanceMetadataOptionsRequest = { .name = "ModifyInstanceMetadataOptionsRequest", .type = MT_STRUCT, .members = M_ModifyInstanceMetadataOptionsRequest, .nmembers = 7 };
+static const struct model_shape S_ModifyInstanceMetadataOptionsResult = { .name = "ModifyInstanceMetadataOptionsResult", .type = MT_STRUCT, .members = M_ModifyInstanceMetadataOptionsResult, .nmembers = 2 };
+static const struct model_shape S_AttachVolumeRequest = { .name = "AttachVolumeRequest", .type = MT_STRUCT, .members = M_AttachVolumeRequest, .nmembers = 5 };
 static const struct model_shape S_BoxedInteger = { .name = "BoxedInteger", .type = MT_INTEGER };
-static const struct model_shape S_DetachVolumeRequest = { .name = "DetachVolumeRequest",
-                                                          .type = MT_STRUCT,
-                                                          .members = M_DetachVolumeRequest,
-                                                          .nmembers = 5 };
-static const struct model_shape S_InstanceIdForResolver = { .name = "InstanceIdForResolver",
-                                                            .type = MT_STRING };
-static const struct model_shape S_VolumeIdWithResolver = { .name = "VolumeIdWithResolver",
-                                                           .type = MT_STRING };
-static const struct model_shape S_GetConsoleOutputRequest = { .name = "GetConsoleOutputRequest",
-                                                              .type = MT_STRUCT,
-                                                              .members = M_GetConsoleOutputRequest,
-                                                              .nmembers = 3 };
-static const struct model_shape S_GetConsoleOutputResult = { .name = "GetConsoleOutputResult",
-                                                             .type = MT_STRUCT,
-                                                             .members = M_GetConsoleOutputResult,
-                                                             .nmembers = 3 };
-static const struct model_shape S_CreateImageRequest = {
-    .name = "CreateImageRequest", .type = MT_STRUCT, .members = M_CreateImageRequest, .nmembers = 8
-};
-static const struct model_shape S_CreateImageResult = {
-    .name = "CreateImageResult", .type = MT_STRUCT, .members = M_CreateImageResult, .nmembers = 1
-};
-static const struct model_shape S_CreateSnapshotsRequest = { .name = "CreateSnapshotsRequest",
-                                                             .type = MT_STRUCT,
-                                                             .members = M_CreateSnapshotsRequest,
-                                                             .nmembers = 7 };
-static const struct model_shape S_InstanceSpecification = { .name = "InstanceSpecification",
-                                                            .type = MT_STRUCT,
-                                                            .members = M_InstanceSpecification,
-                                                            .nmembers = 3 };
-static const struct model_shape S_InstanceIdWithVolumeResolver = {
-    .name = "InstanceIdWithVolumeResolver", .type = MT_STRING
-};
-static const struct model_shape S_CopyTagsFromSource = {
-    .name = "CopyTagsFromSource", .type = MT_STRING, .enums = E_CopyTagsFromSource, .nenums = 1
-};
-static const struct model_shape S_CreateSnapshotsResult = { .name = "CreateSnapshotsResult",
-                                                            .type = MT_STRUCT,
-                                                            .members = M_CreateSnapshotsResult,
-                                                            .nmembers = 1 };
-static const struct model_shape S_SnapshotSet = { .name = "SnapshotSet",
-                                                  .type = MT_LIST,
-                                                  .member = &L_SnapshotSet[0] };
-static const struct model_shape S_SnapshotInfo = {
-    .name = "SnapshotInfo", .type = MT_STRUCT, .members = M_SnapshotInfo, .nmembers = 13
-};
-static const struct model_shape S_DescribeInstanceTypesRequest = {
-    .name = "DescribeInstanceTypesRequest",
-    .type = MT_STRUCT,
-    .members = M_DescribeInstanceTypesRequest,
-    .nmembers = 6
-};
-static const struct model_shape S_RequestInstanceTypeList = { .name = "RequestInstanceTypeList",
-                                                              .type = MT_LIST,
-                                                              .member =
-                                                                  &L_RequestInstanceTypeList[0],
-                                                              .has_min = 1,
-                                                              .min = 0,
-                                                              .has_max = 1,
-                                                              .max = 100 };
-static const struct model_shape S_DITMaxResults = {
-    .name = "DITMaxResults", .type = MT_INTEGER, .has_min = 1, .min = 5, .has_max = 1, .max = 100
-};
+static const struct model_shape S_DetachVolumeRequest = { .name = "DetachVolumeRequest", .type = MT_STRUCT, .members = M_DetachVolumeRequest, .nmembers = 5 };
+static const struct model_shape S_InstanceIdForResolver = { .name = "InstanceIdForResolver", .type = MT_STRING };
+static const struct model_shape S_VolumeIdWithResolver = { .name = "VolumeIdWithResolver", .type = MT_STRING };
+static const struct model_shape S_GetConsoleOutputRequest = { .name = "GetConsoleOutputRequest", .type = MT_STRUCT, .members = M_GetConsoleOutputRequest, .nmembers = 3 };
+static const struct model_shape S_GetConsoleOutputResult = { .name = "GetConsoleOutputResult", .type = MT_STRUCT, .members = M_GetConsoleOutputResult, .nmembers = 3 };
+static const struct model_shape S_CreateImageRequest = { .name = "CreateImageRequest", .type = MT_STRUCT, .members = M_CreateImageRequest, .nmembers = 8 };
+static const struct model_shape S_CreateImageResult = { .name = "CreateImageResult", .type = MT_STRUCT, .members = M_CreateImageResult, .nmembers = 1 };
+static const struct model_shape S_CreateSnapshotsRequest = { .name = "CreateSnapshotsRequest", .type = MT_STRUCT, .members = M_CreateSnapshotsRequest, .nmembers = 7 };
+static const struct model_shape S_InstanceSpecification = { .name = "InstanceSpecification", .type = MT_STRUCT, .members = M_InstanceSpecification, .nmembers = 3 };
+static const struct model_shape S_InstanceIdWithVolumeResolver = { .name = "InstanceIdWithVolumeResolver", .type = MT_STRING };
+static const struct model_shape S_CopyTagsFromSource = { .name = "CopyTagsFromSource", .type = MT_STRING, .enums = E_CopyTagsFromSource, .nenums = 1 };
+static const struct model_shape S_CreateSnapshotsResult = { .name = "CreateSnapshotsResult", .type = MT_STRUCT, .members = M_CreateSnapshotsResult, .nmembers = 1 };
+static const struct model_shape S_SnapshotSet = { .name = "SnapshotSet", .type = MT_LIST, .member = &L_SnapshotSet[0] };
+static const struct model_shape S_SnapshotInfo = { .name = "SnapshotInfo", .type = MT_STRUCT, .members = M_SnapshotInfo, .nmembers = 13 };
+static const struct model_shape S_DescribeInstanceTypesRequest = { .name = "DescribeInstanceTypesRequest", .type = MT_STRUCT, .members = M_DescribeInstanceTypesRequest, .nmembers = 6 };
+static const struct model_shape S_RequestInstanceTypeList = { .name = "RequestInstanceTypeList", .type = MT_LIST, .member = &L_RequestInstanceTypeList[0], .has_min = 1, .min = 0, .has_max = 1, .max = 100 };
+static const struct model_shape S_DITMaxResults = { .name = "DITMaxResults", .type = MT_INTEGER, .has_min = 1, .min = 5, .has_max = 1, .max = 100 };
 static const struct model_shape S_NextToken = { .name = "NextToken", .type = MT_STRING };
-static const struct model_shape S_IncludeUnsupportedInRegion = { .name =
-                                                                     "IncludeUnsupportedInRegion",
-                                                                 .type = MT_BOOLEAN };
-static const struct model_shape S_DescribeInstanceTypesResult = { .name =
-                                                                      "DescribeInstanceTypesResult",
-                                                                  .type = MT_STRUCT,
-                                                                  .members =
-                                                                      M_DescribeInstanceTypesResult,
-                                                                  .nmembers = 2 };
-static const struct model_shape S_InstanceTypeInfoList = { .name = "InstanceTypeInfoList",
-                                                           .type = MT_LIST,
-                                                           .member = &L_InstanceTypeInfoList[0] };
-static const struct model_shape S_InstanceTypeInfo = {
-    .name = "InstanceTypeInfo", .type = MT_STRUCT, .members = M_InstanceTypeInfo, .nmembers = 32
-};
-static const struct model_shape S_CurrentGenerationFlag = { .name = "CurrentGenerationFlag",
-                                                            .type = MT_BOOLEAN };
-static const struct model_shape S_FreeTierEligibleFlag = { .name = "FreeTierEligibleFlag",
-                                                           .type = MT_BOOLEAN };
-static const struct model_shape S_UsageClassTypeList = { .name = "UsageClassTypeList",
-                                                         .type = MT_LIST,
-                                                         .member = &L_UsageClassTypeList[0] };
-static const struct model_shape S_UsageClassType = {
-    .name = "UsageClassType", .type = MT_STRING, .enums = E_UsageClassType, .nenums = 3
-};
-static const struct model_shape S_RootDeviceTypeList = { .name = "RootDeviceTypeList",
-                                                         .type = MT_LIST,
-                                                         .member = &L_RootDeviceTypeList[0] };
-static const struct model_shape S_RootDeviceType = {
-    .name = "RootDeviceType", .type = MT_STRING, .enums = E_RootDeviceType, .nenums = 2
-};
-static const struct model_shape S_VirtualizationTypeList = {
-    .name = "VirtualizationTypeList", .type = MT_LIST, .member = &L_VirtualizationTypeList[0]
-};
+static const struct model_shape S_IncludeUnsupportedInRegion = { .name = "IncludeUnsupportedInRegion", .type = MT_BOOLEAN };
+static const struct model_shape S_DescribeInstanceTypesResult = { .name = "DescribeInstanceTypesResult", .type = MT_STRUCT, .members = M_DescribeInstanceTypesResult, .nmembers = 2 };
+static const struct model_shape S_InstanceTypeInfoList = { .name = "InstanceTypeInfoList", .type = MT_LIST, .member = &L_InstanceTypeInfoList[0] };
+static const struct model_shape S_InstanceTypeInfo = { .name = "InstanceTypeInfo", .type = MT_STRUCT, .members = M_InstanceTypeInfo, .nmembers = 32 };
+static const struct model_shape S_CurrentGenerationFlag = { .name = "CurrentGenerationFlag", .type = MT_BOOLEAN };
+static const struct model_shape S_FreeTierEligibleFlag = { .name = "FreeTierEligibleFlag", .type = MT_BOOLEAN };
+static const struct model_shape S_UsageClassTypeList = { .name = "UsageClassTypeList", .type = MT_LIST, .member = &L_UsageClassTypeList[0] };
+static const struct model_shape S_UsageClassType = { .name = "UsageClassType", .type = MT_STRING, .enums = E_UsageClassType, .nenums = 3 };
+static const struct model_shape S_RootDeviceTypeList = { .name = "RootDeviceTypeList", .type = MT_LIST, .member = &L_RootDeviceTypeList[0] };
+static const struct model_shape S_RootDeviceType = { .name = "RootDeviceType", .type = MT_STRING, .enums = E_RootDeviceType, .nenums = 2 };
+static const struct model_shape S_VirtualizationTypeList = { .name = "VirtualizationTypeList", .type = MT_LIST, .member = &L_VirtualizationTypeList[0] };
 static const struct model_shape S_BareMetalFlag = { .name = "BareMetalFlag", .type = MT_BOOLEAN };
-static const struct model_shape S_InstanceTypeHypervisor = { .name = "InstanceTypeHypervisor",
-                                                             .type = MT_STRING,
-                                                             .enums = E_InstanceTypeHypervisor,
-                                                             .nenums = 2 };
-static const struct model_shape S_ProcessorInfo = {
-    .name = "ProcessorInfo", .type = MT_STRUCT, .members = M_ProcessorInfo, .nmembers = 4
-};
-static const struct model_shape S_ArchitectureTypeList = { .name = "ArchitectureTypeList",
-                                                           .type = MT_LIST,
-                                                           .member = &L_ArchitectureTypeList[0] };
-static const struct model_shape S_ArchitectureType = {
-    .name = "ArchitectureType", .type = MT_STRING, .enums = E_ArchitectureType, .nenums = 5
-};
-static const struct model_shape S_ProcessorSustainedClockSpeed = {
-    .name = "ProcessorSustainedClockSpeed", .type = MT_DOUBLE
-};
-static const struct model_shape S_SupportedAdditionalProcessorFeatureList = {
-    .name = "SupportedAdditionalProcessorFeatureList",
-    .type = MT_LIST,
-    .member = &L_SupportedAdditionalProcessorFeatureList[0]
-};
-static const struct model_shape S_SupportedAdditionalProcessorFeature = {
-    .name = "SupportedAdditionalProcessorFeature",
-    .type = MT_STRING,
-    .enums = E_SupportedAdditionalProcessorFeature,
-    .nenums = 2
-};
-static const struct model_shape S_CpuManufacturerName = { .name = "CpuManufacturerName",
-                                                          .type = MT_STRING };
-static const struct model_shape S_VCpuInfo = {
-    .name = "VCpuInfo", .type = MT_STRUCT, .members = M_VCpuInfo, .nmembers = 5
-};
+static const struct model_shape S_InstanceTypeHypervisor = { .name = "InstanceTypeHypervisor", .type = MT_STRING, .enums = E_InstanceTypeHypervisor, .nenums = 2 };
+static const struct model_shape S_ProcessorInfo = { .name = "ProcessorInfo", .type = MT_STRUCT, .members = M_ProcessorInfo, .nmembers = 4 };
+static const struct model_shape S_ArchitectureTypeList = { .name = "ArchitectureTypeList", .type = MT_LIST, .member = &L_ArchitectureTypeList[0] };
+static const struct model_shape S_ArchitectureType = { .name = "ArchitectureType", .type = MT_STRING, .enums = E_ArchitectureType, .nenums = 5 };
+static const struct model_shape S_ProcessorSustainedClockSpeed = { .name = "ProcessorSustainedClockSpeed", .type = MT_DOUBLE };
+static const struct model_shape S_SupportedAdditionalProcessorFeatureList = { .name = "SupportedAdditionalProcessorFeatureList", .type = MT_LIST, .member = &L_SupportedAdditionalProcessorFeatureList[0] };
+static const struct model_shape S_SupportedAdditionalProcessorFeature = { .name = "SupportedAdditionalProcessorFeature", .type = MT_STRING, .enums = E_SupportedAdditionalProcessorFeature, .nenums = 2 };
+static const struct model_shape S_CpuManufacturerName = { .name = "CpuManufacturerName", .type = MT_STRING };
+static const struct model_shape S_VCpuInfo = { .name = "VCpuInfo", .type = MT_STRUCT, .members = M_VCpuInfo, .nmembers = 5 };
 static const struct model_shape S_VCpuCount = { .name = "VCpuCount", .type = MT_INTEGER };
 static const struct model_shape S_CoreCount = { .name = "CoreCount", .type = MT_INTEGER };
 static const struct model_shape S_ThreadsPerCore = { .name = "ThreadsPerCore", .type = MT_INTEGER };
-static const struct model_shape S_CoreCountList = { .name = "CoreCountList",
-                                                    .type = MT_LIST,
-                                                    .member = &L_CoreCountList[0] };
-static const struct model_shape S_ThreadsPerCoreList = { .name = "ThreadsPerCoreList",
-                                                         .type = MT_LIST,
-                                                         .member = &L_ThreadsPerCoreList[0] };
-static const struct model_shape S_MemoryInfo = {
-    .name = "MemoryInfo", .type = MT_STRUCT, .members = M_MemoryInfo, .nmembers = 1
-};
+static const struct model_shape S_CoreCountList = { .name = "CoreCountList", .type = MT_LIST, .member = &L_CoreCountList[0] };
+static const struct model_shape S_ThreadsPerCoreList = { .name = "ThreadsPerCoreList", .type = MT_LIST, .member = &L_ThreadsPerCoreList[0] };
+static const struct model_shape S_MemoryInfo = { .name = "MemoryInfo", .type = MT_STRUCT, .members = M_MemoryInfo, .nmembers = 1 };
 static const struct model_shape S_MemorySize = { .name = "MemorySize", .type = MT_LONG };
-static const struct model_shape S_InstanceStorageFlag = { .name = "InstanceStorageFlag",
-                                                          .type = MT_BOOLEAN };
-static const struct model_shape S_InstanceStorageInfo = { .name = "InstanceStorageInfo",
-                                                          .type = MT_STRUCT,
-                                                          .members = M_InstanceStorageInfo,
-                                                          .nmembers = 4 };
+static const struct model_shape S_InstanceStorageFlag = { .name = "InstanceStorageFlag", .type = MT_BOOLEAN };
+static const struct model_shape S_InstanceStorageInfo = { .name = "InstanceStorageInfo", .type = MT_STRUCT, .members = M_InstanceStorageInfo, .nmembers = 4 };
 static const struct model_shape S_DiskSize = { .name = "DiskSize", .type = MT_LONG };
-static const struct model_shape S_DiskInfoList = { .name = "DiskInfoList",
-                                                   .type = MT_LIST,
-                                                   .member = &L_DiskInfoList[0] };
-static const struct model_shape S_DiskInfo = {
-    .name = "DiskInfo", .type = MT_STRUCT, .members = M_DiskInfo, .nmembers = 3
-};
+static const struct model_shape S_DiskInfoList = { .name = "DiskInfoList", .type = MT_LIST, .member = &L_DiskInfoList[0] };
+static const struct model_shape S_DiskInfo = { .name = "DiskInfo", .type = MT_STRUCT, .members = M_DiskInfo, .nmembers = 3 };
 static const struct model_shape S_DiskCount = { .name = "DiskCount", .type = MT_INTEGER };
-static const struct model_shape S_DiskType = {
-    .name = "DiskType", .type = MT_STRING, .enums = E_DiskType, .nenums = 2
-};
-static const struct model_shape S_EphemeralNvmeSupport = {
-    .name = "EphemeralNvmeSupport", .type = MT_STRING, .enums = E_EphemeralNvmeSupport, .nenums = 3
-};
-static const struct model_shape S_InstanceStorageEncryptionSupport = {
-    .name = "InstanceStorageEncryptionSupport",
-    .type = MT_STRING,
-    .enums = E_InstanceStorageEncryptionSupport,
-    .nenums = 2
-};
-static const struct model_shape S_EbsInfo = {
-    .name = "EbsInfo", .type = MT_STRUCT, .members = M_EbsInfo, .nmembers = 8
-};
-static const struct model_shape S_EbsOptimizedSupport = {
-    .name = "EbsOptimizedSupport", .type = MT_STRING, .enums = E_EbsOptimizedSupport, .nenums = 3
-};
-static const struct model_shape S_EbsEncryptionSupport = {
-    .name = "EbsEncryptionSupport", .type = MT_STRING, .enums = E_EbsEncryptionSupport, .nenums = 2
-};
-static const struct model_shape S_EbsOptimizedInfo = {
-    .name = "EbsOptimizedInfo", .type = MT_STRUCT, .members = M_EbsOptimizedInfo, .nmembers = 6
-};
-static const struct model_shape S_BaselineBandwidthInMbps = { .name = "BaselineBandwidthInMbps",
-                                                              .type = MT_INTEGER };
-static const struct model_shape S_BaselineThroughputInMBps = { .name = "BaselineThroughputInMBps",
-                                                               .type = MT_DOUBLE };
+static const struct model_shape S_DiskType = { .name = "DiskType", .type = MT_STRING, .enums = E_DiskType, .nenums = 2 };
+static const struct model_shape S_EphemeralNvmeSupport = { .name = "EphemeralNvmeSupport", .type = MT_STRING, .enums = E_EphemeralNvmeSupport, .nenums = 3 };
+static const struct model_shape S_InstanceStorageEncryptionSupport = { .name = "InstanceStorageEncryptionSupport", .type = MT_STRING, .enums = E_InstanceStorageEncryptionSupport, .nenums = 2 };
+static const struct model_shape S_EbsInfo = { .name = "EbsInfo", .type = MT_STRUCT, .members = M_EbsInfo, .nmembers = 8 };
+static const struct model_shape S_EbsOptimizedSupport = { .name = "EbsOptimizedSupport", .type = MT_STRING, .enums = E_EbsOptimizedSupport, .nenums = 3 };
+static const struct model_shape S_EbsEncryptionSupport = { .name = "EbsEncryptionSupport", .type = MT_STRING, .enums = E_EbsEncryptionSupport, .nenums = 2 };
+static const struct model_shape S_EbsOptimizedInfo = { .name = "EbsOptimizedInfo", .type = MT_STRUCT, .members = M_EbsOptimizedInfo, .nmembers = 6 };
+static const struct model_shape S_BaselineBandwidthInMbps = { .name = "BaselineBandwidthInMbps", .type = MT_INTEGER };
+static const struct model_shape S_BaselineThroughputInMBps = { .name = "BaselineThroughputInMBps", .type = MT_DOUBLE };
 static const struct model_shape S_BaselineIops = { .name = "BaselineIops", .type = MT_INTEGER };
-static const struct model_shape S_MaximumBandwidthInMbps = { .name = "MaximumBandwidthInMbps",
-                                                             .type = MT_INTEGER };
-static const struct model_shape S_MaximumThroughputInMBps = { .name = "MaximumThroughputInMBps",
-                                                              .type = MT_DOUBLE };
+static const struct model_shape S_MaximumBandwidthInMbps = { .name = "MaximumBandwidthInMbps", .type = MT_INTEGER };
+static const struct model_shape S_MaximumThroughputInMBps = { .name = "MaximumThroughputInMBps", .type = MT_DOUBLE };
 static const struct model_shape S_MaximumIops = { .name = "MaximumIops", .type = MT_INTEGER };
-static const struct model_shape S_EbsNvmeSupport = {
-    .name = "EbsNvmeSupport", .type = MT_STRING, .enums = E_EbsNvmeSupport, .nenums = 3
-};
-static const struct model_shape S_MaximumEbsAttachments = { .name = "MaximumEbsAttachments",
-                                                            .type = MT_INTEGER };
-static const struct model_shape S_AttachmentLimitType = {
-    .name = "AttachmentLimitType", .type = MT_STRING, .enums = E_AttachmentLimitType, .nenums = 2
-};
-static const struct model_shape S_MaximumEbsCards = { .name = "MaximumEbsCards",
-                                                      .type = MT_INTEGER };
-static const struct model_shape S_EbsCardInfoList = { .name = "EbsCardInfoList",
-                                                      .type = MT_LIST,
-                                                      .member = &L_EbsCardInfoList[0] };
-static const struct model_shape S_EbsCardInfo = {
-    .name = "EbsCardInfo", .type = MT_STRUCT, .members = M_EbsCardInfo, .nmembers = 7
-};
+static const struct model_shape S_EbsNvmeSupport = { .name = "EbsNvmeSupport", .type = MT_STRING, .enums = E_EbsNvmeSupport, .nenums = 3 };
+static const struct model_shape S_MaximumEbsAttachments = { .name = "MaximumEbsAttachments", .type = MT_INTEGER };
+static const struct model_shape S_AttachmentLimitType = { .name = "AttachmentLimitType", .type = MT_STRING, .enums = E_AttachmentLimitType, .nenums = 2 };
+static const struct model_shape S_MaximumEbsCards = { .name = "MaximumEbsCards", .type = MT_INTEGER };
+static const struct model_shape S_EbsCardInfoList = { .name = "EbsCardInfoList", .type = MT_LIST, .member = &L_EbsCardInfoList[0] };
+static const struct model_shape S_EbsCardInfo = { .name = "EbsCardInfo", .type = MT_STRUCT, .members = M_EbsCardInfo, .nmembers = 7 };
 static const struct model_shape S_EbsCardIndex = { .name = "EbsCardIndex", .type = MT_INTEGER };
-static const struct model_shape S_NetworkInfo = {
-    .name = "NetworkInfo", .type = MT_STRUCT, .members = M_NetworkInfo, .nmembers = 19
-};
-static const struct model_shape S_NetworkPerformance = { .name = "NetworkPerformance",
-                                                         .type = MT_STRING };
-static const struct model_shape S_MaxNetworkInterfaces = { .name = "MaxNetworkInterfaces",
-                                                           .type = MT_INTEGER };
-static const struct model_shape S_MaximumNetworkCards = { .name = "MaximumNetworkCards",
-                                                          .type = MT_INTEGER };
-static const struct model_shape S_DefaultNetworkCardIndex = { .name = "DefaultNetworkCardIndex",
-                                                              .type = MT_INTEGER };
-static const struct model_shape S_NetworkCardInfoList = { .name = "NetworkCardInfoList",
-                                                          .type = MT_LIST,
-                                                          .member = &L_NetworkCardInfoList[0] };
-static const struct model_shape S_NetworkCardInfo = {
-    .name = "NetworkCardInfo", .type = MT_STRUCT, .members = M_NetworkCardInfo, .nmembers = 9
-};
-static const struct model_shape S_NetworkCardIndex = { .name = "NetworkCardIndex",
-                                                       .type = MT_INTEGER };
-static const struct model_shape S_AdditionalFlexibleNetworkInterfaces = {
-    .name = "AdditionalFlexibleNetworkInterfaces", .type = MT_INTEGER
-};
-static const struct model_shape S_BaselineBandwidthInGbps = { .name = "BaselineBandwidthInGbps",
-                                                              .type = MT_DOUBLE };
-static const struct model_shape S_PeakBandwidthInGbps = { .name = "PeakBandwidthInGbps",
-                                                          .type = MT_DOUBLE };
-static const struct model_shape S_DefaultEnaQueueCountPerInterface = {
-    .name = "DefaultEnaQueueCountPerInterface", .type = MT_INTEGER
-};
-static const struct model_shape S_MaximumEnaQueueCount = { .name = "MaximumEnaQueueCount",
-                                                           .type = MT_INTEGER };
-static const struct model_shape S_MaximumEnaQueueCountPerInterface = {
-    .name = "MaximumEnaQueueCountPerInterface", .type = MT_INTEGER
-};
-static const struct model_shape S_MaxIpv4AddrPerInterface = { .name = "MaxIpv4AddrPerInterface",
-                                                              .type = MT_INTEGER };
-static const struct model_shape S_MaxIpv6AddrPerInterface = { .name = "MaxIpv6AddrPerInterface",
-                                                              .type = MT_INTEGER };
+static const struct model_shape S_NetworkInfo = { .name = "NetworkInfo", .type = MT_STRUCT, .members = M_NetworkInfo, .nmembers = 19 };
+static const struct model_shape S_NetworkPerformance = { .name = "NetworkPerformance", .type = MT_STRING };
+static const struct model_shape S_MaxNetworkInterfaces = { .name = "MaxNetworkInterfaces", .type = MT_INTEGER };
+static const struct model_shape S_MaximumNetworkCards = { .name = "MaximumNetworkCards", .type = MT_INTEGER };
+static const struct model_shape S_DefaultNetworkCardIndex = { .name = "DefaultNetworkCardIndex", .type = MT_INTEGER };
+static const struct model_shape S_NetworkCardInfoList = { .name = "NetworkCardInfoList", .type = MT_LIST, .member = &L_NetworkCardInfoList[0] };
+static const struct model_shape S_NetworkCardInfo = { .name = "NetworkCardInfo", .type = MT_STRUCT, .members = M_NetworkCardInfo, .nmembers = 9 };
+static const struct model_shape S_NetworkCardIndex = { .name = "NetworkCardIndex", .type = MT_INTEGER };
+static const struct model_shape S_AdditionalFlexibleNetworkInterfaces = { .name = "AdditionalFlexibleNetworkInterfaces", .type = MT_INTEGER };
+static const struct model_shape S_BaselineBandwidthInGbps = { .name = "BaselineBandwidthInGbps", .type = MT_DOUBLE };
+static const struct model_shape S_PeakBandwidthInGbps = { .name = "PeakBandwidthInGbps", .type = MT_DOUBLE };
+static const struct model_shape S_DefaultEnaQueueCountPerInterface = { .name = "DefaultEnaQueueCountPerInterface", .type = MT_INTEGER };
+static const struct model_shape S_MaximumEnaQueueCount = { .name = "MaximumEnaQueueCount", .type = MT_INTEGER };
+static const struct model_shape S_MaximumEnaQueueCountPerInterface = { .name = "MaximumEnaQueueCountPerInterface", .type = MT_INTEGER };
+static const struct model_shape S_MaxIpv4AddrPerInterface = { .name = "MaxIpv4AddrPerInterface", .type = MT_INTEGER };
+static const struct model_shape S_MaxIpv6AddrPerInterface = { .name = "MaxIpv6AddrPerInterface", .type = MT_INTEGER };
 static const struct model_shape S_Ipv6Flag = { .name = "Ipv6Flag", .type = MT_BOOLEAN };
-static const struct model_shape S_EnaSupport = {
-    .name = "EnaSupport", .type = MT_STRING, .enums = E_EnaSupport, .nenums = 3
-};
-static const struct model_shape S_EfaSupportedFlag = { .name = "EfaSupportedFlag",
-                                                       .type = MT_BOOLEAN };
-static const struct model_shape S_EfaInfo = {
-    .name = "EfaInfo", .type = MT_STRUCT, .members = M_EfaInfo, .nmembers = 1
-};
-static const struct model_shape S_MaximumEfaInterfaces = { .name = "MaximumEfaInterfaces",
-                                                           .type = MT_INTEGER };
-static const struct model_shape S_EncryptionInTransitSupported = {
-    .name = "EncryptionInTransitSupported", .type = MT_BOOLEAN
-};
-static const struct model_shape S_EnaSrdSupported = { .name = "EnaSrdSupported",
-                                                      .type = MT_BOOLEAN };
-static const struct model_shape S_BandwidthWeightingTypeList = {
-    .name = "BandwidthWeightingTypeList",
-    .type = MT_LIST,
-    .member = &L_BandwidthWeightingTypeList[0]
-};
-static const struct model_shape S_BandwidthWeightingType = { .name = "BandwidthWeightingType",
-                                                             .type = MT_STRING,
-                                                             .enums = E_BandwidthWeightingType,
-                                                             .nenums = 3 };
-static const struct model_shape S_FlexibleEnaQueuesSupport = { .name = "FlexibleEnaQueuesSupport",
-                                                               .type = MT_STRING,
-                                                               .enums = E_FlexibleEnaQueuesSupport,
-                                                               .nenums = 2 };
-static const struct model_shape S_DefaultConnectionTrackingConfiguration = {
-    .name = "DefaultConnectionTrackingConfiguration",
-    .type = MT_STRUCT,
-    .members = M_DefaultConnectionTrackingConfiguration,
-    .nmembers = 3
-};
-static const struct model_shape S_DefaultTcpEstablishedTimeout = {
-    .name = "DefaultTcpEstablishedTimeout", .type = MT_INTEGER
-};
-static const struct model_shape S_DefaultUdpTimeout = { .name = "DefaultUdpTimeout",
-                                                        .type = MT_INTEGER };
-static const struct model_shape S_DefaultUdpStreamTimeout = { .name = "DefaultUdpStreamTimeout",
-                                                              .type = MT_INTEGER };
-static const struct model_shape S_SecondaryNetworkSupportedFlag = {
-    .name = "SecondaryNetworkSupportedFlag", .type = MT_BOOLEAN
-};
-static const struct model_shape S_MaximumSecondaryNetworkInterfaces = {
-    .name = "MaximumSecondaryNetworkInterfaces", .type = MT_INTEGER
-};
-static const struct model_shape S_Ipv4AddressesPerSecondaryInterface = {
-    .name = "Ipv4AddressesPerSecondaryInterface", .type = MT_INTEGER
-};
-static const struct model_shape S_GpuInfo = {
-    .name = "GpuInfo", .type = MT_STRUCT, .members = M_GpuInfo, .nmembers = 2
-};
-static const struct model_shape S_GpuDeviceInfoList = { .name = "GpuDeviceInfoList",
-                                                        .type = MT_LIST,
-                                                        .member = &L_GpuDeviceInfoList[0] };
-static const struct model_shape S_GpuDeviceInfo = {
-    .name = "GpuDeviceInfo", .type = MT_STRUCT, .members = M_GpuDeviceInfo, .nmembers = 7
-};
+static const struct model_shape S_EnaSupport = { .name = "EnaSupport", .type = MT_STRING, .enums = E_EnaSupport, .nenums = 3 };
+static const struct model_shape S_EfaSupportedFlag = { .name = "EfaSupportedFlag", .type = MT_BOOLEAN };
+static const struct model_shape S_EfaInfo = { .name = "EfaInfo", .type = MT_STRUCT, .members = M_EfaInfo, .nmembers = 1 };
+static const struct model_shape S_MaximumEfaInterfaces = { .name = "MaximumEfaInterfaces", .type = MT_INTEGER };
+static const struct model_shape S_EncryptionInTransitSupported = { .name = "EncryptionInTransitSupported", .type = MT_BOOLEAN };
+static const struct model_shape S_EnaSrdSupported = { .name = "EnaSrdSupported", .type = MT_BOOLEAN };
+static const struct model_shape S_BandwidthWeightingTypeList = { .name = "BandwidthWeightingTypeList", .type = MT_LIST, .member = &L_BandwidthWeightingTypeList[0] };
+static const struct model_shape S_BandwidthWeightingType = { .name = "BandwidthWeightingType", .type = MT_STRING, .enums = E_BandwidthWeightingType, .nenums = 3 };
+static const struct model_shape S_FlexibleEnaQueuesSupport = { .name = "FlexibleEnaQueuesSupport", .type = MT_STRING, .enums = E_FlexibleEnaQueuesSupport, .nenums = 2 };
+static const struct model_shape S_DefaultConnectionTrackingConfiguration = { .name = "DefaultConnectionTrackingConfiguration", .type = MT_STRUCT, .members = M_DefaultConnectionTrackingConfiguration, .nmembers = 3 };
+static const struct model_shape S_DefaultTcpEstablishedTimeout = { .name = "DefaultTcpEstablishedTimeout", .type = MT_INTEGER };
+static const struct model_shape S_DefaultUdpTimeout = { .name = "DefaultUdpTimeout", .type = MT_INTEGER };
+static const struct model_shape S_DefaultUdpStreamTimeout = { .name = "DefaultUdpStreamTimeout", .type = MT_INTEGER };
+static const struct model_shape S_SecondaryNetworkSupportedFlag = { .name = "SecondaryNetworkSupportedFlag", .type = MT_BOOLEAN };
+static const struct model_shape S_MaximumSecondaryNetworkInterfaces = { .name = "MaximumSecondaryNetworkInterfaces", .type = MT_INTEGER };
+static const struct model_shape S_Ipv4AddressesPerSecondaryInterface = { .name = "Ipv4AddressesPerSecondaryInterface", .type = MT_INTEGER };
+static const struct model_shape S_GpuInfo = { .name = "GpuInfo", .type = MT_STRUCT, .members = M_GpuInfo, .nmembers = 2 };
+static const struct model_shape S_GpuDeviceInfoList = { .name = "GpuDeviceInfoList", .type = MT_LIST, .member = &L_GpuDeviceInfoList[0] };
+static const struct model_shape S_GpuDeviceInfo = { .name = "GpuDeviceInfo", .type = MT_STRUCT, .members = M_GpuDeviceInfo, .nmembers = 7 };
 static const struct model_shape S_GpuDeviceName = { .name = "GpuDeviceName", .type = MT_STRING };
-static const struct model_shape S_GpuDeviceManufacturerName = { .name = "GpuDeviceManufacturerName",
-                                                                .type = MT_STRING };
+static const struct model_shape S_GpuDeviceManufacturerName = { .name = "GpuDeviceManufacturerName", .type = MT_STRING };
 static const struct model_shape S_GpuDeviceCount = { .name = "GpuDeviceCount", .type = MT_INTEGER };
-static const struct model_shape S_LogicalGpuCount = { .name = "LogicalGpuCount",
-                                                      .type = MT_INTEGER };
-static const struct model_shape S_GpuPartitionSize = { .name = "GpuPartitionSize",
-                                                       .type = MT_DOUBLE };
-static const struct model_shape S_WorkloadsList = { .name = "WorkloadsList",
-                                                    .type = MT_LIST,
-                                                    .member = &L_WorkloadsList[0] };
+static const struct model_shape S_LogicalGpuCount = { .name = "LogicalGpuCount", .type = MT_INTEGER };
+static const struct model_shape S_GpuPartitionSize = { .name = "GpuPartitionSize", .type = MT_DOUBLE };
+static const struct model_shape S_WorkloadsList = { .name = "WorkloadsList", .type = MT_LIST, .member = &L_WorkloadsList[0] };
 static const struct model_shape S_Workload = { .name = "Workload", .type = MT_STRING };
-static const struct model_shape S_GpuDeviceMemoryInfo = { .name = "GpuDeviceMemoryInfo",
-                                                          .type = MT_STRUCT,
-                                                          .members = M_GpuDeviceMemoryInfo,
-                                                          .nmembers = 1 };
-static const struct model_shape S_GpuDeviceMemorySize = { .name = "GpuDeviceMemorySize",
-                                                          .type = MT_INTEGER };
+static const struct model_shape S_GpuDeviceMemoryInfo = { .name = "GpuDeviceMemoryInfo", .type = MT_STRUCT, .members = M_GpuDeviceMemoryInfo, .nmembers = 1 };
+static const struct model_shape S_GpuDeviceMemorySize = { .name = "GpuDeviceMemorySize", .type = MT_INTEGER };
 static const struct model_shape S_totalGpuMemory = { .name = "totalGpuMemory", .type = MT_INTEGER };
-static const struct model_shape S_FpgaInfo = {
-    .name = "FpgaInfo", .type = MT_STRUCT, .members = M_FpgaInfo, .nmembers = 2
-};
-static const struct model_shape S_FpgaDeviceInfoList = { .name = "FpgaDeviceInfoList",
-                                                         .type = MT_LIST,
-                                                         .member = &L_FpgaDeviceInfoList[0] };
-static const struct model_shape S_FpgaDeviceInfo = {
-    .name = "FpgaDeviceInfo", .type = MT_STRUCT, .members = M_FpgaDeviceInfo, .nmembers = 4
-};
+static const struct model_shape S_FpgaInfo = { .name = "FpgaInfo", .type = MT_STRUCT, .members = M_FpgaInfo, .nmembers = 2 };
+static const struct model_shape S_FpgaDeviceInfoList = { .name = "FpgaDeviceInfoList", .type = MT_LIST, .member = &L_FpgaDeviceInfoList[0] };
+static const struct model_shape S_FpgaDeviceInfo = { .name = "FpgaDeviceInfo", .type = MT_STRUCT, .members = M_FpgaDeviceInfo, .nmembers = 4 };
 static const struct model_shape S_FpgaDeviceName = { .name = "FpgaDeviceName", .type = MT_STRING };
-static const struct model_shape S_FpgaDeviceManufacturerName = { .name =
-                                                                     "FpgaDeviceManufacturerName",
-                                                                 .type = MT_STRING };
-static const struct model_shape S_FpgaDeviceCount = { .name = "FpgaDeviceCount",
-                                                      .type = MT_INTEGER };
-static const struct model_shape S_FpgaDeviceMemoryInfo = { .name = "FpgaDeviceMemoryInfo",
-                                                           .type = MT_STRUCT,
-                                                           .members = M_FpgaDeviceMemoryInfo,
-                                                           .nmembers = 1 };
-static const struct model_shape S_FpgaDeviceMemorySize = { .name = "FpgaDeviceMemorySize",
-                                                           .type = MT_INTEGER };
-static const struct model_shape S_totalFpgaMemory = { .name = "totalFpgaMemory",
-                                                      .type = MT_INTEGER };
-static const struct model_shape S_PlacementGroupInfo = {
-    .name = "PlacementGroupInfo", .type = MT_STRUCT, .members = M_PlacementGroupInfo, .nmembers = 1
-};
-static const struct model_shape S_PlacementGroupStrategyList = {
-    .name = "PlacementGroupStrategyList",
-    .type = MT_LIST,
-    .member = &L_PlacementGroupStrategyList[0]
-};
-static const struct model_shape S_PlacementGroupStrategy = { .name = "PlacementGroupStrategy",
-                                                             .type = MT_STRING,
-                                                             .enums = E_PlacementGroupStrategy,
-                                                             .nenums = 3 };
-static const struct model_shape S_InferenceAcceleratorInfo = { .name = "InferenceAcceleratorInfo",
-                                                               .type = MT_STRUCT,
-                                                               .members =
-                                                                   M_InferenceAcceleratorInfo,
-                                                               .nmembers = 2 };
-static const struct model_shape S_InferenceDeviceInfoList = {
-    .name = "InferenceDeviceInfoList", .type = MT_LIST, .member = &L_InferenceDeviceInfoList[0]
-};
-static const struct model_shape S_InferenceDeviceInfo = { .name = "InferenceDeviceInfo",
-                                                          .type = MT_STRUCT,
-                                                          .members = M_InferenceDeviceInfo,
-                                                          .nmembers = 4 };
-static const struct model_shape S_InferenceDeviceCount = { .name = "InferenceDeviceCount",
-                                                           .type = MT_INTEGER };
-static const struct model_shape S_InferenceDeviceName = { .name = "InferenceDeviceName",
-                                                          .type = MT_STRING };
-static const struct model_shape S_InferenceDeviceManufacturerName = {
-    .name = "InferenceDeviceManufacturerName", .type = MT_STRING
-};
-static const struct model_shape S_InferenceDeviceMemoryInfo = { .name = "InferenceDeviceMemoryInfo",
-                                                                .type = MT_STRUCT,
-                                                                .members =
-                                                                    M_InferenceDeviceMemoryInfo,
-                                                                .nmembers = 1 };
-static const struct model_shape S_InferenceDeviceMemorySize = { .name = "InferenceDeviceMemorySize",
-                                                                .type = MT_INTEGER };
-static const struct model_shape S_totalInferenceMemory = { .name = "totalInferenceMemory",
-                                                           .type = MT_INTEGER };
-static const struct model_shape S_HibernationFlag = { .name = "HibernationFlag",
-                                                      .type = MT_BOOLEAN };
-static const struct model_shape S_BurstablePerformanceFlag = { .name = "BurstablePerformanceFlag",
-                                                               .type = MT_BOOLEAN };
-static const struct model_shape S_DedicatedHostFlag = { .name = "DedicatedHostFlag",
-                                                        .type = MT_BOOLEAN };
-static const struct model_shape S_AutoRecoveryFlag = { .name = "AutoRecoveryFlag",
-                                                       .type = MT_BOOLEAN };
-static const struct model_shape S_BootModeTypeList = { .name = "BootModeTypeList",
-                                                       .type = MT_LIST,
-                                                       .member = &L_BootModeTypeList[0] };
-static const struct model_shape S_BootModeType = {
-    .name = "BootModeType", .type = MT_STRING, .enums = E_BootModeType, .nenums = 2
-};
-static const struct model_shape S_NitroEnclavesSupport = {
-    .name = "NitroEnclavesSupport", .type = MT_STRING, .enums = E_NitroEnclavesSupport, .nenums = 2
-};
-static const struct model_shape S_NitroTpmSupport = {
-    .name = "NitroTpmSupport", .type = MT_STRING, .enums = E_NitroTpmSupport, .nenums = 2
-};
-static const struct model_shape S_NitroTpmInfo = {
-    .name = "NitroTpmInfo", .type = MT_STRUCT, .members = M_NitroTpmInfo, .nmembers = 1
-};
-static const struct model_shape S_NitroTpmSupportedVersionsList = {
-    .name = "NitroTpmSupportedVersionsList",
-    .type = MT_LIST,
-    .member = &L_NitroTpmSupportedVersionsList[0]
-};
-static const struct model_shape S_NitroTpmSupportedVersionType = {
-    .name = "NitroTpmSupportedVersionType", .type = MT_STRING
-};
-static const struct model_shape S_MediaAcceleratorInfo = { .name = "MediaAcceleratorInfo",
-                                                           .type = MT_STRUCT,
-                                                           .members = M_MediaAcceleratorInfo,
-                                                           .nmembers = 2 };
-static const struct model_shape S_MediaDeviceInfoList = { .name = "MediaDeviceInfoList",
-                                                          .type = MT_LIST,
-                                                          .member = &L_MediaDeviceInfoList[0] };
-static const struct model_shape S_MediaDeviceInfo = {
-    .name = "MediaDeviceInfo", .type = MT_STRUCT, .members = M_MediaDeviceInfo, .nmembers = 4
-};
-static const struct model_shape S_MediaDeviceCount = { .name = "MediaDeviceCount",
-                                                       .type = MT_INTEGER };
-static const struct model_shape S_MediaDeviceName = { .name = "MediaDeviceName",
-                                                      .type = MT_STRING };
-static const struct model_shape S_MediaDeviceManufacturerName = { .name =
-                                                                      "MediaDeviceManufacturerName",
-                                                                  .type = MT_STRING };
-static const struct model_shape S_MediaDeviceMemoryInfo = { .name = "MediaDeviceMemoryInfo",
-                                                            .type = MT_STRUCT,
-                                                            .members = M_MediaDeviceMemoryInfo,
-                                                            .nmembers = 1 };
-static const struct model_shape S_MediaDeviceMemorySize = { .name = "MediaDeviceMemorySize",
-                                                            .type = MT_INTEGER };
-static const struct model_shape S_TotalMediaMemory = { .name = "TotalMediaMemory",
-                                                       .type = MT_INTEGER };
-static const struct model_shape S_NeuronInfo = {
-    .name = "NeuronInfo", .type = MT_STRUCT, .members = M_NeuronInfo, .nmembers = 2
-};
-static const struct model_shape S_NeuronDeviceInfoList = { .name = "NeuronDeviceInfoList",
-                                                           .type = MT_LIST,
-                                                           .member = &L_NeuronDeviceInfoList[0] };
-static const struct model_shape S_NeuronDeviceInfo = {
-    .name = "NeuronDeviceInfo", .type = MT_STRUCT, .members = M_NeuronDeviceInfo, .nmembers = 4
-};
-static const struct model_shape S_NeuronDeviceCount = { .name = "NeuronDeviceCount",
-                                                        .type = MT_INTEGER };
-static const struct model_shape S_NeuronDeviceName = { .name = "NeuronDeviceName",
-                                                       .type = MT_STRING };
-static const struct model_shape S_NeuronDeviceCoreInfo = { .name = "NeuronDeviceCoreInfo",
-                                                           .type = MT_STRUCT,
-                                                           .members = M_NeuronDeviceCoreInfo,
-                                                           .nmembers = 2 };
-static const struct model_shape S_NeuronDeviceCoreCount = { .name = "NeuronDeviceCoreCount",
-                                                            .type = MT_INTEGER };
-static const struct model_shape S_NeuronDeviceCoreVersion = { .name = "NeuronDeviceCoreVersion",
-                                                              .type = MT_INTEGER };
-static const struct model_shape S_NeuronDeviceMemoryInfo = { .name = "NeuronDeviceMemoryInfo",
-                                                             .type = MT_STRUCT,
-                                                             .members = M_NeuronDeviceMemoryInfo,
-                                                             .nmembers = 1 };
-static const struct model_shape S_NeuronDeviceMemorySize = { .name = "NeuronDeviceMemorySize",
-                                                             .type = MT_INTEGER };
-static const struct model_shape S_TotalNeuronMemory = { .name = "TotalNeuronMemory",
-                                                        .type = MT_INTEGER };
-static const struct model_shape S_PhcSupport = {
-    .name = "PhcSupport", .type = MT_STRING, .enums = E_PhcSupport, .nenums = 2
-};
-static const struct model_shape S_RebootMigrationSupport = { .name = "RebootMigrationSupport",
-                                                             .type = MT_STRING,
-                                                             .enums = E_RebootMigrationSupport,
-                                                             .nenums = 2 };
-static const struct model_shape S_SupportedInRegion = { .name = "SupportedInRegion",
-                                                        .type = MT_BOOLEAN };
+static const struct model_shape S_FpgaDeviceManufacturerName = { .name = "FpgaDeviceManufacturerName", .type = MT_STRING };
+static const struct model_shape S_FpgaDeviceCount = { .name = "FpgaDeviceCount", .type = MT_INTEGER };
+static const struct model_shape S_FpgaDeviceMemoryInfo = { .name = "FpgaDeviceMemoryInfo", .type = MT_STRUCT, .members = M_FpgaDeviceMemoryInfo, .nmembers = 1 };
+static const struct model_shape S_FpgaDeviceMemorySize = { .name = "FpgaDeviceMemorySize", .type = MT_INTEGER };
+static const struct model_shape S_totalFpgaMemory = { .name = "totalFpgaMemory", .type = MT_INTEGER };
+static const struct model_shape S_PlacementGroupInfo = { .name = "PlacementGroupInfo", .type = MT_STRUCT, .members = M_PlacementGroupInfo, .nmembers = 1 };
+static const struct model_shape S_PlacementGroupStrategyList = { .name = "PlacementGroupStrategyList", .type = MT_LIST, .member = &L_PlacementGroupStrategyList[0] };
+static const struct model_shape S_PlacementGroupStrategy = { .name = "PlacementGroupStrategy", .type = MT_STRING, .enums = E_PlacementGroupStrategy, .nenums = 3 };
+static const struct model_shape S_InferenceAcceleratorInfo = { .name = "InferenceAcceleratorInfo", .type = MT_STRUCT, .members = M_InferenceAcceleratorInfo, .nmembers = 2 };
+static const struct model_shape S_InferenceDeviceInfoList = { .name = "InferenceDeviceInfoList", .type = MT_LIST, .member = &L_InferenceDeviceInfoList[0] };
+static const struct model_shape S_InferenceDeviceInfo = { .name = "InferenceDeviceInfo", .type = MT_STRUCT, .members = M_InferenceDeviceInfo, .nmembers = 4 };
+static const struct model_shape S_InferenceDeviceCount = { .name = "InferenceDeviceCount", .type = MT_INTEGER };
+static const struct model_shape S_InferenceDeviceName = { .name = "InferenceDeviceName", .type = MT_STRING };
+static const struct model_shape S_InferenceDeviceManufacturerName = { .name = "InferenceDeviceManufacturerName", .type = MT_STRING };
+static const struct model_shape S_InferenceDeviceMemoryInfo = { .name = "InferenceDeviceMemoryInfo", .type = MT_STRUCT, .members = M_InferenceDeviceMemoryInfo, .nmembers = 1 };
+static const struct model_shape S_InferenceDeviceMemorySize = { .name = "InferenceDeviceMemorySize", .type = MT_INTEGER };
+static const struct model_shape S_totalInferenceMemory = { .name = "totalInferenceMemory", .type = MT_INTEGER };
+static const struct model_shape S_HibernationFlag = { .name = "HibernationFlag", .type = MT_BOOLEAN };
+static const struct model_shape S_BurstablePerformanceFlag = { .name = "BurstablePerformanceFlag", .type = MT_BOOLEAN };
+static const struct model_shape S_DedicatedHostFlag = { .name = "DedicatedHostFlag", .type = MT_BOOLEAN };
+static const struct model_shape S_AutoRecoveryFlag = { .name = "AutoRecoveryFlag", .type = MT_BOOLEAN };
+static const struct model_shape S_BootModeTypeList = { .name = "BootModeTypeList", .type = MT_LIST, .member = &L_BootModeTypeList[0] };
+static const struct model_shape S_BootModeType = { .name = "BootModeType", .type = MT_STRING, .enums = E_BootModeType, .nenums = 2 };
+static const struct model_shape S_NitroEnclavesSupport = { .name = "NitroEnclavesSupport", .type = MT_STRING, .enums = E_NitroEnclavesSupport, .nenums = 2 };
+static const struct model_shape S_NitroTpmSupport = { .name = "NitroTpmSupport", .type = MT_STRING, .enums = E_NitroTpmSupport, .nenums = 2 };
+static const struct model_shape S_NitroTpmInfo = { .name = "NitroTpmInfo", .type = MT_STRUCT, .members = M_NitroTpmInfo, .nmembers = 1 };
+static const struct model_shape S_NitroTpmSupportedVersionsList = { .name = "NitroTpmSupportedVersionsList", .type = MT_LIST, .member = &L_NitroTpmSupportedVersionsList[0] };
+static const struct model_shape S_NitroTpmSupportedVersionType = { .name = "NitroTpmSupportedVersionType", .type = MT_STRING };
+static const struct model_shape S_MediaAcceleratorInfo = { .name = "MediaAcceleratorInfo", .type = MT_STRUCT, .members = M_MediaAcceleratorInfo, .nmembers = 2 };
+static const struct model_shape S_MediaDeviceInfoList = { .name = "MediaDeviceInfoList", .type = MT_LIST, .member = &L_MediaDeviceInfoList[0] };
+static const struct model_shape S_MediaDeviceInfo = { .name = "MediaDeviceInfo", .type = MT_STRUCT, .members = M_MediaDeviceInfo, .nmembers = 4 };
+static const struct model_shape S_MediaDeviceCount = { .name = "MediaDeviceCount", .type = MT_INTEGER };
+static const struct model_shape S_MediaDeviceName = { .name = "MediaDeviceName", .type = MT_STRING };
+static const struct model_shape S_MediaDeviceManufacturerName = { .name = "MediaDeviceManufacturerName", .type = MT_STRING };
+static const struct model_shape S_MediaDeviceMemoryInfo = { .name = "MediaDeviceMemoryInfo", .type = MT_STRUCT, .members = M_MediaDeviceMemoryInfo, .nmembers = 1 };
+static const struct model_shape S_MediaDeviceMemorySize = { .name = "MediaDeviceMemorySize", .type = MT_INTEGER };
+static const struct model_shape S_TotalMediaMemory = { .name = "TotalMediaMemory", .type = MT_INTEGER };
+static const struct model_shape S_NeuronInfo = { .name = "NeuronInfo", .type = MT_STRUCT, .members = M_NeuronInfo, .nmembers = 2 };
+static const struct model_shape S_NeuronDeviceInfoList = { .name = "NeuronDeviceInfoList", .type = MT_LIST, .member = &L_NeuronDeviceInfoList[0] };
+static const struct model_shape S_NeuronDeviceInfo = { .name = "NeuronDeviceInfo", .type = MT_STRUCT, .members = M_NeuronDeviceInfo, .nmembers = 4 };
+static const struct model_shape S_NeuronDeviceCount = { .name = "NeuronDeviceCount", .type = MT_INTEGER };
+static const struct model_shape S_NeuronDeviceName = { .name = "NeuronDeviceName", .type = MT_STRING };
+static const struct model_shape S_NeuronDeviceCoreInfo = { .name = "NeuronDeviceCoreInfo", .type = MT_STRUCT, .members = M_NeuronDeviceCoreInfo, .nmembers = 2 };
+static const struct model_shape S_NeuronDeviceCoreCount = { .name = "NeuronDeviceCoreCount", .type = MT_INTEGER };
+static const struct model_shape S_NeuronDeviceCoreVersion = { .name = "NeuronDeviceCoreVersion", .type = MT_INTEGER };
+static const struct model_shape S_NeuronDeviceMemoryInfo = { .name = "NeuronDeviceMemoryInfo", .type = MT_STRUCT, .members = M_NeuronDeviceMemoryInfo, .nmembers = 1 };
+static const struct model_shape S_NeuronDeviceMemorySize = { .name = "NeuronDeviceMemorySize", .type = MT_INTEGER };
+static const struct model_shape S_TotalNeuronMemory = { .name = "TotalNeuronMemory", .type = MT_INTEGER };
+static const struct model_shape S_PhcSupport = { .name = "PhcSupport", .type = MT_STRING, .enums = E_PhcSupport, .nenums = 2 };
+static const struct model_shape S_RebootMigrationSupport = { .name = "RebootMigrationSupport", .type = MT_STRING, .enums = E_RebootMigrationSupport, .nenums = 2 };
+static const struct model_shape S_SupportedInRegion = { .name = "SupportedInRegion", .type = MT_BOOLEAN };
+static const struct model_shape S_CopyImageRequest = { .name = "CopyImageRequest", .type = MT_STRUCT, .members = M_CopyImageRequest, .nmembers = 14 };
+static const struct model_shape S_CopyImageClientToken = { .name = "CopyImageClientToken", .type = MT_STRING, .has_min = 1, .min = 0, .has_max = 1, .max = 128 };
+static const struct model_shape S_CopyImageResult = { .name = "CopyImageResult", .type = MT_STRUCT, .members = M_CopyImageResult, .nmembers = 1 };
+static const struct model_shape S_EnableEbsEncryptionByDefaultRequest = { .name = "EnableEbsEncryptionByDefaultRequest", .type = MT_STRUCT, .members = M_EnableEbsEncryptionByDefaultRequest, .nmembers = 1 };
+static const struct model_shape S_EnableEbsEncryptionByDefaultResult = { .name = "EnableEbsEncryptionByDefaultResult", .type = MT_STRUCT, .members = M_EnableEbsEncryptionByDefaultResult, .nmembers = 1 };
+static const struct model_shape S_DisableEbsEncryptionByDefaultRequest = { .name = "DisableEbsEncryptionByDefaultRequest", .type = MT_STRUCT, .members = M_DisableEbsEncryptionByDefaultRequest, .nmembers = 1 };
+static const struct model_shape S_DisableEbsEncryptionByDefaultResult = { .name = "DisableEbsEncryptionByDefaultResult", .type = MT_STRUCT, .members = M_DisableEbsEncryptionByDefaultResult, .nmembers = 1 };
+static const struct model_shape S_GetEbsEncryptionByDefaultRequest = { .name = "GetEbsEncryptionByDefaultRequest", .type = MT_STRUCT, .members = M_GetEbsEncryptionByDefaultRequest, .nmembers = 1 };
+static const struct model_shape S_GetEbsEncryptionByDefaultResult = { .name = "GetEbsEncryptionByDefaultResult", .type = MT_STRUCT, .members = M_GetEbsEncryptionByDefaultResult, .nmembers = 2 };
+static const struct model_shape S_GetEbsDefaultKmsKeyIdRequest = { .name = "GetEbsDefaultKmsKeyIdRequest", .type = MT_STRUCT, .members = M_GetEbsDefaultKmsKeyIdRequest, .nmembers = 1 };
+static const struct model_shape S_GetEbsDefaultKmsKeyIdResult = { .name = "GetEbsDefaultKmsKeyIdResult", .type = MT_STRUCT, .members = M_GetEbsDefaultKmsKeyIdResult, .nmembers = 1 };
+static const struct model_shape S_ModifyEbsDefaultKmsKeyIdRequest = { .name = "ModifyEbsDefaultKmsKeyIdRequest", .type = MT_STRUCT, .members = M_ModifyEbsDefaultKmsKeyIdRequest, .nmembers = 2 };
+static const struct model_shape S_ModifyEbsDefaultKmsKeyIdResult = { .name = "ModifyEbsDefaultKmsKeyIdResult", .type = MT_STRUCT, .members = M_ModifyEbsDefaultKmsKeyIdResult, .nmembers = 1 };
+static const struct model_shape S_ResetEbsDefaultKmsKeyIdRequest = { .name = "ResetEbsDefaultKmsKeyIdRequest", .type = MT_STRUCT, .members = M_ResetEbsDefaultKmsKeyIdRequest, .nmembers = 1 };
+static const struct model_shape S_ResetEbsDefaultKmsKeyIdResult = { .name = "ResetEbsDefaultKmsKeyIdResult", .type = MT_STRUCT, .members = M_ResetEbsDefaultKmsKeyIdResult, .nmembers = 1 };
 
 static const struct model_op ops[] = {
     { "AttachVolume", "POST", "/", &S_AttachVolumeRequest, &S_VolumeAttachment, NULL, 200 },
-    { "CancelImageLaunchPermission", "POST", "/", &S_CancelImageLaunchPermissionRequest,
-      &S_CancelImageLaunchPermissionResult, NULL, 200 },
+    { "CancelImageLaunchPermission", "POST", "/", &S_CancelImageLaunchPermissionRequest, &S_CancelImageLaunchPermissionResult, NULL, 200 },
+    { "CopyImage", "POST", "/", &S_CopyImageRequest, &S_CopyImageResult, NULL, 200 },
     { "CopySnapshot", "POST", "/", &S_CopySnapshotRequest, &S_CopySnapshotResult, NULL, 200 },
     { "CreateImage", "POST", "/", &S_CreateImageRequest, &S_CreateImageResult, NULL, 200 },
     { "CreateKeyPair", "POST", "/", &S_CreateKeyPairRequest, &S_KeyPair, NULL, 200 },
     { "CreateSnapshot", "POST", "/", &S_CreateSnapshotRequest, &S_Snapshot, NULL, 200 },
-    { "CreateSnapshots", "POST", "/", &S_CreateSnapshotsRequest, &S_CreateSnapshotsResult, NULL,
-      200 },
+    { "CreateSnapshots", "POST", "/", &S_CreateSnapshotsRequest, &S_CreateSnapshotsResult, NULL, 200 },
     { "CreateTags", "POST", "/", &S_CreateTagsRequest, NULL, NULL, 200 },
     { "CreateVolume", "POST", "/", &S_CreateVolumeRequest, &S_Volume, NULL, 200 },
     { "DeleteKeyPair", "POST", "/", &S_DeleteKeyPairRequest, &S_DeleteKeyPairResult, NULL, 200 },
     { "DeleteSnapshot", "POST", "/", &S_DeleteSnapshotRequest, NULL, NULL, 200 },
     { "DeleteTags", "POST", "/", &S_DeleteTagsRequest, NULL, NULL, 200 },
     { "DeleteVolume", "POST", "/", &S_DeleteVolumeRequest, NULL, NULL, 200 },
-    { "DeregisterImage", "POST", "/", &S_DeregisterImageRequest, &S_DeregisterImageResult, NULL,
-      200 },
-    { "DescribeAccountAttributes", "POST", "/", &S_DescribeAccountAttributesRequest,
-      &S_DescribeAccountAttributesResult, NULL, 200 },
-    { "DescribeAvailabilityZones", "POST", "/", &S_DescribeAvailabilityZonesRequest,
-      &S_DescribeAvailabilityZonesResult, NULL, 200 },
-    { "DescribeImageAttribute", "POST", "/", &S_DescribeImageAttributeRequest, &S_ImageAttribute,
-      NULL, 200 },
+    { "DeregisterImage", "POST", "/", &S_DeregisterImageRequest, &S_DeregisterImageResult, NULL, 200 },
+    { "DescribeAccountAttributes", "POST", "/", &S_DescribeAccountAttributesRequest, &S_DescribeAccountAttributesResult, NULL, 200 },
+    { "DescribeAvailabilityZones", "POST", "/", &S_DescribeAvailabilityZonesRequest, &S_DescribeAvailabilityZonesResult, NULL, 200 },
+    { "DescribeImageAttribute", "POST", "/", &S_DescribeImageAttributeRequest, &S_ImageAttribute, NULL, 200 },
     { "DescribeImages", "POST", "/", &S_DescribeImagesRequest, &S_DescribeImagesResult, NULL, 200 },
-    { "DescribeInstanceAttribute", "POST", "/", &S_DescribeInstanceAttributeRequest,
-      &S_InstanceAttribute, NULL, 200 },
-    { "DescribeInstanceStatus", "POST", "/", &S_DescribeInstanceStatusRequest,
-      &S_DescribeInstanceStatusResult, NULL, 200 },
-    { "DescribeInstanceTypes", "POST", "/", &S_DescribeInstanceTypesRequest,
-      &S_DescribeInstanceTypesResult, NULL, 200 },
-    { "DescribeInstances", "POST", "/", &S_DescribeInstancesRequest, &S_DescribeInstancesResult,
-      NULL, 200 },
-    { "DescribeKeyPairs", "POST", "/", &S_DescribeKeyPairsRequest, &S_DescribeKeyPairsResult, NULL,
-      200 },
-    { "DescribeRegions", "POST", "/", &S_DescribeRegionsRequest, &S_DescribeRegionsResult, NULL,
-      200 },
-    { "DescribeSnapshotAttribute", "POST", "/", &S_DescribeSnapshotAttributeRequest,
-      &S_DescribeSnapshotAttributeResult, NULL, 200 },
-    { "DescribeSnapshots", "POST", "/", &S_DescribeSnapshotsRequest, &S_DescribeSnapshotsResult,
-      NULL, 200 },
+    { "DescribeInstanceAttribute", "POST", "/", &S_DescribeInstanceAttributeRequest, &S_InstanceAttribute, NULL, 200 },
+    { "DescribeInstanceStatus", "POST", "/", &S_DescribeInstanceStatusRequest, &S_DescribeInstanceStatusResult, NULL, 200 },
+    { "DescribeInstanceTypes", "POST", "/", &S_DescribeInstanceTypesRequest, &S_DescribeInstanceTypesResult, NULL, 200 },
+    { "DescribeInstances", "POST", "/", &S_DescribeInstancesRequest, &S_DescribeInstancesResult, NULL, 200 },
+    { "DescribeKeyPairs", "POST", "/", &S_DescribeKeyPairsRequest, &S_DescribeKeyPairsResult, NULL, 200 },
+    { "DescribeRegions", "POST", "/", &S_DescribeRegionsRequest, &S_DescribeRegionsResult, NULL, 200 },
+    { "DescribeSnapshotAttribute", "POST", "/", &S_DescribeSnapshotAttributeRequest, &S_DescribeSnapshotAttributeResult, NULL, 200 },
+    { "DescribeSnapshots", "POST", "/", &S_DescribeSnapshotsRequest, &S_DescribeSnapshotsResult, NULL, 200 },
     { "DescribeTags", "POST", "/", &S_DescribeTagsRequest, &S_DescribeTagsResult, NULL, 200 },
-    { "DescribeVolumes", "POST", "/", &S_DescribeVolumesRequest, &S_DescribeVolumesResult, NULL,
-      200 },
-    { "DescribeVolumesModifications", "POST", "/", &S_DescribeVolumesModificationsRequest,
-      &S_DescribeVolumesModificationsResult, NULL, 200 },
+    { "DescribeVolumes", "POST", "/", &S_DescribeVolumesRequest, &S_DescribeVolumesResult, NULL, 200 },
+    { "DescribeVolumesModifications", "POST", "/", &S_DescribeVolumesModificationsRequest, &S_DescribeVolumesModificationsResult, NULL, 200 },
     { "DetachVolume", "POST", "/", &S_DetachVolumeRequest, &S_VolumeAttachment, NULL, 200 },
+    { "DisableEbsEncryptionByDefault", "POST", "/", &S_DisableEbsEncryptionByDefaultRequest, &S_DisableEbsEncryptionByDefaultResult, NULL, 200 },
     { "DisableImage", "POST", "/", &S_DisableImageRequest, &S_DisableImageResult, NULL, 200 },
-    { "DisableImageBlockPublicAccess", "POST", "/", &S_DisableImageBlockPublicAccessRequest,
-      &S_DisableImageBlockPublicAccessResult, NULL, 200 },
-    { "DisableImageDeprecation", "POST", "/", &S_DisableImageDeprecationRequest,
-      &S_DisableImageDeprecationResult, NULL, 200 },
-    { "DisableImageDeregistrationProtection", "POST", "/",
-      &S_DisableImageDeregistrationProtectionRequest, &S_DisableImageDeregistrationProtectionResult,
-      NULL, 200 },
+    { "DisableImageBlockPublicAccess", "POST", "/", &S_DisableImageBlockPublicAccessRequest, &S_DisableImageBlockPublicAccessResult, NULL, 200 },
+    { "DisableImageDeprecation", "POST", "/", &S_DisableImageDeprecationRequest, &S_DisableImageDeprecationResult, NULL, 200 },
+    { "DisableImageDeregistrationProtection", "POST", "/", &S_DisableImageDeregistrationProtectionRequest, &S_DisableImageDeregistrationProtectionResult, NULL, 200 },
+    { "EnableEbsEncryptionByDefault", "POST", "/", &S_EnableEbsEncryptionByDefaultRequest, &S_EnableEbsEncryptionByDefaultResult, NULL, 200 },
     { "EnableImage", "POST", "/", &S_EnableImageRequest, &S_EnableImageResult, NULL, 200 },
-    { "EnableImageBlockPublicAccess", "POST", "/", &S_EnableImageBlockPublicAccessRequest,
-      &S_EnableImageBlockPublicAccessResult, NULL, 200 },
-    { "EnableImageDeprecation", "POST", "/", &S_EnableImageDeprecationRequest,
-      &S_EnableImageDeprecationResult, NULL, 200 },
-    { "EnableImageDeregistrationProtection", "POST", "/",
-      &S_EnableImageDeregistrationProtectionRequest, &S_EnableImageDeregistrationProtectionResult,
-      NULL, 200 },
-    { "GetConsoleOutput", "POST", "/", &S_GetConsoleOutputRequest, &S_GetConsoleOutputResult, NULL,
-      200 },
-    { "GetImageBlockPublicAccessState", "POST", "/", &S_GetImageBlockPublicAccessStateRequest,
-      &S_GetImageBlockPublicAccessStateResult, NULL, 200 },
+    { "EnableImageBlockPublicAccess", "POST", "/", &S_EnableImageBlockPublicAccessRequest, &S_EnableImageBlockPublicAccessResult, NULL, 200 },
+    { "EnableImageDeprecation", "POST", "/", &S_EnableImageDeprecationRequest, &S_EnableImageDeprecationResult, NULL, 200 },
+    { "EnableImageDeregistrationProtection", "POST", "/", &S_EnableImageDeregistrationProtectionRequest, &S_EnableImageDeregistrationProtectionResult, NULL, 200 },
+    { "GetConsoleOutput", "POST", "/", &S_GetConsoleOutputRequest, &S_GetConsoleOutputResult, NULL, 200 },
+    { "GetEbsDefaultKmsKeyId", "POST", "/", &S_GetEbsDefaultKmsKeyIdRequest, &S_GetEbsDefaultKmsKeyIdResult, NULL, 200 },
+    { "GetEbsEncryptionByDefault", "POST", "/", &S_GetEbsEncryptionByDefaultRequest, &S_GetEbsEncryptionByDefaultResult, NULL, 200 },
+    { "GetImageBlockPublicAccessState", "POST", "/", &S_GetImageBlockPublicAccessStateRequest, &S_GetImageBlockPublicAccessStateResult, NULL, 200 },
     { "ImportKeyPair", "POST", "/", &S_ImportKeyPairRequest, &S_ImportKeyPairResult, NULL, 200 },
+    { "ModifyEbsDefaultKmsKeyId", "POST", "/", &S_ModifyEbsDefaultKmsKeyIdRequest, &S_ModifyEbsDefaultKmsKeyIdResult, NULL, 200 },
     { "ModifyImageAttribute", "POST", "/", &S_ModifyImageAttributeRequest, NULL, NULL, 200 },
     { "ModifyInstanceAttribute", "POST", "/", &S_ModifyInstanceAttributeRequest, NULL, NULL, 200 },
-    { "ModifyInstanceMetadataOptions", "POST", "/", &S_ModifyInstanceMetadataOptionsRequest,
-      &S_ModifyInstanceMetadataOptionsResult, NULL, 200 },
+    { "ModifyInstanceMetadataOptions", "POST", "/", &S_ModifyInstanceMetadataOptionsRequest, &S_ModifyInstanceMetadataOptionsResult, NULL, 200 },
     { "ModifySnapshotAttribute", "POST", "/", &S_ModifySnapshotAttributeRequest, NULL, NULL, 200 },
     { "ModifyVolume", "POST", "/", &S_ModifyVolumeRequest, &S_ModifyVolumeResult, NULL, 200 },
     { "RebootInstances", "POST", "/", &S_RebootInstancesRequest, NULL, NULL, 200 },
     { "RegisterImage", "POST", "/", &S_RegisterImageRequest, &S_RegisterImageResult, NULL, 200 },
+    { "ResetEbsDefaultKmsKeyId", "POST", "/", &S_ResetEbsDefaultKmsKeyIdRequest, &S_ResetEbsDefaultKmsKeyIdResult, NULL, 200 },
     { "ResetImageAttribute", "POST", "/", &S_ResetImageAttributeRequest, NULL, NULL, 200 },
     { "ResetSnapshotAttribute", "POST", "/", &S_ResetSnapshotAttributeRequest, NULL, NULL, 200 },
     { "RunInstances", "POST", "/", &S_RunInstancesRequest, &S_Reservation, NULL, 200 },
     { "StartInstances", "POST", "/", &S_StartInstancesRequest, &S_StartInstancesResult, NULL, 200 },
     { "StopInstances", "POST", "/", &S_StopInstancesRequest, &S_StopInstancesResult, NULL, 200 },
-    { "TerminateInstances", "POST", "/", &S_TerminateInstancesRequest, &S_TerminateInstancesResult,
-      NULL, 200 },
+    { "TerminateInstances", "POST", "/", &S_TerminateInstancesRequest, &S_TerminateInstancesResult, NULL, 200 },
 };
 
 static const struct model_shape *const errors[] = {
@@ -6123,6 +3168,6 @@ const struct model_service model_ec2 = {
     .target_prefix = NULL,
     .json_version = NULL,
     .ops = ops,
-    .nops = 54,
+    .nops = 61,
     .errors = errors,
 };

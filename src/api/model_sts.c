@@ -15,22 +15,14 @@ static const struct model_member M_GetCallerIdentityResponse[] = {
     { "Arn", "Arn", "Arn", &S_arnType, 0, ML_BODY },
 };
 
-static const struct model_shape S_GetCallerIdentityRequest = { .name = "GetCallerIdentityRequest",
-                                                               .type = MT_STRUCT };
-static const struct model_shape S_GetCallerIdentityResponse = { .name = "GetCallerIdentityResponse",
-                                                                .type = MT_STRUCT,
-                                                                .members =
-                                                                    M_GetCallerIdentityResponse,
-                                                                .nmembers = 3 };
+static const struct model_shape S_GetCallerIdentityRequest = { .name = "GetCallerIdentityRequest", .type = MT_STRUCT };
+static const struct model_shape S_GetCallerIdentityResponse = { .name = "GetCallerIdentityResponse", .type = MT_STRUCT, .members = M_GetCallerIdentityResponse, .nmembers = 3 };
 static const struct model_shape S_userIdType = { .name = "userIdType", .type = MT_STRING };
 static const struct model_shape S_accountType = { .name = "accountType", .type = MT_STRING };
-static const struct model_shape S_arnType = {
-    .name = "arnType", .type = MT_STRING, .has_min = 1, .min = 20, .has_max = 1, .max = 2048
-};
+static const struct model_shape S_arnType = { .name = "arnType", .type = MT_STRING, .has_min = 1, .min = 20, .has_max = 1, .max = 2048 };
 
 static const struct model_op ops[] = {
-    { "GetCallerIdentity", "POST", "/", &S_GetCallerIdentityRequest, &S_GetCallerIdentityResponse,
-      "GetCallerIdentityResult", 200 },
+    { "GetCallerIdentity", "POST", "/", &S_GetCallerIdentityRequest, &S_GetCallerIdentityResponse, "GetCallerIdentityResult", 200 },
 };
 
 static const struct model_shape *const errors[] = {
