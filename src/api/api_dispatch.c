@@ -71,6 +71,7 @@ int api_add_tags(struct api_call *call, struct db *db, json_t *item, const char 
 static const struct api_op ec2_ops[] = {
     { "AttachVolume", ec2_attach_volume, API_OP_MUTATING },
     { "CancelImageLaunchPermission", ec2_cancel_image_launch_permission, API_OP_MUTATING },
+    { "CopyImage", ec2_copy_image, API_OP_MUTATING },
     { "CopySnapshot", ec2_copy_snapshot, API_OP_MUTATING },
     { "CreateImage", ec2_create_image, API_OP_MUTATING },
     { "CreateKeyPair", ec2_create_key_pair, API_OP_MUTATING },
@@ -99,19 +100,24 @@ static const struct api_op ec2_ops[] = {
     { "DescribeVolumes", ec2_describe_volumes, 0 },
     { "DescribeVolumesModifications", ec2_describe_volumes_modifications, 0 },
     { "DetachVolume", ec2_detach_volume, API_OP_MUTATING },
+    { "DisableEbsEncryptionByDefault", ec2_disable_ebs_encryption_by_default, API_OP_MUTATING },
     { "DisableImage", ec2_disable_image, API_OP_MUTATING },
     { "DisableImageBlockPublicAccess", ec2_disable_image_block_public_access, API_OP_MUTATING },
     { "DisableImageDeprecation", ec2_disable_image_deprecation, API_OP_MUTATING },
     { "DisableImageDeregistrationProtection", ec2_disable_image_deregistration_protection,
       API_OP_MUTATING },
+    { "EnableEbsEncryptionByDefault", ec2_enable_ebs_encryption_by_default, API_OP_MUTATING },
     { "EnableImage", ec2_enable_image, API_OP_MUTATING },
     { "EnableImageBlockPublicAccess", ec2_enable_image_block_public_access, API_OP_MUTATING },
     { "EnableImageDeprecation", ec2_enable_image_deprecation, API_OP_MUTATING },
     { "EnableImageDeregistrationProtection", ec2_enable_image_deregistration_protection,
       API_OP_MUTATING },
     { "GetConsoleOutput", ec2_get_console_output, 0 },
+    { "GetEbsDefaultKmsKeyId", ec2_get_ebs_default_kms_key_id, 0 },
+    { "GetEbsEncryptionByDefault", ec2_get_ebs_encryption_by_default, 0 },
     { "GetImageBlockPublicAccessState", ec2_get_image_block_public_access_state, 0 },
     { "ImportKeyPair", ec2_import_key_pair, API_OP_MUTATING },
+    { "ModifyEbsDefaultKmsKeyId", ec2_modify_ebs_default_kms_key_id, API_OP_MUTATING },
     { "ModifyImageAttribute", ec2_modify_image_attribute, API_OP_MUTATING },
     { "ModifyInstanceAttribute", ec2_modify_instance_attribute, API_OP_MUTATING },
     { "ModifyInstanceMetadataOptions", ec2_modify_instance_metadata_options, API_OP_MUTATING },
@@ -119,6 +125,7 @@ static const struct api_op ec2_ops[] = {
     { "ModifyVolume", ec2_modify_volume, API_OP_MUTATING },
     { "RebootInstances", ec2_reboot_instances, API_OP_MUTATING },
     { "RegisterImage", ec2_register_image, API_OP_MUTATING },
+    { "ResetEbsDefaultKmsKeyId", ec2_reset_ebs_default_kms_key_id, API_OP_MUTATING },
     { "ResetImageAttribute", ec2_reset_image_attribute, API_OP_MUTATING },
     { "ResetSnapshotAttribute", ec2_reset_snapshot_attribute, API_OP_MUTATING },
     { "RunInstances", ec2_run_instances, API_OP_MUTATING },
@@ -136,6 +143,35 @@ static const struct api_op ebs_ops[] = {
     { "StartSnapshot", ebs_start_snapshot, 0 },
 };
 
+/* KMS: the operations with a DryRun member answer it themselves (DryRunOperationException). */
+static const struct api_op kms_ops[] = {
+    { "CancelKeyDeletion", kms_cancel_key_deletion, 0 },
+    { "CreateAlias", kms_create_alias, 0 },
+    { "CreateGrant", kms_create_grant, API_OP_MUTATING },
+    { "CreateKey", kms_create_key, 0 },
+    { "Decrypt", kms_decrypt, API_OP_MUTATING },
+    { "DeleteAlias", kms_delete_alias, 0 },
+    { "DescribeKey", kms_describe_key, 0 },
+    { "DisableKey", kms_disable_key, 0 },
+    { "EnableKey", kms_enable_key, 0 },
+    { "Encrypt", kms_encrypt, API_OP_MUTATING },
+    { "GenerateDataKey", kms_generate_data_key, API_OP_MUTATING },
+    { "GenerateDataKeyWithoutPlaintext", kms_generate_data_key_without_plaintext, API_OP_MUTATING },
+    { "GetKeyPolicy", kms_get_key_policy, 0 },
+    { "ListAliases", kms_list_aliases, 0 },
+    { "ListGrants", kms_list_grants, 0 },
+    { "ListKeys", kms_list_keys, 0 },
+    { "ListResourceTags", kms_list_resource_tags, 0 },
+    { "PutKeyPolicy", kms_put_key_policy, 0 },
+    { "ReEncrypt", kms_re_encrypt, API_OP_MUTATING },
+    { "RetireGrant", kms_retire_grant, API_OP_MUTATING },
+    { "RevokeGrant", kms_revoke_grant, API_OP_MUTATING },
+    { "ScheduleKeyDeletion", kms_schedule_key_deletion, 0 },
+    { "TagResource", kms_tag_resource, 0 },
+    { "UntagResource", kms_untag_resource, 0 },
+    { "UpdateAlias", kms_update_alias, 0 },
+};
+
 static const struct api_op sts_ops[] = {
     { "GetCallerIdentity", sts_get_caller_identity, 0 },
 };
@@ -143,6 +179,7 @@ static const struct api_op sts_ops[] = {
 static const struct api_service services[] = {
     { "ebs", PROTO_REST_JSON, &model_ebs, ebs_ops, ARRAY_SIZE(ebs_ops) },
     { "ec2", PROTO_EC2, &model_ec2, ec2_ops, ARRAY_SIZE(ec2_ops) },
+    { "kms", PROTO_JSON, &model_kms, kms_ops, ARRAY_SIZE(kms_ops) },
     { "sts", PROTO_QUERY, &model_sts, sts_ops, ARRAY_SIZE(sts_ops) },
 };
 

@@ -53,6 +53,7 @@ int ebs_start_snapshot(struct api_call *c, json_t *in, json_t **ret)
     p.description = jstr(in, "Description");
     p.client_token = jstr(in, "ClientToken");
     p.encrypted = jbool(in, "Encrypted", false);
+    p.kms_key_arn = jstr(in, "KmsKeyArn");
     json_t *t = json_object_get(in, "Timeout");
     if (t)
         p.timeout_min = json_integer_value(t);
@@ -83,7 +84,9 @@ int ebs_start_snapshot(struct api_call *c, json_t *in, json_t **ret)
     *ret = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:i, s:s}", "Description", s.description,
                      "SnapshotId", s.id, "OwnerId", s.owner, "Status", s.state, "StartTime",
                      (json_int_t)s.start_ms, "VolumeSize", (json_int_t)s.volume_size_gib,
-                     "BlockSize", CORE_BLOCK_SIZE, "SseType", "none");
+                     "BlockSize", CORE_BLOCK_SIZE, "SseType", s.encrypted ? "sse-kms" : "none");
+    if (s.encrypted)
+        json_object_set_new(*ret, "KmsKeyArn", json_string(s.kms_key_id));
     if (s.parent_id[0])
         json_object_set_new(*ret, "ParentSnapshotId", json_string(s.parent_id));
     if (ntags)

@@ -38,6 +38,8 @@ static int bdm_json(void *vctx, const struct db_bdm *b)
                                 "VolumeType", b->volume_type, "Encrypted", b->encrypted);
         if (b->snapshot_id[0])
             json_object_set_new(ebs, "SnapshotId", json_string(b->snapshot_id));
+        if (b->kms_key_id[0])
+            json_object_set_new(ebs, "KmsKeyId", json_string(b->kms_key_id));
         if (b->iops)
             json_object_set_new(ebs, "Iops", json_integer(b->iops));
         if (b->throughput)
@@ -173,6 +175,8 @@ static int read_bdms(struct api_call *c, json_t *list, struct db_bdm **ret, size
                 return err_set(&c->err, -EINVAL, "InvalidParameterDependency",
                                "KmsKeyId requires Encrypted");
             }
+            const char *kms = jstr(ebs, "KmsKeyId");
+            snprintf(b->kms_key_id, sizeof(b->kms_key_id), "%s", kms ? kms : "");
             if (jstr(ebs, "OutpostArn") || jstr(ebs, "AvailabilityZone") ||
                 jstr(ebs, "AvailabilityZoneId") || json_object_get(ebs, "EbsCardIndex") ||
                 json_object_get(ebs, "VolumeInitializationRate")) {
@@ -223,6 +227,50 @@ int ec2_register_image(struct api_call *c, json_t *in, json_t **ret)
     rc = core_image_register(c->app, &who, &spec, id, &c->err);
     free(spec.bdms);
     free(tags);
+    if (rc == 0)
+        *ret = json_pack("{s:s}", "ImageId", id);
+    return rc;
+}
+
+int ec2_copy_image(struct api_call *c, json_t *in, json_t **ret)
+{
+    if (json_object_get(in, "DestinationOutpostArn") ||
+        json_object_get(in, "DestinationAvailabilityZone") ||
+        json_object_get(in, "DestinationAvailabilityZoneId"))
+        return err_set(&c->err, -EINVAL, "InvalidParameterValue",
+                       "Copies to Outposts or Local Zones are not available in amid");
+    json_t *cdm = json_object_get(in, "SnapshotCopyCompletionDurationMinutes");
+    if (cdm && (json_integer_value(cdm) < 15 || json_integer_value(cdm) > 2880))
+        return err_set(&c->err, -EINVAL, "InvalidParameterValue",
+                       "SnapshotCopyCompletionDurationMinutes must be between 15 and 2880");
+    if (jstr(in, "KmsKeyId") && !jbool(in, "Encrypted", false))
+        return err_set(&c->err, -EINVAL, "InvalidParameterDependency",
+                       "The parameter KmsKeyId requires the parameter Encrypted to be set.");
+    struct core_tag *tags[2] = { NULL, NULL };
+    size_t ntags[2] = { 0, 0 };
+    static const char *const types[] = { "image", "snapshot" };
+    int rc = api_tag_specs_multi(c, in, types, 2, tags, ntags);
+    if (rc < 0)
+        return rc;
+    struct core_image_copy_req req = {
+        .source_region = jstr(in, "SourceRegion"),
+        .source_image_id = jstr(in, "SourceImageId"),
+        .name = jstr(in, "Name"),
+        .description = jstr(in, "Description"),
+        .client_token = jstr(in, "ClientToken"),
+        .encrypted = jbool(in, "Encrypted", false),
+        .kms_key_id = jstr(in, "KmsKeyId"),
+        .copy_image_tags = jbool(in, "CopyImageTags", false),
+        .image_tags = tags[0],
+        .nimage_tags = ntags[0],
+        .snapshot_tags = tags[1],
+        .nsnapshot_tags = ntags[1],
+    };
+    struct core_caller who = caller(c);
+    char id[32];
+    rc = core_image_copy(c->app, &who, &req, id, &c->err);
+    free(tags[0]);
+    free(tags[1]);
     if (rc == 0)
         *ret = json_pack("{s:s}", "ImageId", id);
     return rc;

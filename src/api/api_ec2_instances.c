@@ -173,13 +173,12 @@ static int read_run_bdms(struct api_call *c, json_t *list, struct core_run_bdm *
         if ((x = json_object_get(ebs, "DeleteOnTermination")))
             b->delete_on_termination = json_is_true(x);
         b->encrypted = jbool(ebs, "Encrypted", false);
-        static const char *const no[] = { "KmsKeyId",
-                                          "OutpostArn",
-                                          "AvailabilityZone",
-                                          "AvailabilityZoneId",
-                                          "EbsCardIndex",
-                                          "VolumeInitializationRate",
-                                          NULL };
+        const char *kms = jstr(ebs, "KmsKeyId");
+        snprintf(b->kms_key_id, sizeof(b->kms_key_id), "%s", kms ? kms : "");
+        static const char *const no[] = {
+            "OutpostArn",   "AvailabilityZone",         "AvailabilityZoneId",
+            "EbsCardIndex", "VolumeInitializationRate", NULL
+        };
         if (rc == 0)
             rc = refuse(c, ebs, no, "InvalidBlockDeviceMapping");
     }

@@ -40,6 +40,8 @@ static json_t *volume_item(struct api_call *c, struct db *db, const struct db_vo
     if (!o)
         return NULL;
     json_object_set_new(o, "SnapshotId", json_string(v->snapshot_id));
+    if (v->encrypted)
+        json_object_set_new(o, "KmsKeyId", json_string(v->kms_key_id));
     if (v->iops)
         json_object_set_new(o, "Iops", json_integer(v->iops));
     if (v->throughput)
@@ -310,6 +312,8 @@ static json_t *snapshot_item(struct api_call *c, struct db *db, const struct db_
         return NULL;
     if (s->state_message[0])
         json_object_set_new(o, "StateMessage", json_string(s->state_message));
+    if (s->encrypted)
+        json_object_set_new(o, "KmsKeyId", json_string(s->kms_key_id));
     if (strcmp(s->state, "completed") == 0) {
         json_object_set_new(o, "CompletionTime", json_integer(s->complete_ms));
         json_object_set_new(o, "FullSnapshotSizeInBytes", json_integer(s->full_bytes));
@@ -474,10 +478,7 @@ int ec2_copy_snapshot(struct api_call *c, json_t *in, json_t **ret)
                        "DestinationRegion %.64s is not the region this request was signed for "
                        "(%s)",
                        dest, c->region);
-    if (jbool(in, "Encrypted", false))
-        return err_set(&c->err, -EINVAL, "UnsupportedOperation",
-                       "Encrypted copies need the key service, which this amid does not have yet");
-    if (jstr(in, "KmsKeyId"))
+    if (jstr(in, "KmsKeyId") && !jbool(in, "Encrypted", false))
         return err_set(&c->err, -EINVAL, "InvalidParameterDependency",
                        "The parameter KmsKeyId requires the parameter Encrypted to be set.");
     if (json_object_get(in, "DestinationOutpostArn") ||
@@ -504,7 +505,8 @@ int ec2_copy_snapshot(struct api_call *c, json_t *in, json_t **ret)
     struct core_caller who = caller(c);
     struct db_snapshot s;
     rc = core_snapshot_copy(c->app, &who, jstr(in, "SourceRegion"), jstr(in, "SourceSnapshotId"),
-                            jstr(in, "Description"), tags, ntags, &s, &c->err);
+                            jstr(in, "Description"), jbool(in, "Encrypted", false),
+                            jstr(in, "KmsKeyId"), tags, ntags, &s, &c->err);
     if (rc == 0) {
         *ret = json_pack("{s:s}", "SnapshotId", s.id);
         if (ntags)

@@ -260,6 +260,7 @@ int ec2_describe_snapshot_attribute(struct api_call *c, json_t *in, json_t **ret
 int ec2_modify_snapshot_attribute(struct api_call *c, json_t *in, json_t **ret);
 int ec2_reset_snapshot_attribute(struct api_call *c, json_t *in, json_t **ret);
 int ec2_register_image(struct api_call *c, json_t *in, json_t **ret);
+int ec2_copy_image(struct api_call *c, json_t *in, json_t **ret);
 int ec2_describe_images(struct api_call *c, json_t *in, json_t **ret);
 int ec2_describe_image_attribute(struct api_call *c, json_t *in, json_t **ret);
 int ec2_modify_image_attribute(struct api_call *c, json_t *in, json_t **ret);
@@ -301,6 +302,39 @@ int ebs_complete_snapshot(struct api_call *c, json_t *in, json_t **ret);
 int ebs_list_snapshot_blocks(struct api_call *c, json_t *in, json_t **ret);
 int ebs_list_changed_blocks(struct api_call *c, json_t *in, json_t **ret);
 int ebs_get_snapshot_block(struct api_call *c, json_t *in, json_t **ret);
+
+/* The key service (api_kms.c) and EC2's EBS encryption defaults, which name its keys. */
+int kms_create_key(struct api_call *c, json_t *in, json_t **ret);
+int kms_describe_key(struct api_call *c, json_t *in, json_t **ret);
+int kms_list_keys(struct api_call *c, json_t *in, json_t **ret);
+int kms_enable_key(struct api_call *c, json_t *in, json_t **ret);
+int kms_disable_key(struct api_call *c, json_t *in, json_t **ret);
+int kms_schedule_key_deletion(struct api_call *c, json_t *in, json_t **ret);
+int kms_cancel_key_deletion(struct api_call *c, json_t *in, json_t **ret);
+int kms_encrypt(struct api_call *c, json_t *in, json_t **ret);
+int kms_decrypt(struct api_call *c, json_t *in, json_t **ret);
+int kms_re_encrypt(struct api_call *c, json_t *in, json_t **ret);
+int kms_generate_data_key(struct api_call *c, json_t *in, json_t **ret);
+int kms_generate_data_key_without_plaintext(struct api_call *c, json_t *in, json_t **ret);
+int kms_create_alias(struct api_call *c, json_t *in, json_t **ret);
+int kms_update_alias(struct api_call *c, json_t *in, json_t **ret);
+int kms_delete_alias(struct api_call *c, json_t *in, json_t **ret);
+int kms_list_aliases(struct api_call *c, json_t *in, json_t **ret);
+int kms_create_grant(struct api_call *c, json_t *in, json_t **ret);
+int kms_list_grants(struct api_call *c, json_t *in, json_t **ret);
+int kms_revoke_grant(struct api_call *c, json_t *in, json_t **ret);
+int kms_retire_grant(struct api_call *c, json_t *in, json_t **ret);
+int kms_get_key_policy(struct api_call *c, json_t *in, json_t **ret);
+int kms_put_key_policy(struct api_call *c, json_t *in, json_t **ret);
+int kms_tag_resource(struct api_call *c, json_t *in, json_t **ret);
+int kms_untag_resource(struct api_call *c, json_t *in, json_t **ret);
+int kms_list_resource_tags(struct api_call *c, json_t *in, json_t **ret);
+int ec2_enable_ebs_encryption_by_default(struct api_call *c, json_t *in, json_t **ret);
+int ec2_disable_ebs_encryption_by_default(struct api_call *c, json_t *in, json_t **ret);
+int ec2_get_ebs_encryption_by_default(struct api_call *c, json_t *in, json_t **ret);
+int ec2_get_ebs_default_kms_key_id(struct api_call *c, json_t *in, json_t **ret);
+int ec2_modify_ebs_default_kms_key_id(struct api_call *c, json_t *in, json_t **ret);
+int ec2_reset_ebs_default_kms_key_id(struct api_call *c, json_t *in, json_t **ret);
 
 /* Reads TagSpecifications for resources of `type` into a new array of tags borrowed from `in`
  * (caller frees the array).  A specification for another type is InvalidParameterValue. */

@@ -559,7 +559,8 @@ static int enc(struct buf *b, const char *s)
 /* ---- the calls ---- */
 
 int cli_ebs_start(struct cli_ebs_conn *k, int64_t size_gib, const char *description,
-                  int timeout_min, char ret_id[64], struct cli_ebs_err *e)
+                  int timeout_min, bool encrypted, const char *kms_key, char ret_id[64],
+                  struct cli_ebs_err *e)
 {
     /* A client token makes the retry of a StartSnapshot whose answer was lost return the same
      * snapshot instead of a second one. */
@@ -572,6 +573,10 @@ int cli_ebs_start(struct cli_ebs_conn *k, int64_t size_gib, const char *descript
                            timeout_min, "ClientToken", token);
     if (in && description)
         json_object_set_new(in, "Description", json_string(description));
+    if (in && encrypted)
+        json_object_set_new(in, "Encrypted", json_true());
+    if (in && kms_key)
+        json_object_set_new(in, "KmsKeyArn", json_string(kms_key));
     char *body = in ? json_dumps(in, JSON_COMPACT) : NULL;
     json_decref(in);
     if (!body)

@@ -64,9 +64,11 @@ void cli_ebs_conn_free(struct cli_ebs_conn *k);
  * failing after the retries).
  */
 
-/* StartSnapshot: writes the new snapshot's id (at most 63 characters) to ret_id. */
+/* StartSnapshot (encrypted under `kms_key`, or the account's default key, when `encrypted`):
+ * writes the new snapshot's id (at most 63 characters) to ret_id. */
 int cli_ebs_start(struct cli_ebs_conn *k, int64_t size_gib, const char *description,
-                  int timeout_min, char ret_id[64], struct cli_ebs_err *e);
+                  int timeout_min, bool encrypted, const char *kms_key, char ret_id[64],
+                  struct cli_ebs_err *e);
 /* PutSnapshotBlock of one 512 KiB block whose SHA-256 is `sha256`. */
 int cli_ebs_put(struct cli_ebs_conn *k, const char *id, int64_t idx, const void *data,
                 const uint8_t sha256[32], struct cli_ebs_err *e);

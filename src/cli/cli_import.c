@@ -1159,7 +1159,8 @@ static int import_usage(void)
 {
     fprintf(stderr, "usage: amid import FILE [--image-format raw|qcow2|vmdk|vhdx|vpc|auto] "
                     "[--description D] [--size-gib N] [--parallel N] [--data DIR [--account ID]] "
-                    "[--region R] [--format env|json] [--no-progress]\n");
+                    "[--region R] [--encrypted [--kms-key-id K]] [--format env|json] "
+                    "[--no-progress]\n");
     return 2;
 }
 
@@ -1210,10 +1211,14 @@ int cmd_import(int argc, char **argv)
         { "region", required_argument, NULL, 'r' },
         { "format", required_argument, NULL, 'f' },
         { "no-progress", no_argument, NULL, 'P' },
+        { "encrypted", no_argument, NULL, 'E' },
+        { "kms-key-id", required_argument, NULL, 'K' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
     const char *fmt_in = "auto", *description = NULL, *data = NULL, *account = NULL, *region = NULL;
+    const char *kms_key = NULL;
+    bool encrypted = false;
     long size_gib_min = 0, parallel = 0;
     int fmt = FMT_ENV, c;
     bool progress = true;
@@ -1255,16 +1260,23 @@ int cmd_import(int argc, char **argv)
         case 'P':
             progress = false;
             break;
+        case 'E':
+            encrypted = true;
+            break;
+        case 'K':
+            kms_key = optarg;
+            break;
         case 'h':
             printf("usage: amid import FILE [--image-format raw|qcow2|vmdk|vhdx|vpc|auto] "
                    "[--description D] [--size-gib N] [--parallel N] [--data DIR [--account ID]] "
-                   "[--region R] [--format env|json] [--no-progress]\n");
+                   "[--region R] [--encrypted [--kms-key-id K]] [--format env|json] "
+                   "[--no-progress]\n");
             return 0;
         default:
             return import_usage();
         }
     }
-    if (optind + 1 != argc || (account && !data))
+    if (optind + 1 != argc || (account && !data) || (kms_key && !encrypted))
         return import_usage();
     const char *file = argv[optind];
     if (description && strlen(description) > 255) {
@@ -1336,7 +1348,9 @@ int cmd_import(int argc, char **argv)
         sink.direct = &direct;
         struct core_ebs_start p = { .volume_size_gib = size_gib,
                                     .description = description,
-                                    .timeout_min = TIMEOUT_MIN };
+                                    .timeout_min = TIMEOUT_MIN,
+                                    .encrypted = encrypted,
+                                    .kms_key_arn = kms_key };
         struct db_snapshot s;
         struct err e = { 0 };
         rc = core_ebs_start(direct.app, &direct.who, &p, &s, &e);
@@ -1357,7 +1371,8 @@ int cmd_import(int argc, char **argv)
         if (rc == 0)
             rc = cli_ebs_conn_new(sink.api, &k);
         if (rc == 0)
-            rc = cli_ebs_start(k, size_gib, description, TIMEOUT_MIN, sink.snap, &e);
+            rc = cli_ebs_start(k, size_gib, description, TIMEOUT_MIN, encrypted, kms_key, sink.snap,
+                               &e);
         cli_ebs_conn_free(k);
         if (rc < 0) {
             char line[700];

@@ -185,6 +185,7 @@ int core_tags_of(struct app *app, struct db *db, const char *region, const char 
 #define CORE_BLOCK_SIZE     524288
 #define CORE_BLOCKS_PER_GIB 2048
 
+struct core_enc;
 struct core_volume_spec {
     const char *zone;    /* availability zone name, or NULL with zone_id */
     const char *zone_id; /* or its id */
@@ -197,6 +198,7 @@ struct core_volume_spec {
     int64_t init_rate; /* VolumeInitializationRate, 0 when not given */
     bool encrypted;
     const char *kms_key_id;
+    const struct core_enc *enc;  /* core_volume_new_tx: the encryption core_enc_plan decided */
     const struct core_tag *tags; /* TagSpecifications for the volume */
     size_t ntags;
     const char *client_token;
@@ -260,8 +262,9 @@ int core_snapshot_delete(struct app *app, const struct core_caller *who, const c
                          struct err *e);
 /* Copies a completed snapshot the caller may see (within the region: the copy shares chunks). */
 int core_snapshot_copy(struct app *app, const struct core_caller *who, const char *source_region,
-                       const char *source_id, const char *description, const struct core_tag *tags,
-                       size_t ntags, struct db_snapshot *ret, struct err *e);
+                       const char *source_id, const char *description, bool encrypted,
+                       const char *kms_key_id, const struct core_tag *tags, size_t ntags,
+                       struct db_snapshot *ret, struct err *e);
 /* createVolumePermission: add or remove grantees ("all" or 12-digit account ids), or reset. */
 int core_snapshot_permission(struct app *app, const struct core_caller *who, const char *id,
                              const char *const *add, size_t nadd, const char *const *remove,
@@ -283,6 +286,7 @@ struct core_ebs_start {
     const char *client_token;
     int64_t timeout_min; /* 0: 60 */
     bool encrypted;
+    const char *kms_key_arn; /* NULL: the parent's key, or the account's default */
 };
 int core_ebs_start(struct app *app, const struct core_caller *who, const struct core_ebs_start *p,
                    struct db_snapshot *ret, struct err *e);
@@ -341,6 +345,28 @@ struct core_image_spec {
  * otherwise (it follows its snapshots: available when all complete, failed when one fails). */
 int core_image_register(struct app *app, const struct core_caller *who,
                         const struct core_image_spec *spec, char ret_id[32], struct err *e);
+
+/* CopyImage: a copy, owned by the caller in its region, of an available image it may launch in
+ * `source_region` (another account's image also needs create-volume permission on the image's
+ * snapshots).  The new image is pending, with new snapshots that copy the source's chunks the
+ * region's store lacks in the background, and becomes available when they complete.  A repeated
+ * ClientToken with the same parameters answers the first copy's id. */
+struct core_image_copy_req {
+    const char *source_region;
+    const char *source_image_id;
+    const char *name;
+    const char *description; /* NULL: the source's */
+    const char *client_token;
+    bool encrypted;
+    const char *kms_key_id;
+    bool copy_image_tags; /* the source's user tags, when the caller owns the source */
+    const struct core_tag *image_tags;
+    size_t nimage_tags;
+    const struct core_tag *snapshot_tags;
+    size_t nsnapshot_tags;
+};
+int core_image_copy(struct app *app, const struct core_caller *who,
+                    const struct core_image_copy_req *req, char ret_id[32], struct err *e);
 
 enum core_image_access {
     CORE_IMAGE_OWNER,  /* the caller must own it */
@@ -458,6 +484,7 @@ struct core_run_bdm {
     int64_t iops, throughput;
     int delete_on_termination; /* -1: unchanged */
     bool encrypted;
+    char kms_key_id[160]; /* "": the snapshot's key, or the account's default */
 };
 
 struct core_run_spec {
@@ -726,5 +753,253 @@ int core_ebs_batch_put(struct core_ebs_batch *b, int64_t idx, const void *data, 
 int core_ebs_batch_commit(struct core_ebs_batch *b, struct err *e);
 /* Waits for running commits and discards what was staged since the last one (accepts NULL). */
 void core_ebs_batch_free(struct core_ebs_batch *b);
+
+/* ---- Keys (KMS) ----
+ *
+ * Symmetric keys per account and region (AWS KMS's SYMMETRIC_DEFAULT): 32 random bytes of key
+ * material each, sealed under the master key's "kms" subkey, never leaving core.  A key is
+ * named by its id (a UUID), its ARN (arn:aws:kms:REGION:ACCOUNT:key/ID), an alias name
+ * ("alias/NAME") or an alias ARN (arn:aws:kms:REGION:ACCOUNT:alias/NAME); another account's key
+ * only by ARN, and used only when its key policy or a grant allows it.  Errors carry KMS's codes
+ * (NotFoundException, DisabledException, KMSInvalidStateException, AccessDeniedException...),
+ * except in the EC2 settings at the end, which carry EC2's.
+ */
+
+#define CORE_KMS_BLOB_MAX        128  /* a data key's ciphertext blob (core_kms_data_key_new) */
+#define CORE_KMS_PLAINTEXT_MAX   4096 /* Encrypt's plaintext */
+#define CORE_KMS_CIPHERTEXT_MAX  6144 /* any ciphertext blob */
+#define CORE_KMS_GRANT_TOKEN_MAX 128  /* a grant token, with its NUL */
+
+struct core_kms_key {
+    char id[40];   /* UUID */
+    char arn[128]; /* arn:aws:kms:REGION:ACCOUNT:key/ID */
+    char account[16];
+    char region[32];
+    char state[24]; /* Enabled, Disabled, PendingDeletion ("" in core_ebs_encryption_defaults
+                       for a default key that no longer exists) */
+    bool aws_managed;
+};
+
+/* Resolves `ref` (key id, key ARN, alias name or alias ARN) to a key in who->region that
+ * who->account may use for encryption/decryption (owner, key policy or grant, for both
+ * kms:GenerateDataKey and kms:Decrypt, as EC2 uses keys: through the service
+ * ec2.REGION.amazonaws.com), and checks it is Enabled.  KMS error codes in `e`
+ * (NotFoundException, DisabledException, KMSInvalidStateException, AccessDeniedException).
+ * "alias/aws/ebs" of the caller is created on first use.  Fills *ret. */
+int core_kms_key_for_use(struct app *app, const struct core_caller *who, const char *ref,
+                         struct core_kms_key *ret, struct err *e);
+/* The account's alias/aws/ebs key in who->region (an AWS-managed key: users cannot disable,
+ * delete or re-policy it, nor use it directly, only through EC2), created on first use.  Fills
+ * *ret.  who->dry_run is not consulted (AWS too creates the key on first reference). */
+int core_kms_ebs_key(struct app *app, const struct core_caller *who, struct core_kms_key *ret,
+                     struct err *e);
+/* A new 32-byte data key under key `key_arn` (any form core_kms_key_for_use takes) as who may
+ * use it (kms:GenerateDataKey through EC2; the key Enabled): its plaintext in `plain` (the
+ * caller wipes it with crypto_wipe) and its ciphertext blob in `blob` (at most
+ * CORE_KMS_BLOB_MAX bytes; *bloblen is set).  The blob is in the key service's ciphertext format
+ * with an empty encryption context.  who->dry_run is not consulted (nothing is written). */
+int core_kms_data_key_new(struct app *app, const struct core_caller *who, const char *key_arn,
+                          uint8_t plain[32], uint8_t *blob, size_t *bloblen, struct err *e);
+/* Decrypts a blob from core_kms_data_key_new as who (kms:Decrypt through EC2; the key Enabled).
+ * The blob must be under key `key_arn` (IncorrectKeyException otherwise) and intact
+ * (InvalidCiphertextException).  Writes 32 bytes to `plain` (the caller wipes them).
+ * who->dry_run is not consulted. */
+int core_kms_data_key_open(struct app *app, const struct core_caller *who, const char *key_arn,
+                           const uint8_t *blob, size_t bloblen, uint8_t plain[32], struct err *e);
+/* EBS encryption by default for who's account in who->region, and the default key: the key
+ * set with core_ebs_default_key_set, or alias/aws/ebs's key (created on first use).  A default
+ * key deleted since it was set is returned by its ARN with an empty state. */
+int core_ebs_encryption_defaults(struct app *app, const struct core_caller *who, bool *enabled,
+                                 struct core_kms_key *key, struct err *e);
+
+/* GetEbsEncryptionByDefault: whether EBS encryption by default is on (creates no key). */
+int core_ebs_encryption_enabled(struct app *app, const struct core_caller *who, bool *ret,
+                                struct err *e);
+/* EC2's settings behind EnableEbsEncryptionByDefault / DisableEbsEncryptionByDefault (honours
+ * dry_run: DryRunOperation). */
+int core_ebs_encryption_set(struct app *app, const struct core_caller *who, bool enabled,
+                            struct err *e);
+/* ModifyEbsDefaultKmsKeyId (`ref` any form; the key must pass core_kms_key_for_use: its errors
+ * become InvalidParameterValue) and, with `ref` NULL, ResetEbsDefaultKmsKeyId.  Writes what EC2
+ * answers into `ret_arn`: the key's ARN, or after a reset the alias ARN of alias/aws/ebs. */
+int core_ebs_default_key_set(struct app *app, const struct core_caller *who, const char *ref,
+                             char ret_arn[160], struct err *e);
+/* GetEbsDefaultKmsKeyId: the key ARN set, or the alias ARN of alias/aws/ebs by default. */
+int core_ebs_default_key_name(struct app *app, const struct core_caller *who, char ret_arn[160],
+                              struct err *e);
+
+/* An encryption context: pairs of UTF-8 strings, any order (keys unique).  Ciphertexts bind
+ * it in canonical order (sorted by key). */
+struct core_kms_pair {
+    const char *key;
+    const char *value;
+};
+struct core_kms_context {
+    const struct core_kms_pair *v;
+    size_t n;
+};
+
+/* A key's metadata (DescribeKey). */
+struct core_kms_meta {
+    struct core_kms_key key;
+    char description[8200];
+    char key_usage[24];
+    char key_spec[24];
+    char origin[24];
+    int64_t create_ms;
+    int64_t deletion_ms; /* PendingDeletion only, else 0 */
+};
+
+struct core_kms_create {
+    const char *policy;      /* NULL: the default policy (the owning account may do kms:*) */
+    bool bypass_lockout;     /* BypassPolicyLockoutSafetyCheck */
+    const char *description; /* NULL: "" */
+    const char *key_usage;   /* NULL or ENCRYPT_DECRYPT */
+    const char *key_spec;    /* NULL or SYMMETRIC_DEFAULT */
+    const char *cmk_spec;    /* CustomerMasterKeySpec, the same (not both) */
+    const char *origin;      /* NULL or AWS_KMS */
+    const char *custom_key_store_id;
+    const char *xks_key_id;
+    int multi_region; /* -1 not given, 0, 1 (UnsupportedOperationException) */
+    const struct core_tag *tags;
+    size_t ntags;
+};
+
+/* Validates grant tokens (each must be one core_kms_grant_create issued): 0 or
+ * InvalidGrantTokenException.  Grants take effect at once, so a valid token changes nothing. */
+int core_kms_grant_tokens_check(struct app *app, const char *const *tokens, size_t n,
+                                struct err *e);
+
+/* CreateKey: a new Enabled customer key in who's account and region.  Unimplemented kinds
+ * (asymmetric and HMAC key specs, imported or custom-store material, multi-Region keys) are
+ * refused with UnsupportedOperationException (CustomKeyStoreNotFoundException for a custom key
+ * store); a policy that does not parse or uses what amid does not evaluate with
+ * MalformedPolicyDocumentException, as is one that would lock the caller out of
+ * PutKeyPolicy (unless bypass_lockout); bad tags with TagException; more than 100000 keys per
+ * account and region with LimitExceededException. */
+int core_kms_create_key(struct app *app, const struct core_caller *who,
+                        const struct core_kms_create *p, struct core_kms_meta *ret, struct err *e);
+/* DescribeKey (any form; another account's key by ARN, with kms:DescribeKey from its policy or a
+ * grant).  Describing the caller's alias/aws/ebs creates it, as on AWS. */
+int core_kms_describe_key(struct app *app, const struct core_caller *who, const char *ref,
+                          struct core_kms_meta *ret, struct err *e);
+/* The caller's keys in its region (AWS-managed ones too) with ids after `after` (NULL: from the
+ * start), in id order; fn returns non-zero to stop (returned). */
+int core_kms_keys_each(struct app *app, const struct core_caller *who, const char *after,
+                       int (*fn)(void *ctx, const struct core_kms_key *k), void *ctx);
+/* EnableKey / DisableKey (key id or ARN of the caller's key). */
+int core_kms_key_enable(struct app *app, const struct core_caller *who, const char *ref,
+                        bool enable, struct err *e);
+/* ScheduleKeyDeletion: `days` 7-30 (0: 30); the key is gone, with its aliases, grants and tags,
+ * once the deployment clock passes its deletion date.  Fills *ret. */
+int core_kms_key_schedule_deletion(struct app *app, const struct core_caller *who, const char *ref,
+                                   int64_t days, struct core_kms_meta *ret, struct err *e);
+/* CancelKeyDeletion: the key becomes Disabled. */
+int core_kms_key_cancel_deletion(struct app *app, const struct core_caller *who, const char *ref,
+                                 struct core_kms_key *ret, struct err *e);
+
+/* Encrypt: at most CORE_KMS_PLAINTEXT_MAX bytes under the key `ref` (any form), binding `ctx`.
+ * Writes the blob (at most n + 66 bytes, never more than CORE_KMS_CIPHERTEXT_MAX) and its length,
+ * and the key's ARN.  With who->dry_run, checks and fails with DryRunOperation. */
+int core_kms_encrypt(struct app *app, const struct core_caller *who, const char *ref,
+                     const struct core_kms_context *ctx, const uint8_t *plain, size_t n,
+                     uint8_t *blob, size_t *bloblen, char ret_arn[128], struct err *e);
+/* Decrypt: the blob names its key; `ref` (NULL or any form) must name the same key
+ * (IncorrectKeyException), `ctx` must be the one it was made with (InvalidCiphertextException).
+ * Writes up to CORE_KMS_PLAINTEXT_MAX bytes to `plain` (the caller wipes them) and the key's ARN.
+ * With who->dry_run and `ignore_ciphertext`, the blob is only read for its key id. */
+int core_kms_decrypt(struct app *app, const struct core_caller *who, const char *ref,
+                     const struct core_kms_context *ctx, const uint8_t *blob, size_t n,
+                     bool ignore_ciphertext, uint8_t *plain, size_t *plen, char ret_arn[128],
+                     struct err *e);
+/* ReEncrypt: decrypts under the source key (kms:ReEncryptFrom) and encrypts under `dst_ref`
+ * (kms:ReEncryptTo) with `dst_ctx`; the plaintext never leaves core. */
+int core_kms_reencrypt(struct app *app, const struct core_caller *who, const char *src_ref,
+                       const struct core_kms_context *src_ctx, const uint8_t *blob, size_t n,
+                       bool ignore_ciphertext, const char *dst_ref,
+                       const struct core_kms_context *dst_ctx, uint8_t *out, size_t *outlen,
+                       char ret_src_arn[128], char ret_dst_arn[128], struct err *e);
+/* GenerateDataKey (with `plain`) and GenerateDataKeyWithoutPlaintext (`plain` NULL): `nbytes`
+ * (1-1024) random bytes encrypted under `ref` with `ctx`. */
+int core_kms_generate_data_key(struct app *app, const struct core_caller *who, const char *ref,
+                               const struct core_kms_context *ctx, size_t nbytes, uint8_t *plain,
+                               uint8_t *blob, size_t *bloblen, char ret_arn[128], struct err *e);
+
+/* Aliases: "alias/NAME" in who's account and region; the target is a key id or key ARN of the
+ * caller's own key.  "alias/aws/..." is reserved (AccessDeniedException). */
+int core_kms_alias_create(struct app *app, const struct core_caller *who, const char *name,
+                          const char *target, struct err *e);
+int core_kms_alias_update(struct app *app, const struct core_caller *who, const char *name,
+                          const char *target, struct err *e);
+int core_kms_alias_delete(struct app *app, const struct core_caller *who, const char *name,
+                          struct err *e);
+struct core_kms_alias {
+    const char *name;
+    const char *arn;
+    const char *key_id; /* "" for a predefined AWS alias whose key does not exist yet */
+    int64_t create_ms, update_ms;
+};
+/* The caller's aliases in its region with names after `after`, in name order, including the
+ * predefined alias/aws/ebs (without a target until its key exists); only those of key
+ * `key_ref` (id or ARN of the caller's key) when non-NULL.  fn returns non-zero to stop. */
+int core_kms_aliases_each(struct app *app, const struct core_caller *who, const char *key_ref,
+                          const char *after, int (*fn)(void *ctx, const struct core_kms_alias *a),
+                          void *ctx, struct err *e);
+
+/* Grants.  Operations are GrantOperation names valid for symmetric keys; constraints bind the
+ * encryption context of the operations that take one. */
+struct core_kms_grant_spec {
+    const char *grantee;  /* 12-digit account id or arn:aws:iam::ACCOUNT:root */
+    const char *retiring; /* NULL or the same forms */
+    const char *name;     /* NULL or [a-zA-Z0-9:/_-]{1,256} */
+    const char *const *ops;
+    size_t nops;
+    const struct core_kms_context *subset; /* EncryptionContextSubset, NULL when absent */
+    const struct core_kms_context *equals; /* EncryptionContextEquals, NULL when absent */
+};
+/* CreateGrant on key `ref` (key id or ARN; another account's by ARN) as who may
+ * (kms:CreateGrant by policy, or a grant with CreateGrant whose operations cover the new
+ * one's).  A grant with the same name and parameters is returned again.  Writes the grant id
+ * (65 bytes) and a token (CORE_KMS_GRANT_TOKEN_MAX). */
+int core_kms_grant_create(struct app *app, const struct core_caller *who, const char *ref,
+                          const struct core_kms_grant_spec *spec, char ret_id[72],
+                          char ret_token[CORE_KMS_GRANT_TOKEN_MAX], struct err *e);
+struct core_kms_grant {
+    const char *key_id, *key_arn, *id, *name, *grantee, *retiring;
+    const char *issuer; /* arn:aws:iam::ACCOUNT:root */
+    int64_t create_ms;
+    const char *const *ops;
+    size_t nops;
+    const struct core_kms_context *subset, *equals; /* NULL when absent */
+};
+/* ListGrants (kms:ListGrants): the grants of key `ref` with ids after `after`, in id order,
+ * only `grant_id` / those of `grantee` when non-NULL.  fn returns non-zero to stop. */
+int core_kms_grants_each(struct app *app, const struct core_caller *who, const char *ref,
+                         const char *after, const char *grant_id, const char *grantee,
+                         int (*fn)(void *ctx, const struct core_kms_grant *g), void *ctx,
+                         struct err *e);
+/* RevokeGrant (kms:RevokeGrant on the key). */
+int core_kms_grant_revoke(struct app *app, const struct core_caller *who, const char *ref,
+                          const char *grant_id, struct err *e);
+/* RetireGrant by token, or by key ARN and grant id: by the grant's retiring principal, its
+ * grantee when it holds RetireGrant, or the key's account. */
+int core_kms_grant_retire(struct app *app, const struct core_caller *who, const char *token,
+                          const char *ref, const char *grant_id, struct err *e);
+
+/* GetKeyPolicy / PutKeyPolicy (policy name "default" or NULL).  *ret is a new string. */
+int core_kms_policy_get(struct app *app, const struct core_caller *who, const char *ref,
+                        const char *name, char **ret, struct err *e);
+int core_kms_policy_put(struct app *app, const struct core_caller *who, const char *ref,
+                        const char *name, const char *policy, bool bypass_lockout, struct err *e);
+
+/* TagResource / UntagResource / ListResourceTags on the caller's key (TagException for bad
+ * tags: the "aws:" prefix, characters outside KMS's set, more than 50 on a key). */
+int core_kms_tag(struct app *app, const struct core_caller *who, const char *ref,
+                 const struct core_tag *tags, size_t n, struct err *e);
+int core_kms_untag(struct app *app, const struct core_caller *who, const char *ref,
+                   const char *const *keys, size_t n, struct err *e);
+int core_kms_tags_each(struct app *app, const struct core_caller *who, const char *ref,
+                       const char *after, int (*fn)(void *ctx, const char *key, const char *value),
+                       void *ctx, struct err *e);
 
 #endif

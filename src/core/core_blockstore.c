@@ -202,6 +202,14 @@ int core_snapshot_each(struct app *app, const struct core_caller *who, const cha
     return rc;
 }
 
+int core_snapshot_row(struct app *app, const char *id, struct db_snapshot *ret)
+{
+    struct db *db = core_db_get(app);
+    int rc = db_snapshot_get(db, id, ret);
+    core_db_put(app, db);
+    return rc;
+}
+
 bool core_snapshot_granted(struct app *app, const char *id, const char *account, bool or_all)
 {
     struct db *db = core_db_get(app);
@@ -303,7 +311,12 @@ int core_volume_new_tx(struct app *app, struct db *db, const struct core_caller 
             return err_set(e, -EINVAL, "InvalidParameterValue",
                            "Volume of %lld GiB is smaller than snapshot '%s', which is %lld GiB.",
                            (long long)v->size_gib, s.id, (long long)s.volume_size_gib);
+        if (s.encrypted && !(spec->enc && spec->enc->dk.encrypted))
+            return err_set(e, -EIO, "InternalError", "the encryption of %s was not planned", s.id);
     }
+    bool fill = spec->enc && spec->enc->transcode;
+    if (spec->enc)
+        core_dkey_to_volume(&spec->enc->dk, v);
     const struct voltype *t = voltype_find(v->type);
     rc = voltype_check(t, v->size_gib, &v->iops, &v->throughput, spec->iops > 0,
                        spec->throughput > 0, v->multi_attach, e);
@@ -316,11 +329,14 @@ int core_volume_new_tx(struct app *app, struct db *db, const struct core_caller 
         rc = core_tags_insert(db, who, v->id, "volume", spec->tags, spec->ntags);
     if (rc < 0)
         return err_set(e, rc, "InternalError", "cannot record the volume");
+    if (fill)
+        return 0; /* another encryption domain: core_volume_fill makes its base, then its files */
     /* The volume's files, in constant time: a state file pointing at the snapshot's map. */
     struct vol_region *vr;
     rc = core_region_storage(app, who->region, NULL, &vr);
     if (rc == 0) {
-        struct vol_params p = { v->id, (uint64_t)v->size_gib << 30, spec->snapshot_id, NULL };
+        struct vol_params p = { v->id, (uint64_t)v->size_gib << 30, spec->snapshot_id,
+                                v->encrypted ? &spec->enc->key : NULL };
         rc = vol_create(vr, &p);
     }
     if (rc < 0)
@@ -368,11 +384,7 @@ int core_volume_prepare(struct app *app, const struct core_caller *who,
     if (!voltype_find(type))
         return err_set(e, -EINVAL, "InvalidParameterValue",
                        "Value (%.32s) for parameter volumeType is invalid.", type);
-    if (spec->encrypted)
-        return err_set(e, -EINVAL, "UnsupportedOperation",
-                       "Encrypted volumes need the key service, which this amid does not have "
-                       "yet");
-    if (spec->kms_key_id)
+    if (spec->kms_key_id && !spec->encrypted)
         return err_set(e, -EINVAL, "InvalidParameterDependency",
                        "The parameter KmsKeyId requires the parameter Encrypted to be set.");
     if (spec->init_rate && (spec->init_rate < 100 || spec->init_rate > 300))
@@ -409,14 +421,37 @@ int core_volume_create(struct app *app, const struct core_caller *who,
     int rc = core_volume_prepare(app, who, spec, &v, e);
     if (rc < 0)
         return rc;
-    char params[512];
-    snprintf(params, sizeof(params), "%s|%lld|%s|%lld|%lld|%s|%d|%lld", v.zone,
-             (long long)spec->size_gib, v.type, (long long)spec->iops, (long long)spec->throughput,
-             v.snapshot_id, spec->multi_attach, (long long)spec->init_rate);
-    struct create_ctx c = { who, spec, &v, params, false, e };
-    rc = core_tx(app, volume_create_tx, &c);
+    /* Encryption first, outside the transaction (the key service writes). */
+    struct core_enc enc;
+    struct core_dkey sdk;
+    struct db_snapshot snap;
+    if (spec->snapshot_id) {
+        rc = core_snapshot_get(app, who, spec->snapshot_id, CORE_VISIBLE, &snap, e);
+        if (rc < 0)
+            return rc;
+        core_dkey_of_snapshot(&snap, &sdk);
+    }
+    rc = core_enc_plan(app, who, spec->encrypted, spec->kms_key_id, spec->snapshot_id ? &sdk : NULL,
+                       &enc, e);
     if (rc < 0)
         return rc;
+    struct core_volume_spec sp = *spec;
+    sp.enc = &enc;
+    spec = &sp;
+    if (enc.transcode)
+        snprintf(v.state, sizeof(v.state), "creating");
+    char params[512];
+    snprintf(params, sizeof(params), "%s|%lld|%s|%lld|%lld|%s|%d|%lld|%d|%.160s", v.zone,
+             (long long)spec->size_gib, v.type, (long long)spec->iops, (long long)spec->throughput,
+             v.snapshot_id, spec->multi_attach, (long long)spec->init_rate, spec->encrypted,
+             spec->kms_key_id ? spec->kms_key_id : "");
+    struct create_ctx c = { who, spec, &v, params, false, e };
+    rc = core_tx(app, volume_create_tx, &c);
+    core_enc_wipe(&enc);
+    if (rc < 0)
+        return rc;
+    if (enc.transcode && !c.replay)
+        core_job_submit(app, core_job_fill_volume, v.id);
     *ret = v;
     /* EC2 answers CreateVolume with the volume still "creating". */
     if (!c.replay)
@@ -640,6 +675,9 @@ static int snapshot_create_tx(struct app *app, struct db *db, void *vctx)
     s->start_ms = core_now_ms(app);
     snprintf(s->description, sizeof(s->description), "%s", c->description ? c->description : "");
     snprintf(s->source, sizeof(s->source), "volume");
+    struct core_dkey dk; /* a snapshot is in its volume's encryption domain */
+    core_dkey_of_volume(&v, &dk);
+    core_dkey_to_snapshot(&dk, s);
     rc = db_snapshot_insert(db, s);
     if (rc == 0)
         rc = core_tags_insert(db, c->who, s->id, "snapshot", c->tags, c->ntags);
@@ -866,8 +904,10 @@ int core_snapshot_delete(struct app *app, const struct core_caller *who, const c
 
 struct copy_ctx {
     const struct core_caller *who;
+    const char *src_region;
     const char *src_id;
     const char *description;
+    const struct core_enc *enc;
     const struct core_tag *tags;
     size_t ntags;
     struct db_snapshot *s;
@@ -878,7 +918,9 @@ static int snapshot_copy_tx(struct app *app, struct db *db, void *vctx)
 {
     struct copy_ctx *c = vctx;
     struct db_snapshot src;
-    int rc = snapshot_lookup(db, c->who, c->src_id, CORE_VISIBLE, &src, c->e);
+    struct core_caller src_who = *c->who;
+    src_who.region = c->src_region;
+    int rc = snapshot_lookup(db, &src_who, c->src_id, CORE_VISIBLE, &src, c->e);
     if (rc < 0)
         return rc;
     if (strcmp(src.state, "completed") != 0)
@@ -889,13 +931,31 @@ static int snapshot_copy_tx(struct app *app, struct db *db, void *vctx)
     struct db_snapshot *s = c->s;
     *s = src;
     rand_id(s->id, sizeof(s->id), "snap-", 17);
+    snprintf(s->region, sizeof(s->region), "%s", c->who->region);
     snprintf(s->owner, sizeof(s->owner), "%s", c->who->account_id);
     snprintf(s->description, sizeof(s->description), "%s", c->description ? c->description : "");
     snprintf(s->source, sizeof(s->source), "copy");
     snprintf(s->parent_id, sizeof(s->parent_id), "%s", src.id);
+    s->start_ms = core_now_ms(app);
+    if (src.encrypted != c->enc->dk.encrypted && !c->enc->transcode)
+        return err_set(c->e, -EIO, "InternalError", "the encryption of %s was not planned", src.id);
+    core_dkey_to_snapshot(&c->enc->dk, s);
+    bool remote = strcmp(c->src_region, c->who->region) != 0;
+    if (remote || c->enc->transcode) {
+        /* Another region's store or another encryption domain: the copy job moves (or
+         * re-encodes) the chunks this store lacks. */
+        snprintf(s->source_region, sizeof(s->source_region), "%s", c->src_region);
+        snprintf(s->state, sizeof(s->state), "pending");
+        s->progress = 0;
+        s->complete_ms = 0;
+        s->stored_bytes = 0;
+        rc = db_snapshot_insert(db, s);
+        if (rc == 0)
+            rc = core_tags_insert(db, c->who, s->id, "snapshot", c->tags, c->ntags);
+        return rc < 0 ? err_set(c->e, rc, "InternalError", "cannot record the copy") : 0;
+    }
     snprintf(s->state, sizeof(s->state), "completed");
     s->progress = 100;
-    s->start_ms = core_now_ms(app);
     s->complete_ms = s->start_ms;
     s->stored_bytes = 0; /* every chunk is shared with the source */
     /* The copy's map: the same blocks under a new name, durable before the row commits. */
@@ -925,27 +985,38 @@ static int snapshot_copy_tx(struct app *app, struct db *db, void *vctx)
 }
 
 int core_snapshot_copy(struct app *app, const struct core_caller *who, const char *source_region,
-                       const char *source_id, const char *description, const struct core_tag *tags,
-                       size_t ntags, struct db_snapshot *ret, struct err *e)
+                       const char *source_id, const char *description, bool encrypted,
+                       const char *kms_key_id, const struct core_tag *tags, size_t ntags,
+                       struct db_snapshot *ret, struct err *e)
 {
     if (!core_region_find(app, source_region))
         return err_set(e, -EINVAL, "InvalidParameterValue", "Invalid source region: %.64s",
                        source_region);
-    if (strcmp(source_region, who->region) != 0)
-        return err_set(e, -EINVAL, "UnsupportedOperation",
-                       "Copying snapshots between regions is not available in this amid yet");
     if (description && description_too_long(description))
         return err_set(e, -EINVAL, "InvalidParameterValue",
                        "The description is longer than 255 characters");
     int rc = core_tags_check(tags, ntags, e);
     if (rc < 0)
         return rc;
+    /* The encryption, outside the transaction (the key service writes). */
+    struct core_caller src_who = *who;
+    src_who.region = source_region;
+    struct db_snapshot src;
+    struct core_enc enc;
+    rc = core_snapshot_get(app, &src_who, source_id, CORE_VISIBLE, &src, e);
+    if (rc == 0)
+        rc = core_copy_enc_plan(app, who, source_region, &src, encrypted, kms_key_id, &enc, e);
+    if (rc < 0)
+        return rc;
     struct db_snapshot s;
     memset(&s, 0, sizeof(s));
-    struct copy_ctx c = { who, source_id, description, tags, ntags, &s, e };
+    struct copy_ctx c = { who, source_region, source_id, description, &enc, tags, ntags, &s, e };
     rc = core_tx(app, snapshot_copy_tx, &c);
+    core_enc_wipe(&enc);
     if (rc == 0)
         *ret = s;
+    if (rc == 0 && strcmp(s.state, "pending") == 0)
+        core_job_submit(app, core_job_copy, s.id);
     return rc;
 }
 
@@ -980,10 +1051,14 @@ static int permission_tx(struct app *app, struct db *db, void *vctx)
                        "You are not authorized to change the permissions of snapshot %s", c->id);
     if (rc < 0)
         return rc;
-    for (size_t i = 0; i < c->nadd; i++)
+    for (size_t i = 0; i < c->nadd; i++) {
         if (strcmp(c->add[i], "all") != 0 && !account_id_valid(c->add[i]))
             return err_set(c->e, -EINVAL, "InvalidUserID.Malformed", "User ID '%.64s' is invalid",
                            c->add[i]);
+        if (strcmp(c->add[i], "all") == 0 && s.encrypted)
+            return err_set(c->e, -EINVAL, "InvalidParameter",
+                           "Encrypted snapshots cannot be made public (snapshot %s)", s.id);
+    }
     for (size_t i = 0; i < c->nremove; i++)
         if (strcmp(c->remove[i], "all") != 0 && !account_id_valid(c->remove[i]))
             return err_set(c->e, -EINVAL, "InvalidUserID.Malformed", "User ID '%.64s' is invalid",
@@ -1039,6 +1114,8 @@ static int recover_pending(void *vctx, const struct db_snapshot *s)
     struct app *app = vctx;
     if (strcmp(s->source, "volume") == 0)
         core_job_submit(app, core_job_capture, s->id);
+    else if (strcmp(s->source, "copy") == 0)
+        core_job_submit(app, core_job_copy, s->id);
     return 0;
 }
 

@@ -75,6 +75,7 @@ static int ebs_pending(struct app *app, struct db *db, const struct core_caller 
 struct start_ctx {
     const struct core_caller *who;
     const struct core_ebs_start *p;
+    const struct core_enc *enc;
     struct db_snapshot *s;
     const char *params;
     struct err *e;
@@ -107,6 +108,10 @@ static int start_tx(struct app *app, struct db *db, void *vctx)
         if (strcmp(parent.state, "completed") != 0)
             return validation(c->e, "INVALID_PARENT_SNAPSHOT_ID",
                               "The parent snapshot '%s' is not completed", parent.id);
+        if (parent.encrypted != c->enc->dk.encrypted ||
+            (parent.encrypted && strcmp(parent.kms_key_id, c->enc->dk.key_arn) != 0))
+            return validation(c->e, "INVALID_PARAMETER_VALUE",
+                              "The snapshot must be encrypted under its parent's key");
         if (parent.volume_size_gib > c->p->volume_size_gib)
             return validation(c->e, "INVALID_VOLUME_SIZE",
                               "The volume size is smaller than the parent snapshot '%s'",
@@ -121,6 +126,7 @@ static int start_tx(struct app *app, struct db *db, void *vctx)
     snprintf(s->description, sizeof(s->description), "%s",
              c->p->description ? c->p->description : "");
     snprintf(s->source, sizeof(s->source), "ebs");
+    core_dkey_to_snapshot(&c->enc->dk, s);
     /* As on AWS, the timeout is idle time: each block written moves the deadline. */
     s->timeout_min = c->p->timeout_min ? c->p->timeout_min : EBS_DEFAULT_TIMEOUT_MIN;
     s->expiry_ms = s->start_ms + s->timeout_min * 60000;
@@ -141,10 +147,9 @@ int core_ebs_start(struct app *app, const struct core_caller *who, const struct 
     if (p->volume_size_gib < 1 || p->volume_size_gib > 65536)
         return validation(e, "INVALID_VOLUME_SIZE", "%s",
                           "The volume size must be between 1 and 65536 GiB");
-    if (p->encrypted)
-        return err_set(e, -EINVAL, "AccessDeniedException",
-                       "Encrypted snapshots need the key service, which this amid does not have "
-                       "yet");
+    if (p->kms_key_arn && !p->encrypted)
+        return validation(e, "INVALID_PARAMETER_VALUE",
+                          "KmsKeyArn may only be given for encrypted snapshots");
     for (size_t i = 0; i < p->ntags; i++) {
         if (core_tag_validate(p->tags[i].key, p->tags[i].value, e) < 0)
             return validation(e, "INVALID_TAG", "%s", e->msg);
@@ -160,7 +165,25 @@ int core_ebs_start(struct app *app, const struct core_caller *who, const struct 
     snprintf(params, sizeof(params), "%lld|%s|%.200s|%lld", (long long)p->volume_size_gib,
              p->parent_id ? p->parent_id : "", p->description ? p->description : "",
              (long long)p->timeout_min);
-    struct start_ctx c = { who, p, &s, params, e };
+    /* The encryption, outside the transaction (the key service writes): the parent's domain
+     * when it has one (the new snapshot shares its blocks), else a new data key. */
+    struct db_snapshot parent;
+    struct core_dkey pdk;
+    struct err pe = { 0 };
+    bool has_parent =
+        p->parent_id && core_snapshot_get(app, who, p->parent_id, CORE_VISIBLE, &parent, &pe) == 0;
+    if (has_parent)
+        core_dkey_of_snapshot(&parent, &pdk);
+    struct core_enc enc;
+    rc = core_enc_plan(app, who, p->encrypted, p->kms_key_arn, has_parent ? &pdk : NULL, &enc, e);
+    if (rc < 0) {
+        e->code = "AccessDeniedException";
+        return rc;
+    }
+    core_enc_wipe(&enc);
+    snprintf(params + strlen(params), sizeof(params) - strlen(params), "|%d|%.160s", p->encrypted,
+             p->kms_key_arn ? p->kms_key_arn : "");
+    struct start_ctx c = { who, p, &enc, &s, params, e };
     rc = core_tx(app, start_tx, &c);
     if (rc == 0)
         *ret = s;
@@ -193,12 +216,24 @@ int core_ebs_put(struct app *app, const struct core_caller *who, const char *sna
     struct chunk_id id;
     size_t stored = 0;
     bool zero = store_is_zero(data, n);
+    struct store_key key;
+    const struct store_key *kp = NULL;
+    if (!zero && s.encrypted) {
+        struct core_dkey dk;
+        core_dkey_of_snapshot(&s, &dk);
+        rc = core_dkey_key(app, who, &dk, &key, &kp, e);
+        if (rc < 0) {
+            e->code = "AccessDeniedException";
+            return rc;
+        }
+    }
     if (!zero) {
-        store_chunk_id(NULL, data, n, &id);
+        store_chunk_id_of(kp, h, &id);
         struct store_batch *b;
         rc = store_batch_new(st, &b);
         if (rc == 0)
-            rc = store_put(st, b, &id, NULL, data, n, &stored);
+            rc = store_put(st, b, &id, kp, data, n, &stored);
+        crypto_wipe(&key, sizeof(key));
         if (rc == 0)
             rc = store_batch_commit(b);
         store_batch_free(b);
@@ -478,10 +513,20 @@ int core_snapshot_read_block(struct app *app, const struct core_caller *who, con
         return 0;
     }
     struct store *st;
+    struct store_key key;
+    const struct store_key *kp = NULL;
+    struct core_dkey dk;
+    core_dkey_of_snapshot(&s, &dk);
+    rc = core_dkey_key(app, who, &dk, &key, &kp, e);
+    if (rc < 0) {
+        e->code = "AccessDeniedException";
+        return rc;
+    }
     rc = core_region_storage(app, s.region, &st, NULL);
     size_t n = 0;
     if (rc == 0)
-        rc = store_get(st, &cid, NULL, buf, &n, 0);
+        rc = store_get(st, &cid, kp, buf, &n, 0);
+    crypto_wipe(&key, sizeof(key));
     if (rc < 0)
         return err_set(e, -EIO, "InternalServerException", "block %lld of %s cannot be read: %s",
                        (long long)idx, id, strerror(-rc));

@@ -48,6 +48,8 @@ struct core_ebs_batch {
     char region[32];
     char snap[32];
     struct store *st;
+    struct store_key key; /* the upload's encryption domain, when `kp` */
+    const struct store_key *kp;
     int64_t nblocks; /* the volume's size in blocks */
 
     pthread_mutex_t lock;
@@ -209,6 +211,13 @@ int core_ebs_batch_new(struct app *app, const struct core_caller *who, const cha
         if (rc < 0)
             err_set(e, rc, "InternalServerException", "the region's store is unavailable");
     }
+    if (rc == 0) {
+        struct core_dkey dk;
+        core_dkey_of_snapshot(&s, &dk);
+        rc = core_dkey_key(app, who, &dk, &b->key, &b->kp, e);
+        if (rc < 0)
+            e->code = "AccessDeniedException";
+    }
     if (rc < 0) {
         free(b);
         return rc;
@@ -253,16 +262,16 @@ int core_ebs_batch_put(struct core_ebs_batch *b, int64_t idx, const void *data, 
     g->busy++;
     pthread_mutex_unlock(&b->lock);
 
-    /* The chunk's id is the block's SHA-256 (no encryption domain, as in core_ebs_put). */
+    /* The chunk's id: the block's SHA-256, or in an encryption domain its keyed hash. */
     struct batch_row row = { .idx = idx, .zero = store_is_zero(data, n) };
     memcpy(row.sha, sha256, 32);
-    memcpy(row.chunk, sha256, 32);
+    struct chunk_id id;
+    store_chunk_id_of(b->kp, sha256, &id);
+    memcpy(row.chunk, id.b, 32);
     size_t stored = 0;
     struct err pe = { 0 };
     if (!row.zero) {
-        struct chunk_id id;
-        memcpy(id.b, sha256, 32);
-        rc = store_put(b->st, g->sb, &id, NULL, data, n, &stored);
+        rc = store_put(b->st, g->sb, &id, b->kp, data, n, &stored);
         if (rc < 0)
             err_set(&pe, rc,
                     rc == -ENOSPC ? "ServiceQuotaExceededException" : "InternalServerException",
@@ -327,6 +336,7 @@ void core_ebs_batch_free(struct core_ebs_batch *b)
         pthread_cond_wait(&b->cv, &b->lock);
     pthread_mutex_unlock(&b->lock);
     gen_free(b->cur);
+    crypto_wipe(&b->key, sizeof(b->key));
     pthread_mutex_destroy(&b->lock);
     pthread_cond_destroy(&b->cv);
     free(b);

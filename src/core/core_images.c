@@ -197,10 +197,9 @@ static int check_bdm(struct db *db, const struct core_caller *who, struct db_bdm
                            "Invalid virtual name %.32s (expecting ephemeral0-23)", b->virtual_name);
         return 0;
     }
-    if (b->encrypted)
-        return err_set(e, -EINVAL, "UnsupportedOperation",
-                       "Encrypted mappings need the key service, which this amid does not have "
-                       "yet");
+    if (b->kms_key_id[0] && !b->encrypted)
+        return err_set(e, -EINVAL, "InvalidParameterDependency",
+                       "The parameter KmsKeyId requires the parameter Encrypted to be set.");
     if (!b->volume_type[0])
         snprintf(b->volume_type, sizeof(b->volume_type), "gp2");
     int64_t snap_size = 0;
@@ -216,6 +215,7 @@ static int check_bdm(struct db *db, const struct core_caller *who, struct db_bdm
         if (!ok)
             return err_set(e, -ENOENT, "InvalidSnapshot.NotFound",
                            "The snapshot '%s' does not exist.", b->snapshot_id);
+        b->encrypted |= s.encrypted; /* a volume from an encrypted snapshot is encrypted */
         if (strcmp(s.state, "error") == 0)
             *failed = true;
         else if (strcmp(s.state, "completed") != 0)
@@ -294,8 +294,9 @@ static int register_tx(struct app *app, struct db *db, void *vctx)
     return 0;
 }
 
-int core_image_register(struct app *app, const struct core_caller *who,
-                        const struct core_image_spec *spec, char ret_id[32], struct err *e)
+/* Checks `spec` and fills *im (a new id, the caller's region and the deployment's time). */
+static int image_fill(struct app *app, const struct core_caller *who,
+                      const struct core_image_spec *spec, struct db_image *im, struct err *e)
 {
     if (!spec->name)
         return err_set(e, -EINVAL, "MissingParameter",
@@ -327,37 +328,60 @@ int core_image_register(struct app *app, const struct core_caller *who,
     int rc = core_tags_check(spec->tags, spec->ntags, e);
     if (rc < 0)
         return rc;
-    struct db_image im;
-    memset(&im, 0, sizeof(im));
-    rand_id(im.id, sizeof(im.id), "ami-", 17);
-    snprintf(im.region, sizeof(im.region), "%s", who->region);
-    snprintf(im.owner, sizeof(im.owner), "%s",
+    memset(im, 0, sizeof(*im));
+    rand_id(im->id, sizeof(im->id), "ami-", 17);
+    snprintf(im->region, sizeof(im->region), "%s", who->region);
+    snprintf(im->owner, sizeof(im->owner), "%s",
              spec->owner_override ? spec->owner_override : who->account_id);
-    snprintf(im.name, sizeof(im.name), "%s", spec->name);
-    snprintf(im.description, sizeof(im.description), "%s",
+    snprintf(im->name, sizeof(im->name), "%s", spec->name);
+    snprintf(im->description, sizeof(im->description), "%s",
              spec->description ? spec->description : "");
-    snprintf(im.architecture, sizeof(im.architecture), "%s",
+    snprintf(im->architecture, sizeof(im->architecture), "%s",
              spec->architecture ? spec->architecture : "x86_64");
-    snprintf(im.root_device_name, sizeof(im.root_device_name), "%s",
+    snprintf(im->root_device_name, sizeof(im->root_device_name), "%s",
              spec->root_device_name ? spec->root_device_name : spec->bdms[0].device_name);
-    snprintf(im.virtualization_type, sizeof(im.virtualization_type), "hvm");
-    snprintf(im.boot_mode, sizeof(im.boot_mode), "%s", spec->boot_mode ? spec->boot_mode : "");
-    im.ena_support = spec->ena_support > 0;
-    snprintf(im.sriov_net_support, sizeof(im.sriov_net_support), "%s",
+    snprintf(im->virtualization_type, sizeof(im->virtualization_type), "hvm");
+    snprintf(im->boot_mode, sizeof(im->boot_mode), "%s", spec->boot_mode ? spec->boot_mode : "");
+    im->ena_support = spec->ena_support > 0;
+    snprintf(im->sriov_net_support, sizeof(im->sriov_net_support), "%s",
              spec->sriov_net_support ? spec->sriov_net_support : "");
-    snprintf(im.imds_support, sizeof(im.imds_support), "%s",
+    snprintf(im->imds_support, sizeof(im->imds_support), "%s",
              spec->imds_support ? spec->imds_support : "");
-    snprintf(im.tpm_support, sizeof(im.tpm_support), "%s",
+    snprintf(im->tpm_support, sizeof(im->tpm_support), "%s",
              spec->tpm_support ? spec->tpm_support : "");
-    im.creation_ms = core_now_ms(app);
-    snprintf(im.source_instance_id, sizeof(im.source_instance_id), "%s",
+    im->creation_ms = core_now_ms(app);
+    snprintf(im->source_instance_id, sizeof(im->source_instance_id), "%s",
              spec->source_instance_id ? spec->source_instance_id : "");
-    snprintf(im.source_image_id, sizeof(im.source_image_id), "%s",
+    snprintf(im->source_image_id, sizeof(im->source_image_id), "%s",
              spec->source_image_id ? spec->source_image_id : "");
-    snprintf(im.source_region, sizeof(im.source_region), "%s",
+    snprintf(im->source_region, sizeof(im->source_region), "%s",
              spec->source_region ? spec->source_region : "");
+    return 0;
+}
+
+int core_image_register(struct app *app, const struct core_caller *who,
+                        const struct core_image_spec *spec, char ret_id[32], struct err *e)
+{
+    struct db_image im;
+    int rc = image_fill(app, who, spec, &im, e);
+    if (rc < 0)
+        return rc;
     struct reg_ctx c = { who, spec, &im, e };
     rc = core_tx(app, register_tx, &c);
+    if (rc == 0)
+        snprintf(ret_id, 32, "%s", im.id);
+    return rc;
+}
+
+int core_image_register_in(struct app *app, struct db *db, const struct core_caller *who,
+                           const struct core_image_spec *spec, char ret_id[32], struct err *e)
+{
+    struct db_image im;
+    int rc = image_fill(app, who, spec, &im, e);
+    if (rc < 0)
+        return rc;
+    struct reg_ctx c = { who, spec, &im, e };
+    rc = register_tx(app, db, &c);
     if (rc == 0)
         snprintf(ret_id, 32, "%s", im.id);
     return rc;
@@ -457,6 +481,14 @@ struct change_ctx {
 
 enum { OP_PERMS, OP_RESET, OP_CANCEL, OP_SET, OP_DEPRECATE, OP_PROTECT, OP_DISABLE, OP_DEREGISTER };
 
+/* Sets *(bool *)ctx when a mapping's snapshot holds encrypted data. */
+static int encrypted_snapshot(void *vctx, const struct db_bdm *b)
+{
+    bool *found = vctx;
+    *found |= b->snapshot_id[0] && b->encrypted;
+    return 0;
+}
+
 static bool blocked_public(struct db *db, const struct core_caller *who)
 {
     char v[32];
@@ -496,6 +528,14 @@ static int change_tx(struct app *app, struct db *db, void *vctx)
                 return err_set(c->e, -EPERM, "OperationNotPermitted",
                                "Image block public access is enabled for this account and "
                                "region: the image cannot be made public");
+            bool enc = false;
+            if (strcmp(c->add[i], "all") == 0)
+                db_bdm_each(db, im.id, encrypted_snapshot, &enc);
+            if (enc)
+                return err_set(c->e, -EINVAL, "InvalidParameter",
+                               "Images with encrypted snapshots cannot be made public (image "
+                               "%s)",
+                               im.id);
             if (strcmp(im.state, "disabled") == 0)
                 return err_set(c->e, -EINVAL, "IncorrectState",
                                "The image %s is disabled and cannot be shared", im.id);
@@ -614,6 +654,7 @@ static int deregister(struct app *app, struct db *db, struct change_ctx *c, stru
     }
     if (c->who->dry_run)
         return core_dry_run(c->e);
+    bool was_pending = strcmp(im->state, "pending") == 0;
     snprintf(im->state, sizeof(im->state), "deregistered");
     im->deregistered_ms = now;
     int rc = db_image_update(db, im);
@@ -623,9 +664,10 @@ static int deregister(struct app *app, struct db *db, struct change_ctx *c, stru
         rc = db_tag_delete_all(db, im->region, im->id);
     if (rc < 0)
         return err_set(c->e, rc, "InternalError", "cannot deregister the image");
-    if (!c->flag1)
+    if (!c->flag1 && !was_pending)
         return 0;
-    /* The snapshots no other image still uses go with it. */
+    /* The snapshots no other image still uses go with it; without DeleteAssociatedSnapshots,
+     * only a pending image's unfinished copies (the copy is cancelled: its job stops). */
     struct snap_list l;
     l.n = 0;
     db_bdm_each(db, im->id, collect_snap, &l);
@@ -634,6 +676,13 @@ static int deregister(struct app *app, struct db *db, struct change_ctx *c, stru
         db_bdm_images_of_snapshot(db, l.v[i], count_image, &users);
         struct db_snapshot s;
         const char *code;
+        if (!c->flag1) {
+            if (users == 0 && db_snapshot_get(db, l.v[i], &s) == 0 &&
+                strcmp(s.state, "pending") == 0 && strcmp(s.source, "copy") == 0 &&
+                strcmp(s.owner, c->who->account_id) == 0 && db_snapshot_delete(db, s.id) == 0)
+                db_tag_delete_all(db, s.region, s.id);
+            continue;
+        }
         if (users > 0) {
             code = "skipped";
         } else if (db_snapshot_get(db, l.v[i], &s) < 0) {

@@ -398,6 +398,30 @@ static void locked_job(struct app *app, const char *arg, const char *state,
     pthread_mutex_unlock(&r->lock);
 }
 
+/* Readies the instance's volumes: fills those made from another encryption domain and opens
+ * each once, so that a key the owner may no longer use fails the start with EC2's reason. */
+static int volumes_ready(struct app *app, const struct db_instance *i, struct err *e)
+{
+    struct vol_list l = { .n = 0 };
+    core_instance_attachments(app, i->id, collect_att, &l);
+    for (size_t k = 0; k < l.n; k++) {
+        int rc = core_volume_fill(app, l.v[k].volume_id);
+        struct core_openvol *ov = NULL;
+        if (rc == 0)
+            rc = core_vol_get(app, i->region, l.v[k].volume_id, false, &ov);
+        core_vol_put(app, ov, false);
+        if (rc == -EACCES)
+            return err_set(e, rc, "Client.InvalidKMSKey.InvalidState",
+                           "Client.InvalidKMSKey.InvalidState: The KMS key provided is in an "
+                           "incorrect state");
+        if (rc < 0)
+            return err_set(e, rc, "Server.InternalError",
+                           "Server.InternalError: volume %s cannot be opened: %s", l.v[k].volume_id,
+                           strerror(-rc));
+    }
+    return 0;
+}
+
 static void do_launch(struct app *app, struct core_inst *r, struct db_instance *i, bool force)
 {
     (void)force;
@@ -406,7 +430,16 @@ static void do_launch(struct app *app, struct core_inst *r, struct db_instance *
     bool first = i->accel[0] == '\0';
     /* A QEMU already there was started just before a crash of the daemon. */
     qemu_attach(app, r);
-    int rc = r->vm ? 0 : qemu_start(app, r, i, &e);
+    int rc = r->vm ? 0 : volumes_ready(app, i, &e);
+    if (rc == -EACCES || (rc < 0 && !r->vm)) {
+        log_msg(LOG_WARN, "event=instance-start-failed instance=%s err=\"%s\"", i->id, e.msg);
+        if (!first)
+            set_state(app, i->id, "pending", "stopped", e.code, e.msg, e.code);
+        else if (set_state(app, i->id, "pending", "terminated", e.code, e.msg, e.code) == 0)
+            release_volumes(app, i);
+        return;
+    }
+    rc = r->vm ? 0 : qemu_start(app, r, i, &e);
     if (rc == 0) {
         /* A stop or terminate that came meanwhile finds the QEMU in its job. */
         set_state(app, i->id, "pending", "running", NULL, NULL, NULL);
@@ -743,10 +776,14 @@ static int merge_bdms(struct image_bdms *l, const struct core_run_spec *sp, stru
             snprintf(b->kind, sizeof(b->kind), "none");
             continue;
         }
-        if (o->encrypted)
-            return err_set(e, -EINVAL, "UnsupportedOperation",
-                           "Encrypted volumes need the key service, which this amid does not "
-                           "have yet");
+        if (o->kms_key_id[0] && !o->encrypted)
+            return err_set(e, -EINVAL, "InvalidParameterDependency",
+                           "The parameter KmsKeyId requires the parameter Encrypted to be set.");
+        if (o->encrypted) {
+            b->encrypted = true;
+            if (o->kms_key_id[0])
+                snprintf(b->kms_key_id, sizeof(b->kms_key_id), "%s", o->kms_key_id);
+        }
         if (o->snapshot_id[0])
             snprintf(b->snapshot_id, sizeof(b->snapshot_id), "%s", o->snapshot_id);
         if (o->size_gib)
@@ -771,6 +808,7 @@ struct run_ctx {
     bool replay; /* the token was recorded meanwhile: reservation_id is the first call's */
     const struct db_image *im;
     struct image_bdms *bdms;
+    const struct core_enc *encs; /* per mapping */
     const char *zone;
     char *reservation_id;
     char (*ids)[32];
@@ -856,6 +894,7 @@ static int run_tx(struct app *app, struct db *db, void *vctx)
             vs.snapshot_id = b->snapshot_id[0] ? b->snapshot_id : NULL;
             vs.tags = sp->volume_tags;
             vs.ntags = sp->nvolume_tags;
+            vs.enc = &c->encs[k];
             struct db_volume v;
             rc = core_volume_prepare(app, c->who, &vs, &v, c->e);
             if (rc == 0) {
@@ -1061,14 +1100,35 @@ int core_run_instances(struct app *app, const struct core_caller *who,
     size_t count = (size_t)(sp->max_count < room ? sp->max_count : room);
     if (count > max)
         count = max;
-    rand_id(reservation_id, 32, "r-", 17);
-    struct run_ctx c = { who,  sp,   digest,         kp.public_key, false, &im,
-                         bdms, zone, reservation_id, ret_ids,       count, e };
-    if (who->dry_run) {
+    /* Each volume's encryption, outside the transaction (the key service writes): the launching
+     * account must be able to use the key of every encrypted snapshot it launches from. */
+    struct core_enc *encs = calloc(bdms->n ? bdms->n : 1, sizeof(*encs));
+    if (!encs) {
         free(bdms);
-        return core_dry_run(e);
+        return err_set(e, -ENOMEM, "InternalError", "out of memory");
     }
-    rc = core_tx(app, run_tx, &c);
+    for (size_t k = 0; k < bdms->n && rc == 0; k++) {
+        const struct db_bdm *b = &bdms->v[k];
+        struct db_snapshot s;
+        struct core_dkey sdk;
+        if (strcmp(b->kind, "ebs") != 0)
+            continue;
+        bool from = b->snapshot_id[0] && core_snapshot_row(app, b->snapshot_id, &s) == 0;
+        if (from)
+            core_dkey_of_snapshot(&s, &sdk);
+        rc = core_enc_plan(app, who, b->encrypted, b->kms_key_id[0] ? b->kms_key_id : NULL,
+                           from ? &sdk : NULL, &encs[k], e);
+    }
+    rand_id(reservation_id, 32, "r-", 17);
+    struct run_ctx c = { who,  sp,   digest,         kp.public_key, false, &im, bdms,
+                         encs, zone, reservation_id, ret_ids,       count, e };
+    if (rc == 0 && who->dry_run)
+        rc = core_dry_run(e);
+    if (rc == 0)
+        rc = core_tx(app, run_tx, &c);
+    for (size_t k = 0; k < bdms->n; k++)
+        core_enc_wipe(&encs[k]);
+    free(encs);
     free(bdms);
     if (rc < 0)
         return rc;
@@ -1590,6 +1650,9 @@ static int snapshot_volumes(struct app *app, const struct core_caller *who,
         snprintf(snaps[got].description, sizeof(snaps[got].description), "%s",
                  description ? description : "");
         snprintf(snaps[got].source, sizeof(snaps[got].source), "volume");
+        struct core_dkey dk; /* a snapshot is in its volume's encryption domain */
+        core_dkey_of_volume(&v, &dk);
+        core_dkey_to_snapshot(&dk, &snaps[got]);
         ids[got] = snaps[got].id;
     }
     /* Rows first (pending), then the instant: a crash in between leaves pending rows whose

@@ -118,6 +118,72 @@ void core_job_submit(struct app *app, void (*fn)(struct app *app, const char *ar
                      const char *arg);
 /* The snapshot capture job and the start-up recovery of block storage (core_blockstore.c). */
 void core_job_capture(struct app *app, const char *snapshot_id);
+/* The job that completes pending copy `snapshot_id` (core_copy.c): moves the chunks of its
+ * source (snapshot parent_id in source_region) that the destination store lacks, verifying each,
+ * then saves its map and marks it completed (or error).  Idempotent and resumable: chunks already
+ * committed are not moved again.  Stops early when the row is deleted or no longer pending. */
+void core_job_copy(struct app *app, const char *snapshot_id);
+/* ---- encryption of volumes and snapshots (core_enc.c) ---- */
+
+/* A data key as a row keeps it: whether the data is encrypted, the KMS key's ARN and the data
+ * key wrapped by it. */
+struct core_dkey {
+    bool encrypted;
+    char key_arn[160];
+    uint8_t blob[DB_DATA_KEY_MAX];
+    size_t bloblen;
+};
+/* The chunk store's encryption domain of a data key's plaintext (id, data and key-id keys). */
+void core_store_key_derive(const uint8_t plain[32], struct store_key *k);
+/* A new data key under KMS key `key_arn` as `who` may use it; *sk (when non-NULL) its domain.
+ * EC2 errors: IncorrectState (key disabled or pending deletion), InvalidParameterValue. */
+int core_dkey_new(struct app *app, const struct core_caller *who, const char *key_arn,
+                  struct core_dkey *ret, struct store_key *sk, struct err *e);
+/* The domain of an existing data key, asking the key service as `who` (the account using the
+ * data, in the key's region).  Errors as core_dkey_new. */
+int core_dkey_open(struct app *app, const struct core_caller *who, const struct core_dkey *dk,
+                   struct store_key *sk, struct err *e);
+/* core_dkey_open for encrypted data: *ret = sk, or NULL for clear data (nothing to open). */
+int core_dkey_key(struct app *app, const struct core_caller *who, const struct core_dkey *dk,
+                  struct store_key *sk, const struct store_key **ret, struct err *e);
+void core_dkey_of_volume(const struct db_volume *v, struct core_dkey *ret);
+void core_dkey_of_snapshot(const struct db_snapshot *s, struct core_dkey *ret);
+void core_dkey_to_volume(const struct core_dkey *dk, struct db_volume *v);
+void core_dkey_to_snapshot(const struct core_dkey *dk, struct db_snapshot *s);
+
+/* How new data (a volume, a snapshot copy) is to be encrypted. */
+struct core_enc {
+    struct core_dkey dk;  /* dk.encrypted false: clear */
+    struct store_key key; /* dk's domain, when encrypted (wipe with core_enc_wipe) */
+    bool transcode;       /* the source's data must be re-encoded into dk's domain */
+};
+/* Decides the encryption of new data made by `who` from `src` (NULL: none) with EC2's rules:
+ * encrypted when asked, when the source is, or when EBS encryption by default is on; under
+ * KmsKeyId, else the source's key (same region), else the account's default key.  The same KMS
+ * key as the source keeps the source's data key (no re-encoding); any other gets a new one.
+ * Calls the key service (which may write): never inside a transaction. */
+int core_enc_plan(struct app *app, const struct core_caller *who, bool encrypted,
+                  const char *kms_key_id, const struct core_dkey *src, struct core_enc *ret,
+                  struct err *e);
+void core_enc_wipe(struct core_enc *enc);
+/* core_enc_plan for a copy by `who` of snapshot `src` from `source_region`: an encrypted source
+ * must be readable by the caller (its key usable by it in the source region), and a copy to
+ * another region is re-encoded under a key of the destination. */
+int core_copy_enc_plan(struct app *app, const struct core_caller *who, const char *source_region,
+                       const struct db_snapshot *src, bool encrypted, const char *kms_key_id,
+                       struct core_enc *ret, struct err *e);
+
+/* Fills a volume whose base is its own map (made from a snapshot of another encryption domain):
+ * re-encodes the snapshot's chunks into the volume's domain and saves the map under the
+ * volume's id.  Idempotent (0 at once when the map exists); -EACCES when a key is refused. */
+int core_volume_fill(struct app *app, const char *volume_id);
+/* The job for a "creating" volume: core_volume_fill, then "available" (or "error"). */
+void core_job_fill_volume(struct app *app, const char *volume_id);
+/* A snapshot's row by id, whoever owns it (internal lookups; no access check). */
+int core_snapshot_row(struct app *app, const char *id, struct db_snapshot *ret);
+/* core_image_register inside the caller's transaction on `db`. */
+int core_image_register_in(struct app *app, struct db *db, const struct core_caller *who,
+                           const struct core_image_spec *spec, char ret_id[32], struct err *e);
 int core_blockstore_recover(struct app *app);
 /* A snapshot's map, from the cache or its file; the caller drops it with vol_map_unref. */
 int core_map_get(struct app *app, const char *region, const char *snapshot_id,

@@ -4,6 +4,7 @@
  * job workers, and the block devices the NBD server serves.
  */
 #include "core/core_int.h"
+#include "crypto/crypto.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -47,6 +48,35 @@ int core_region_storage(struct app *app, const char *region, struct store **ret_
     return rc;
 }
 
+/* The encryption domain of data owned by `owner` in `region` with data key `dk` (NULL *ret for
+ * clear data), opened as the owner; -EACCES when the key service refuses. */
+static int data_key(struct app *app, const char *owner, const char *region,
+                    const struct core_dkey *dk, struct store_key *key, const struct store_key **ret)
+{
+    struct core_caller who = { owner, region, false };
+    struct err e = { 0 };
+    int rc = core_dkey_key(app, &who, dk, key, ret, &e);
+    if (rc < 0)
+        log_msg(LOG_WARN, "event=data-key-refused region=%s owner=%s code=%s", region, owner,
+                e.code);
+    return rc < 0 ? -EACCES : 0;
+}
+
+/* The domain of volume `id`'s chunks (NULL *ret for a clear volume). */
+static int volume_key(struct app *app, const char *id, struct store_key *key,
+                      const struct store_key **ret)
+{
+    struct db *db = core_db_get(app);
+    struct db_volume v;
+    int rc = db_volume_get(db, id, &v);
+    core_db_put(app, db);
+    if (rc < 0)
+        return rc;
+    struct core_dkey dk;
+    core_dkey_of_volume(&v, &dk);
+    return data_key(app, v.owner, v.region, &dk, key, ret);
+}
+
 int core_vol_get(struct app *app, const char *region, const char *id, bool writer,
                  struct core_openvol **ret)
 {
@@ -54,6 +84,10 @@ int core_vol_get(struct app *app, const char *region, const char *id, bool write
     int rc = core_region_storage(app, region, NULL, &vr);
     if (rc < 0)
         return rc;
+    struct store_key key;
+    const struct store_key *kp = NULL;
+    bool have_key = false;
+again:
     pthread_mutex_lock(&app->rt_lock);
     struct core_openvol *ov;
     /* A writer that just left may still be flushing: give its slot a few seconds to free up
@@ -72,13 +106,24 @@ int core_vol_get(struct app *app, const char *region, const char *id, bool write
             return -EBUSY;
         }
     }
+    if (!ov && !have_key) {
+        /* Not open yet: its key first, without the lock (the key service reads the database). */
+        pthread_mutex_unlock(&app->rt_lock);
+        rc = volume_key(app, id, &key, &kp);
+        if (rc < 0)
+            return rc;
+        have_key = true;
+        goto again;
+    }
     if (!ov) {
         ov = calloc(1, sizeof(*ov));
         if (!ov) {
             pthread_mutex_unlock(&app->rt_lock);
+            crypto_wipe(&key, sizeof(key));
             return -ENOMEM;
         }
-        rc = vol_open(vr, id, NULL, &ov->v);
+        rc = vol_open(vr, id, kp, &ov->v);
+        crypto_wipe(&key, sizeof(key));
         if (rc < 0) {
             free(ov);
             pthread_mutex_unlock(&app->rt_lock);
@@ -89,6 +134,7 @@ int core_vol_get(struct app *app, const char *region, const char *id, bool write
         ov->next = app->openvols;
         app->openvols = ov;
     }
+    crypto_wipe(&key, sizeof(key));
     ov->refs++;
     if (writer)
         ov->writer = true;
@@ -311,9 +357,16 @@ int core_bdev_open(struct app *app, const char *name, bool probe, struct core_bd
             b->bd = vol_blockdev(b->ov->v);
     } else {
         struct vol_region *vr;
+        struct core_dkey dk;
+        struct store_key key;
+        const struct store_key *kp = NULL;
+        core_dkey_of_snapshot(&s, &dk);
         rc = core_region_storage(app, s.region, NULL, &vr);
         if (rc == 0)
-            rc = vol_snapshot_open(vr, s.id, (uint64_t)s.volume_size_gib << 30, NULL, &b->bd);
+            rc = data_key(app, s.owner, s.region, &dk, &key, &kp);
+        if (rc == 0)
+            rc = vol_snapshot_open(vr, s.id, (uint64_t)s.volume_size_gib << 30, kp, &b->bd);
+        crypto_wipe(&key, sizeof(key));
     }
     if (rc < 0) {
         free(b);

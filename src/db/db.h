@@ -129,6 +129,9 @@ int db_tag_each_owned(struct db *db, const char *region, const char *owner,
 
 /* ---- volumes ---- */
 
+/* The largest wrapped data key a volume or snapshot row keeps (a KMS ciphertext blob). */
+#define DB_DATA_KEY_MAX 256
+
 struct db_volume {
     char id[32];
     char region[32];
@@ -145,6 +148,8 @@ struct db_volume {
     char kms_key_id[160];
     bool multi_attach;
     int64_t init_rate;
+    uint8_t data_key[DB_DATA_KEY_MAX]; /* encrypted: the wrapped data key of its chunks */
+    size_t data_key_len;
 };
 
 int db_volume_insert(struct db *db, const struct db_volume *v);
@@ -181,8 +186,11 @@ struct db_snapshot {
     int64_t blocks;
     uint8_t linear[32];
     bool has_linear;
-    int64_t expiry_ms;   /* ebs: a pending upload idle past this is cancelled */
-    int64_t timeout_min; /* ebs: the idle timeout StartSnapshot asked for */
+    int64_t expiry_ms;                 /* ebs: a pending upload idle past this is cancelled */
+    int64_t timeout_min;               /* ebs: the idle timeout StartSnapshot asked for */
+    char source_region[32];            /* copy: the region of parent_id */
+    uint8_t data_key[DB_DATA_KEY_MAX]; /* encrypted: the wrapped data key of its chunks */
+    size_t data_key_len;
 };
 
 int db_snapshot_insert(struct db *db, const struct db_snapshot *s);
@@ -415,5 +423,100 @@ int db_attachment_of_volume(struct db *db, const char *volume_id, struct db_atta
 /* An instance's attachments in boot order then device name. */
 int db_attachment_each(struct db *db, const char *instance_id,
                        int (*fn)(void *ctx, const struct db_attachment *a), void *ctx);
+
+/* ---- keys (KMS) ---- */
+
+#define DB_KMS_MATERIAL_MAX    64   /* wrapped key material: 32 bytes plus the AEAD overhead */
+#define DB_KMS_DESCRIPTION_MAX 8192 /* bytes */
+#define DB_KMS_CONSTRAINTS_MAX 8192 /* bytes of a grant's constraints (JSON text) */
+
+struct db_kms_key {
+    char id[40]; /* a UUID */
+    char region[32];
+    char owner[16];
+    char description[DB_KMS_DESCRIPTION_MAX + 1];
+    char key_usage[24]; /* ENCRYPT_DECRYPT */
+    char key_spec[24];  /* SYMMETRIC_DEFAULT */
+    char origin[24];    /* AWS_KMS */
+    char manager[16];   /* CUSTOMER or AWS */
+    char state[24];     /* Enabled, Disabled, PendingDeletion */
+    int64_t create_ms;
+    int64_t deletion_ms;                   /* PendingDeletion: when the key goes; 0 otherwise */
+    int64_t pending_days;                  /* PendingDeletion: the window asked for */
+    uint8_t material[DB_KMS_MATERIAL_MAX]; /* the key material, sealed by core */
+    size_t material_len;
+};
+
+/* Inserts a key with its key policy (JSON text). */
+int db_kms_key_insert(struct db *db, const struct db_kms_key *k, const char *policy);
+int db_kms_key_get(struct db *db, const char *id, struct db_kms_key *ret);
+/* Rewrites the mutable columns of key k->id: description, state, deletion_ms, pending_days. */
+int db_kms_key_update(struct db *db, const struct db_kms_key *k);
+/* Number of keys an owner has in a region. */
+int db_kms_key_count(struct db *db, const char *region, const char *owner);
+/* An owner's keys in a region with ids greater than `after` (all when NULL), in id order; stops
+ * early and returns fn's value when non-zero. */
+int db_kms_key_each(struct db *db, const char *region, const char *owner, const char *after,
+                    int (*fn)(void *ctx, const struct db_kms_key *k), void *ctx);
+/* Deletes every key whose deletion date is at or before `now_ms`, with its aliases, grants and
+ * tags.  Returns the number of keys deleted. */
+int db_kms_key_purge(struct db *db, int64_t now_ms);
+/* A key's policy as a new string (caller frees); -ENOENT. */
+int db_kms_policy_get(struct db *db, const char *key_id, char **ret);
+int db_kms_policy_set(struct db *db, const char *key_id, const char *policy);
+
+struct db_kms_alias {
+    char region[32];
+    char owner[16];
+    char name[264]; /* "alias/..." */
+    char key_id[40];
+    int64_t create_ms;
+    int64_t update_ms;
+};
+
+int db_kms_alias_insert(struct db *db, const struct db_kms_alias *a);
+int db_kms_alias_get(struct db *db, const char *region, const char *owner, const char *name,
+                     struct db_kms_alias *ret);
+/* Points an alias at another key; -ENOENT when the alias does not exist. */
+int db_kms_alias_retarget(struct db *db, const char *region, const char *owner, const char *name,
+                          const char *key_id, int64_t now_ms);
+int db_kms_alias_delete(struct db *db, const char *region, const char *owner, const char *name);
+/* An owner's aliases in a region (only those of key `key_id` when non-NULL) with names greater
+ * than `after` (all when NULL), in name order; stops early as db_kms_key_each. */
+int db_kms_alias_each(struct db *db, const char *region, const char *owner, const char *key_id,
+                      const char *after, int (*fn)(void *ctx, const struct db_kms_alias *a),
+                      void *ctx);
+
+struct db_kms_grant {
+    char id[72]; /* 64 hex digits */
+    char key_id[40];
+    char name[264];
+    char issuer[16];      /* the account that created the grant */
+    char grantee[264];    /* principal: account id or arn:aws:iam::ACCOUNT:root */
+    char retiring[264];   /* "" when none */
+    char operations[512]; /* comma-separated GrantOperation names */
+    char constraints[DB_KMS_CONSTRAINTS_MAX + 1]; /* JSON text, "" when none */
+    int64_t create_ms;
+};
+
+int db_kms_grant_insert(struct db *db, const struct db_kms_grant *g);
+int db_kms_grant_get(struct db *db, const char *id, struct db_kms_grant *ret);
+int db_kms_grant_delete(struct db *db, const char *id);
+/* Number of grants on a key (for one grantee when `grantee` is non-NULL). */
+int db_kms_grant_count(struct db *db, const char *key_id, const char *grantee);
+/* A key's grants with ids greater than `after` (all when NULL), in id order; stops early as
+ * db_kms_key_each. */
+int db_kms_grant_each(struct db *db, const char *key_id, const char *after,
+                      int (*fn)(void *ctx, const struct db_kms_grant *g), void *ctx);
+
+/* A key's tags. */
+int db_kms_tag_put(struct db *db, const char *key_id, const char *key, const char *value);
+/* Returns the number of rows deleted (0 or 1). */
+int db_kms_tag_delete(struct db *db, const char *key_id, const char *key);
+int db_kms_tag_count(struct db *db, const char *key_id);
+/* A key's tags with tag keys greater than `after` (all when NULL), in key order; stops early as
+ * db_kms_key_each. */
+int db_kms_tag_each(struct db *db, const char *key_id, const char *after,
+                    int (*fn)(void *ctx, const char *key, const char *value), void *ctx);
 
 #endif

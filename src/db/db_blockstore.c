@@ -39,7 +39,7 @@ static int step_one(struct db *db, sqlite3_stmt *st)
 
 #define VOLUME_COLS                                                                              \
     "id, region, owner, zone, size_gib, type, iops, throughput, snapshot_id, state, create_ms, " \
-    "encrypted, kms_key_id, multi_attach, init_rate"
+    "encrypted, kms_key_id, multi_attach, init_rate, data_key"
 
 static void volume_bind(sqlite3_stmt *st, const struct db_volume *v)
 {
@@ -58,6 +58,10 @@ static void volume_bind(sqlite3_stmt *st, const struct db_volume *v)
     BIND_TEXT(st, 13, v->kms_key_id);
     sqlite3_bind_int(st, 14, v->multi_attach);
     sqlite3_bind_int64(st, 15, v->init_rate);
+    if (v->data_key_len)
+        sqlite3_bind_blob(st, 16, v->data_key, (int)v->data_key_len, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 16);
 }
 
 static void volume_row(sqlite3_stmt *st, struct db_volume *v)
@@ -77,12 +81,13 @@ static void volume_row(sqlite3_stmt *st, struct db_volume *v)
     db_copy_text(st, 12, v->kms_key_id, sizeof(v->kms_key_id));
     v->multi_attach = sqlite3_column_int(st, 13) != 0;
     v->init_rate = sqlite3_column_int64(st, 14);
+    db_copy_blob(st, 15, v->data_key, sizeof(v->data_key), &v->data_key_len);
 }
 
 int db_volume_insert(struct db *db, const struct db_volume *v)
 {
     sqlite3_stmt *st = db_stmt(db, "INSERT INTO volumes (" VOLUME_COLS ") VALUES (?1, ?2, ?3, "
-                                   "?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)");
+                                   "?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)");
     if (!st)
         return -EIO;
     volume_bind(st, v);
@@ -95,7 +100,7 @@ int db_volume_update(struct db *db, const struct db_volume *v)
                                    "size_gib = ?5, type = ?6, iops = ?7, throughput = ?8, "
                                    "snapshot_id = ?9, state = ?10, create_ms = ?11, "
                                    "encrypted = ?12, kms_key_id = ?13, multi_attach = ?14, "
-                                   "init_rate = ?15 WHERE id = ?1");
+                                   "init_rate = ?15, data_key = ?16 WHERE id = ?1");
     if (!st)
         return -EIO;
     volume_bind(st, v);
@@ -153,7 +158,7 @@ int db_volume_count_from(struct db *db, const char *snapshot_id)
 #define SNAPSHOT_COLS                                                                           \
     "id, region, owner, volume_id, volume_size_gib, state, state_message, progress, start_ms, " \
     "complete_ms, description, encrypted, kms_key_id, source, parent_id, full_bytes, "          \
-    "stored_bytes, blocks, linear, expiry_ms, timeout_min"
+    "stored_bytes, blocks, linear, expiry_ms, timeout_min, source_region, data_key"
 
 static void snapshot_bind(sqlite3_stmt *st, const struct db_snapshot *s)
 {
@@ -181,6 +186,11 @@ static void snapshot_bind(sqlite3_stmt *st, const struct db_snapshot *s)
         sqlite3_bind_null(st, 19);
     sqlite3_bind_int64(st, 20, s->expiry_ms);
     sqlite3_bind_int64(st, 21, s->timeout_min);
+    BIND_TEXT(st, 22, s->source_region);
+    if (s->data_key_len)
+        sqlite3_bind_blob(st, 23, s->data_key, (int)s->data_key_len, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 23);
 }
 
 static void snapshot_row(sqlite3_stmt *st, struct db_snapshot *s)
@@ -208,13 +218,15 @@ static void snapshot_row(sqlite3_stmt *st, struct db_snapshot *s)
         memcpy(s->linear, sqlite3_column_blob(st, 18), 32);
     s->expiry_ms = sqlite3_column_int64(st, 19);
     s->timeout_min = sqlite3_column_int64(st, 20);
+    db_copy_text(st, 21, s->source_region, sizeof(s->source_region));
+    db_copy_blob(st, 22, s->data_key, sizeof(s->data_key), &s->data_key_len);
 }
 
 int db_snapshot_insert(struct db *db, const struct db_snapshot *s)
 {
     sqlite3_stmt *st = db_stmt(db, "INSERT INTO snapshots (" SNAPSHOT_COLS ") VALUES (?1, ?2, "
                                    "?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, "
-                                   "?16, ?17, ?18, ?19, ?20, ?21)");
+                                   "?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)");
     if (!st)
         return -EIO;
     snapshot_bind(st, s);
@@ -229,7 +241,7 @@ int db_snapshot_update(struct db *db, const struct db_snapshot *s)
                     "start_ms = ?9, complete_ms = ?10, description = ?11, encrypted = ?12, "
                     "kms_key_id = ?13, source = ?14, parent_id = ?15, full_bytes = ?16, "
                     "stored_bytes = ?17, blocks = ?18, linear = ?19, expiry_ms = ?20, "
-                    "timeout_min = ?21 WHERE id = ?1");
+                    "timeout_min = ?21, source_region = ?22, data_key = ?23 WHERE id = ?1");
     if (!st)
         return -EIO;
     snapshot_bind(st, s);

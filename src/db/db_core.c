@@ -125,6 +125,34 @@ static const char *const migrations[] = {
     /* 5: the key pair's public key as it was at launch (deleting the pair later changes nothing
      * for the instance, as on EC2). */
     "ALTER TABLE instances ADD COLUMN public_key TEXT NOT NULL DEFAULT '';",
+    /* 6: keys (KMS) — customer and AWS-managed keys with their wrapped material and key policy,
+     * aliases, grants and key tags. */
+    "CREATE TABLE kms_keys (id TEXT PRIMARY KEY, region TEXT NOT NULL, owner TEXT NOT NULL,"
+    "  description TEXT NOT NULL DEFAULT '', key_usage TEXT NOT NULL, key_spec TEXT NOT NULL,"
+    "  origin TEXT NOT NULL, manager TEXT NOT NULL, state TEXT NOT NULL,"
+    "  create_ms INTEGER NOT NULL, deletion_ms INTEGER NOT NULL DEFAULT 0,"
+    "  pending_days INTEGER NOT NULL DEFAULT 0, material BLOB NOT NULL,"
+    "  policy TEXT NOT NULL) STRICT;"
+    "CREATE INDEX kms_keys_owner ON kms_keys(region, owner, id);"
+    "CREATE INDEX kms_keys_deletion ON kms_keys(deletion_ms) WHERE state = 'PendingDeletion';"
+    "CREATE TABLE kms_aliases (region TEXT NOT NULL, owner TEXT NOT NULL, name TEXT NOT NULL,"
+    "  key_id TEXT NOT NULL REFERENCES kms_keys(id) ON DELETE CASCADE,"
+    "  create_ms INTEGER NOT NULL, update_ms INTEGER NOT NULL,"
+    "  PRIMARY KEY (region, owner, name)) STRICT;"
+    "CREATE INDEX kms_aliases_key ON kms_aliases(key_id);"
+    "CREATE TABLE kms_grants (id TEXT PRIMARY KEY,"
+    "  key_id TEXT NOT NULL REFERENCES kms_keys(id) ON DELETE CASCADE,"
+    "  name TEXT NOT NULL DEFAULT '', issuer TEXT NOT NULL, grantee TEXT NOT NULL,"
+    "  retiring TEXT NOT NULL DEFAULT '', operations TEXT NOT NULL,"
+    "  constraints TEXT NOT NULL DEFAULT '', create_ms INTEGER NOT NULL) STRICT;"
+    "CREATE INDEX kms_grants_key ON kms_grants(key_id, create_ms, id);"
+    "CREATE TABLE kms_tags (key_id TEXT NOT NULL REFERENCES kms_keys(id) ON DELETE CASCADE,"
+    "  key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (key_id, key)) STRICT;",
+    /* 7: copies between regions (where a copy's source lives) and encrypted data (the wrapped
+     * data key of an encrypted volume or snapshot: its chunks' encryption domain). */
+    "ALTER TABLE snapshots ADD COLUMN source_region TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE snapshots ADD COLUMN data_key BLOB;"
+    "ALTER TABLE volumes ADD COLUMN data_key BLOB;",
 };
 
 int db_schema_version(void)
@@ -188,6 +216,15 @@ void db_copy_text(sqlite3_stmt *st, int col, char *out, size_t outlen)
 {
     const unsigned char *t = sqlite3_column_text(st, col);
     snprintf(out, outlen, "%s", t ? (const char *)t : "");
+}
+
+void db_copy_blob(sqlite3_stmt *st, int col, uint8_t *out, size_t cap, size_t *len)
+{
+    const void *b = sqlite3_column_blob(st, col);
+    size_t n = (size_t)sqlite3_column_bytes(st, col);
+    *len = b && n <= cap ? n : 0;
+    if (*len)
+        memcpy(out, b, n);
 }
 
 int db_step_done(sqlite3_stmt *st)

@@ -30,6 +30,8 @@ sqlite3_stmt *db_stmt(struct db *db, const char *sql);
 int db_exec(struct db *db, const char *sql);
 /* Copies a text column, NUL-terminated and truncated to `outlen`. */
 void db_copy_text(sqlite3_stmt *st, int col, char *out, size_t outlen);
+/* Copies a BLOB column into out[cap] and its length into *len (0 for NULL or one too long). */
+void db_copy_blob(sqlite3_stmt *st, int col, uint8_t *out, size_t cap, size_t *len);
 /* Steps a statement that returns no rows and resets it; returns 0 or a negative errno. */
 int db_step_done(sqlite3_stmt *st);
 

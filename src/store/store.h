@@ -3,7 +3,7 @@
  * at most STORE_CHUNK_SIZE bytes, written durably, behind a backend table so that an object store
  * (S3, RADOS) can stand where local files stand today.
  *
- * A chunk's id is SHA-256 of its plaintext, or, in an encryption domain, HMAC-SHA256 of it under
+ * A chunk's id is SHA-256 of its plaintext, or, in an encryption domain, HMAC-SHA256 of that under
  * the domain's id key — so equal data under different keys never shares a chunk and equality never
  * leaks across keys.  All-zero blocks are never stored (callers map them to "zero").
  *
@@ -64,8 +64,11 @@ void store_close(struct store *s);
 
 /* ---- ids ---- */
 
-/* The id of `n` bytes of plaintext: SHA-256, or HMAC-SHA256 under key->id_key when `key`. */
+/* The id of `n` bytes of plaintext: their SHA-256, or, when `key`, HMAC-SHA256 of that SHA-256
+ * under key->id_key (keyed: equal data has unrelated ids under different keys). */
 void store_chunk_id(const struct store_key *key, const void *data, size_t n, struct chunk_id *ret);
+/* The same id from the plaintext's SHA-256 when the caller already has it (no second pass). */
+void store_chunk_id_of(const struct store_key *key, const uint8_t sha256[32], struct chunk_id *ret);
 /* Whether `n` bytes are all zero (fast: word at a time). */
 bool store_is_zero(const void *data, size_t n);
 /* Lower-case hex of an id into out[65]; parsing back returns 0 or -EINVAL. */

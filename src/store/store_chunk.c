@@ -24,12 +24,21 @@ static const uint8_t zero_page[4096];
 
 /* ---- ids ---- */
 
+void store_chunk_id_of(const struct store_key *key, const uint8_t sha256[32], struct chunk_id *ret)
+{
+    uint8_t h[32];
+    memcpy(h, sha256, sizeof(h));
+    if (key)
+        crypto_hmac_sha256(key->id_key, sizeof(key->id_key), h, sizeof(h), ret->b);
+    else
+        memcpy(ret->b, h, sizeof(h));
+}
+
 void store_chunk_id(const struct store_key *key, const void *data, size_t n, struct chunk_id *ret)
 {
-    if (key)
-        crypto_hmac_sha256(key->id_key, sizeof(key->id_key), data, n, ret->b);
-    else
-        crypto_sha256(data, n, ret->b);
+    uint8_t h[32];
+    crypto_sha256(data, n, h);
+    store_chunk_id_of(key, h, ret);
 }
 
 bool store_is_zero(const void *data, size_t n)
