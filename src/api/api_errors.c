@@ -25,9 +25,10 @@ static const struct code_status query_table[] = {
 };
 
 static const struct code_status json_table[] = {
-    { "KMSInternalException", 500 },    { "InternalFailure", 500 },
-    { "InternalServerException", 500 }, { "DependencyTimeoutException", 503 },
-    { "ServiceUnavailable", 503 },      { "RequestEntityTooLarge", 413 },
+    { "KMSInternalException", 500 },     { "InternalFailure", 500 },
+    { "InternalServerException", 500 },  { "DependencyTimeoutException", 503 },
+    { "ServiceUnavailable", 503 },       { "RequestEntityTooLarge", 413 },
+    { "DryRunOperationException", 412 },
 };
 
 static const struct code_status rest_table[] = {

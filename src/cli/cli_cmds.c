@@ -82,8 +82,8 @@ int cmd_init(int argc, char **argv)
         { "listen", required_argument, NULL, 'l' }, { "format", required_argument, NULL, 'f' },
         { "help", no_argument, NULL, 'h' },         { NULL, 0, NULL, 0 },
     };
-    const char *usage = "--data DIR [--regions us-east-1,us-west-2] [--listen HOST:PORT] "
-                        "[--format env|json]";
+    const char *usage = "--data DIR [--regions us-east-1,us-west-2[=/STORE/DIR],...] "
+                        "[--listen HOST:PORT] [--format env|json]";
     const char *data = NULL, *regions = CORE_DEFAULT_REGIONS, *listen = CORE_DEFAULT_LISTEN;
     int fmt = FMT_ENV, c;
     while ((c = getopt_long(argc, argv, "d:r:l:f:h", opts, NULL)) != -1) {

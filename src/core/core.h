@@ -47,7 +47,8 @@ void core_creds_wipe(struct core_creds *c);
 
 /* Creates data directory `dir` (which must be absent or empty): the master key (mode 0600), the
  * database, the regions in `regions_csv` (each with zones a, b and c and a chunk store directory
- * under DIR/regions/), the endpoint setting from `listen`, and a first account named "default"
+ * under DIR/regions/, or, written NAME=/ABSOLUTE/DIR, in that directory, which must be absent or
+ * empty: another disk), the endpoint setting from `listen`, and a first account named "default"
  * with one access key, returned in *ret.  On failure nothing usable is left behind and `e` says
  * why. */
 int core_datadir_init(const char *dir, const char *regions_csv, const char *listen,

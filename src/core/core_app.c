@@ -10,6 +10,7 @@
  */
 #include "core/core_int.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -98,6 +99,7 @@ static void zone_prefix(const char *region, char *out, size_t outlen)
 struct init_ctx {
     const char *dir;
     char regions[CORE_MAX_REGIONS][32];
+    char stores[CORE_MAX_REGIONS][1024]; /* an absolute directory, or "" for DIR/regions/NAME */
     size_t nregions;
     const char *listen;
     struct core_creds *creds;
@@ -111,7 +113,10 @@ static int init_tx(struct app *app, struct db *db, void *vctx)
     for (size_t i = 0; i < c->nregions; i++) {
         struct db_region r;
         snprintf(r.name, sizeof(r.name), "%s", c->regions[i]);
-        snprintf(r.store_path, sizeof(r.store_path), "regions/%s", c->regions[i]);
+        if (c->stores[i][0])
+            snprintf(r.store_path, sizeof(r.store_path), "%s", c->stores[i]);
+        else
+            snprintf(r.store_path, sizeof(r.store_path), "regions/%s", c->regions[i]);
         rc = db_region_insert(db, &r);
         if (rc < 0)
             return err_set(c->e, rc, "InternalError", "cannot record region %s", r.name);
@@ -162,14 +167,44 @@ static bool dir_is_empty_or_absent(const char *dir)
     return access(probe, F_OK) != 0;
 }
 
+/* Whether a region's store directory is absent or empty (never another store's). */
+static bool store_dir_empty(const char *path)
+{
+    DIR *d = opendir(path);
+    if (!d)
+        return errno == ENOENT;
+    struct dirent *de;
+    bool empty = true;
+    while (empty && (de = readdir(d)))
+        empty = strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0;
+    closedir(d);
+    return empty;
+}
+
 int core_datadir_init(const char *dir, const char *regions_csv, const char *listen,
                       struct core_creds *ret, struct err *e)
 {
-    struct init_ctx c = { .dir = dir, .listen = listen, .creds = ret, .e = e };
-    char tmp[512];
+    static struct init_ctx c; /* large (a path per region); init runs once per process */
+    memset(&c, 0, sizeof(c));
+    c.dir = dir;
+    c.listen = listen;
+    c.creds = ret;
+    c.e = e;
+    char tmp[4096];
     snprintf(tmp, sizeof(tmp), "%s", regions_csv);
     char *save = NULL;
     for (char *t = strtok_r(tmp, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        /* NAME or NAME=/absolute/directory: the region's chunk store elsewhere (another disk). */
+        char *store = strchr(t, '=');
+        if (store) {
+            *store++ = '\0';
+            if (store[0] != '/' || strlen(store) >= sizeof(c.stores[0]))
+                return err_set(e, -EINVAL, "InvalidParameterValue",
+                               "the store of region %s must be an absolute path", t);
+            if (!store_dir_empty(store))
+                return err_set(e, -EEXIST, "InvalidParameterValue",
+                               "the store directory %s is not empty", store);
+        }
         if (!region_name_valid(t))
             return err_set(e, -EINVAL, "InvalidParameterValue",
                            "invalid region name '%s' (expected a name like us-east-1)", t);
@@ -179,6 +214,7 @@ int core_datadir_init(const char *dir, const char *regions_csv, const char *list
         if (c.nregions == CORE_MAX_REGIONS)
             return err_set(e, -EINVAL, "InvalidParameterValue", "at most %d regions",
                            CORE_MAX_REGIONS);
+        snprintf(c.stores[c.nregions], sizeof(c.stores[0]), "%s", store ? store : "");
         snprintf(c.regions[c.nregions++], 32, "%s", t);
     }
     if (c.nregions == 0)
@@ -191,7 +227,10 @@ int core_datadir_init(const char *dir, const char *regions_csv, const char *list
         return err_set(e, rc, "InternalError", "cannot create %s: %s", dir, strerror(-rc));
     char path[PATH_MAX];
     for (size_t i = 0; i < c.nregions; i++) {
-        snprintf(path, sizeof(path), "%s/regions/%s", dir, c.regions[i]);
+        if (c.stores[i][0])
+            snprintf(path, sizeof(path), "%s", c.stores[i]);
+        else
+            snprintf(path, sizeof(path), "%s/regions/%s", dir, c.regions[i]);
         rc = mkdir_p(path, 0700);
         if (rc < 0)
             return err_set(e, rc, "InternalError", "cannot create %s: %s", path, strerror(-rc));

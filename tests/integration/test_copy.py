@@ -358,3 +358,48 @@ def test_copied_catalogue_image_launches_in_the_destination_region(rg):
         rg.dst.terminate_instances(InstanceIds=[iid], Force=True)
         rg.dst.get_waiter('instance_terminated').wait(
             InstanceIds=[iid], WaiterConfig={'Delay': 1, 'MaxAttempts': 120})
+
+
+def test_a_region_store_on_another_directory(tmpdir_amid):
+    """`amid init --regions us-east-1,us-west-2=/other/disk`: the region's chunks live there."""
+    import json
+    import shutil
+    from conftest import Creds, Daemon, run_amid
+    from storage_helpers import linear, sha
+    data = os.path.join(tmpdir_amid, 'data')
+    west_store = os.path.join(tmpdir_amid, 'disk2', 'west')
+    p = run_amid('init', '--data', data, '--regions', 'us-east-1,us-west-2=' + west_store,
+                 '--format', 'json')
+    creds = Creds(json.loads(p.stdout))
+    # A relative store path, or one that holds files already, is refused.
+    bad = run_amid('init', '--data', os.path.join(tmpdir_amid, 'd2'), '--regions',
+                   'us-east-1,us-west-2=relative/dir', check=False)
+    assert bad.returncode != 0 and 'absolute' in bad.stderr
+    used = os.path.join(tmpdir_amid, 'used')
+    os.makedirs(used)
+    open(os.path.join(used, 'something'), 'w').close()
+    bad = run_amid('init', '--data', os.path.join(tmpdir_amid, 'd3'), '--regions',
+                   'us-east-1=' + used, check=False)
+    assert bad.returncode != 0 and 'not empty' in bad.stderr
+    d = Daemon(data).start()
+    try:
+        east, west = d.client('ec2', creds), d.client('ec2', creds, 'us-west-2')
+        ebs = d.client('ebs', creds)
+        blocks = blocks_of(21, 3)
+        sid = ebs.start_snapshot(VolumeSize=1, Timeout=60)['SnapshotId']
+        for i, blk in blocks.items():
+            ebs.put_snapshot_block(SnapshotId=sid, BlockIndex=i, BlockData=blk, DataLength=BLOCK,
+                                   Checksum=sha(blk), ChecksumAlgorithm='SHA256')
+        ebs.complete_snapshot(SnapshotId=sid, ChangedBlocksCount=3, Checksum=linear(blocks),
+                              ChecksumAlgorithm='SHA256', ChecksumAggregationMethod='LINEAR')
+        new = west.copy_snapshot(SourceRegion=SRC, SourceSnapshotId=sid)['SnapshotId']
+        west.get_waiter('snapshot_completed').wait(SnapshotIds=[new],
+                                                   WaiterConfig={'Delay': 1, 'MaxAttempts': 60})
+        chunks = [f for _, _, fs in os.walk(os.path.join(west_store, 'chunks')) for f in fs
+                  if len(f) == 64]
+        assert len(chunks) == 3
+        assert not os.path.exists(os.path.join(data, 'regions', 'us-west-2'))
+        assert len(east.describe_snapshots(OwnerIds=['self'])['Snapshots']) == 1
+    finally:
+        d.stop()
+        shutil.rmtree(os.path.join(tmpdir_amid, 'disk2'), ignore_errors=True)

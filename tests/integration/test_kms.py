@@ -570,7 +570,10 @@ def test_tags(ka):
 
 def test_dry_run(ka):
     kid = new_key(ka)['KeyId']
-    raises('DryRunOperationException', ka.encrypt, KeyId=kid, Plaintext=b'x', DryRun=True)
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        ka.encrypt(KeyId=kid, Plaintext=b'x', DryRun=True)
+    assert code_of(e) == 'DryRunOperationException'
+    assert e.value.response['ResponseMetadata']['HTTPStatusCode'] == 412
     blob = ka.encrypt(KeyId=kid, Plaintext=b'x')['CiphertextBlob']
     raises('DryRunOperationException', ka.decrypt, CiphertextBlob=blob, DryRun=True)
     bad = blob[:-1] + bytes([blob[-1] ^ 1])
