@@ -386,3 +386,49 @@ def test_shared_encrypted_image_launches_only_with_the_key(env, catalogue):
             env.kms.enable_key(KeyId=key['KeyId'])
     finally:
         terminate(b_ec2, iid)
+
+
+def test_tampered_encrypted_chunk_is_an_io_error(env):
+    from storage_helpers import NbdError
+    key = env.kms.create_key()['KeyMetadata']
+    blocks = marked(2, b't')
+    vid = env.volume_with(blocks, Encrypted=True, KmsKeyId=key['Arn'])
+    sid = env.st.snapshot(vid)
+    before = set(env.chunk_files())
+    copy = env.ec2.copy_snapshot(SourceRegion='us-east-1', SourceSnapshotId=sid, Encrypted=True,
+                                 KmsKeyId=env.kms.create_key()['KeyMetadata']['Arn'])[
+                                     'SnapshotId']
+    env.st.wait_snapshot(copy)
+    mine = sorted(set(env.chunk_files()) - before)
+    assert len(mine) == 2  # the re-encrypted copy's own chunks
+    with open(mine[0], 'r+b') as f:
+        f.seek(os.path.getsize(mine[0]) - 20)
+        b = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([b[0] ^ 0x40]))
+    good = bad = 0
+    for i in range(2):
+        try:
+            assert env.st.read(copy, BLOCK, i * BLOCK) == blocks[i]
+            good += 1
+        except NbdError:
+            bad += 1
+    assert (good, bad) == (1, 1)
+
+
+def test_launch_encrypts_volumes_from_a_clear_image(env, catalogue):
+    key = env.kms.create_key()['KeyMetadata']
+    root = env.ec2.describe_images(ImageIds=[catalogue])['Images'][0]['RootDeviceName']
+    iid = env.ec2.run_instances(
+        ImageId=catalogue, MinCount=1, MaxCount=1,
+        BlockDeviceMappings=[{'DeviceName': root, 'Ebs': {'Encrypted': True,
+                                                           'KmsKeyId': key['KeyId']}}],
+        UserData='#!/bin/sh\necho "encrypted at launch"\n')['Instances'][0]['InstanceId']
+    try:
+        console_has(env.ec2, iid, 'encrypted at launch')
+        inst = env.ec2.describe_instances(InstanceIds=[iid])['Reservations'][0]['Instances'][0]
+        vol = inst['BlockDeviceMappings'][0]['Ebs']['VolumeId']
+        v = env.ec2.describe_volumes(VolumeIds=[vol])['Volumes'][0]
+        assert v['Encrypted'] is True and v['KmsKeyId'] == key['Arn']
+    finally:
+        terminate(env.ec2, iid)
