@@ -201,17 +201,6 @@ static const struct api_op *op_find(const struct api_service *svc, const char *n
 
 /* ---- responses ---- */
 
-static void request_id(char out[40])
-{
-    uint8_t r[16];
-    rand_bytes(r, sizeof(r));
-    r[6] = (uint8_t)((r[6] & 0x0f) | 0x40);
-    r[8] = (uint8_t)((r[8] & 0x3f) | 0x80);
-    char h[33];
-    hex_encode(r, sizeof(r), h);
-    snprintf(out, 40, "%.8s-%.4s-%.4s-%.4s-%.12s", h, h + 8, h + 12, h + 16, h + 20);
-}
-
 static void fail_full(struct api_response *resp, enum api_proto proto,
                       const struct api_service *svc, const char *code, int status, const char *msg,
                       const char *reason)
@@ -349,7 +338,7 @@ void api_handle(struct api *api, const struct api_request *req, struct api_respo
 {
     memset(resp, 0, sizeof(*resp));
     buf_init(&resp->body, 64 << 20);
-    request_id(resp->request_id);
+    rand_uuid(resp->request_id);
     resp->status = 200;
     api->requests++;
 

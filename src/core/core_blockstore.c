@@ -1020,16 +1020,6 @@ int core_snapshot_copy(struct app *app, const struct core_caller *who, const cha
     return rc;
 }
 
-static bool account_id_valid(const char *s)
-{
-    if (strlen(s) != 12)
-        return false;
-    for (int i = 0; i < 12; i++)
-        if (s[i] < '0' || s[i] > '9')
-            return false;
-    return true;
-}
-
 struct perm_ctx {
     const struct core_caller *who;
     const char *id;
@@ -1109,6 +1099,14 @@ int core_snapshot_permission_each(struct app *app, const struct core_caller *who
 
 /* ---- recovery ---- */
 
+/* A volume still "creating" is being filled from a snapshot of another encryption domain. */
+static int recover_creating(void *vctx, const struct db_volume *v)
+{
+    if (strcmp(v->state, "creating") == 0)
+        core_job_submit(vctx, core_job_fill_volume, v->id);
+    return 0;
+}
+
 static int recover_pending(void *vctx, const struct db_snapshot *s)
 {
     struct app *app = vctx;
@@ -1177,9 +1175,11 @@ int core_blockstore_recover(struct app *app)
     }
     free(l.ids);
     free(l.regions);
-    /* Pending captures run again (capture is idempotent). */
+    /* Pending captures and copies run again (both are idempotent), and so do fills. */
     db = core_db_get(app);
     rc = db_snapshot_each_state(db, "pending", recover_pending, app);
+    for (size_t i = 0; i < nr && rc == 0; i++)
+        rc = db_volume_each(db, regions[i].name, NULL, recover_creating, app);
     core_db_put(app, db);
     return rc;
 }

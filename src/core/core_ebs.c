@@ -72,6 +72,19 @@ static int ebs_pending(struct app *app, struct db *db, const struct core_caller 
     return 0;
 }
 
+/* The encryption domain of snapshot `s`'s blocks as `who` may use it (NULL *ret when clear); the
+ * key service's refusal is EBS direct's AccessDeniedException. */
+static int snapshot_key(struct app *app, const struct core_caller *who, const struct db_snapshot *s,
+                        struct store_key *key, const struct store_key **ret, struct err *e)
+{
+    struct core_dkey dk;
+    core_dkey_of_snapshot(s, &dk);
+    int rc = core_dkey_key(app, who, &dk, key, ret, e);
+    if (rc < 0)
+        e->code = "AccessDeniedException";
+    return rc;
+}
+
 struct start_ctx {
     const struct core_caller *who;
     const struct core_ebs_start *p;
@@ -218,15 +231,8 @@ int core_ebs_put(struct app *app, const struct core_caller *who, const char *sna
     bool zero = store_is_zero(data, n);
     struct store_key key;
     const struct store_key *kp = NULL;
-    if (!zero && s.encrypted) {
-        struct core_dkey dk;
-        core_dkey_of_snapshot(&s, &dk);
-        rc = core_dkey_key(app, who, &dk, &key, &kp, e);
-        if (rc < 0) {
-            e->code = "AccessDeniedException";
-            return rc;
-        }
-    }
+    if (!zero && (rc = snapshot_key(app, who, &s, &key, &kp, e)) < 0)
+        return rc;
     if (!zero) {
         store_chunk_id_of(kp, h, &id);
         struct store_batch *b;
@@ -515,13 +521,9 @@ int core_snapshot_read_block(struct app *app, const struct core_caller *who, con
     struct store *st;
     struct store_key key;
     const struct store_key *kp = NULL;
-    struct core_dkey dk;
-    core_dkey_of_snapshot(&s, &dk);
-    rc = core_dkey_key(app, who, &dk, &key, &kp, e);
-    if (rc < 0) {
-        e->code = "AccessDeniedException";
+    rc = snapshot_key(app, who, &s, &key, &kp, e);
+    if (rc < 0)
         return rc;
-    }
     rc = core_region_storage(app, s.region, &st, NULL);
     size_t n = 0;
     if (rc == 0)

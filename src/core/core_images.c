@@ -359,32 +359,31 @@ static int image_fill(struct app *app, const struct core_caller *who,
     return 0;
 }
 
-int core_image_register(struct app *app, const struct core_caller *who,
-                        const struct core_image_spec *spec, char ret_id[32], struct err *e)
+/* Registers in the caller's transaction on `db`, or in one of its own when `db` is NULL. */
+static int do_register(struct app *app, struct db *db, const struct core_caller *who,
+                       const struct core_image_spec *spec, char ret_id[32], struct err *e)
 {
     struct db_image im;
     int rc = image_fill(app, who, spec, &im, e);
     if (rc < 0)
         return rc;
     struct reg_ctx c = { who, spec, &im, e };
-    rc = core_tx(app, register_tx, &c);
+    rc = db ? register_tx(app, db, &c) : core_tx(app, register_tx, &c);
     if (rc == 0)
         snprintf(ret_id, 32, "%s", im.id);
     return rc;
 }
 
+int core_image_register(struct app *app, const struct core_caller *who,
+                        const struct core_image_spec *spec, char ret_id[32], struct err *e)
+{
+    return do_register(app, NULL, who, spec, ret_id, e);
+}
+
 int core_image_register_in(struct app *app, struct db *db, const struct core_caller *who,
                            const struct core_image_spec *spec, char ret_id[32], struct err *e)
 {
-    struct db_image im;
-    int rc = image_fill(app, who, spec, &im, e);
-    if (rc < 0)
-        return rc;
-    struct reg_ctx c = { who, spec, &im, e };
-    rc = register_tx(app, db, &c);
-    if (rc == 0)
-        snprintf(ret_id, 32, "%s", im.id);
-    return rc;
+    return do_register(app, db, who, spec, ret_id, e);
 }
 
 /* ---- images follow their snapshots ---- */
@@ -497,11 +496,6 @@ static bool blocked_public(struct db *db, const struct core_caller *who)
            strcmp(v, "block-new-sharing") == 0;
 }
 
-static bool account_id_ok(const char *s)
-{
-    return strlen(s) == 12 && strspn(s, "0123456789") == 12;
-}
-
 static int deregister(struct app *app, struct db *db, struct change_ctx *c, struct db_image *im);
 
 static int change_tx(struct app *app, struct db *db, void *vctx)
@@ -519,7 +513,7 @@ static int change_tx(struct app *app, struct db *db, void *vctx)
     case OP_PERMS:
         for (size_t i = 0; i < c->nadd + c->nremove; i++) {
             const char *g = i < c->nadd ? c->add[i] : c->remove[i - c->nadd];
-            if (strcmp(g, "all") != 0 && !account_id_ok(g))
+            if (strcmp(g, "all") != 0 && !account_id_valid(g))
                 return err_set(c->e, -EINVAL, "InvalidUserID.Malformed",
                                "User ID '%.64s' is invalid", g);
         }

@@ -405,10 +405,10 @@ static int volumes_ready(struct app *app, const struct db_instance *i, struct er
     struct vol_list l = { .n = 0 };
     core_instance_attachments(app, i->id, collect_att, &l);
     for (size_t k = 0; k < l.n; k++) {
-        int rc = core_volume_fill(app, l.v[k].volume_id);
         struct core_openvol *ov = NULL;
-        if (rc == 0)
-            rc = core_vol_get(app, i->region, l.v[k].volume_id, false, &ov);
+        int rc = core_vol_get(app, i->region, l.v[k].volume_id, false, &ov);
+        if (rc == -ENOENT && core_volume_fill(app, l.v[k].volume_id) == 0)
+            rc = core_vol_get(app, i->region, l.v[k].volume_id, false, &ov); /* filled now */
         core_vol_put(app, ov, false);
         if (rc == -EACCES)
             return err_set(e, rc, "Client.InvalidKMSKey.InvalidState",

@@ -173,9 +173,10 @@ int core_copy_enc_plan(struct app *app, const struct core_caller *who, const cha
                        const struct db_snapshot *src, bool encrypted, const char *kms_key_id,
                        struct core_enc *ret, struct err *e);
 
-/* Fills a volume whose base is its own map (made from a snapshot of another encryption domain):
- * re-encodes the snapshot's chunks into the volume's domain and saves the map under the
- * volume's id.  Idempotent (0 at once when the map exists); -EACCES when a key is refused. */
+/* Fills a volume made from a snapshot of another encryption domain, which has no files until
+ * then: re-encodes the snapshot's chunks into the volume's domain, saves the map under the
+ * volume's id and creates the volume on it.  Only for such volumes (a volume with files has
+ * nothing to fill).  Idempotent; -EACCES when a key is refused. */
 int core_volume_fill(struct app *app, const char *volume_id);
 /* The job for a "creating" volume: core_volume_fill, then "available" (or "error"). */
 void core_job_fill_volume(struct app *app, const char *volume_id);

@@ -56,17 +56,6 @@
 
 /* ---- ids, ARNs and references ---- */
 
-static void uuid_new(char out[40])
-{
-    uint8_t r[16];
-    rand_bytes(r, sizeof(r));
-    r[6] = (uint8_t)((r[6] & 0x0f) | 0x40);
-    r[8] = (uint8_t)((r[8] & 0x3f) | 0x80);
-    char h[33];
-    hex_encode(r, sizeof(r), h);
-    snprintf(out, 40, "%.8s-%.4s-%.4s-%.4s-%.12s", h, h + 8, h + 12, h + 16, h + 20);
-}
-
 /* Whether `s` is a UUID (either case); copies it in lower case into `out` when it is. */
 static bool uuid_parse(const char *s, char out[40])
 {
@@ -79,16 +68,6 @@ static bool uuid_parse(const char *s, char out[40])
         out[i] = (char)tolower((unsigned char)s[i]);
     }
     out[36] = '\0';
-    return true;
-}
-
-static bool account_id_valid(const char *s)
-{
-    if (strlen(s) != 12)
-        return false;
-    for (int i = 0; i < 12; i++)
-        if (s[i] < '0' || s[i] > '9')
-            return false;
     return true;
 }
 
@@ -1074,7 +1053,7 @@ static int key_new(struct app *app, const struct core_caller *who, const char *m
                    const char *description, struct db_kms_key *k, struct err *e)
 {
     memset(k, 0, sizeof(*k));
-    uuid_new(k->id);
+    rand_uuid(k->id);
     snprintf(k->region, sizeof(k->region), "%s", who->region);
     snprintf(k->owner, sizeof(k->owner), "%s", who->account_id);
     snprintf(k->description, sizeof(k->description), "%s", description ? description : "");

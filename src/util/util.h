@@ -100,6 +100,10 @@ int time_parse_iso(const char *s, int64_t *ret_ms);
 int rand_bytes(void *buf, size_t n);
 /* Writes `prefix` followed by `nhex` random lower-case hex digits, as EC2 ids ("vol-" + 17). */
 int rand_id(char *out, size_t outlen, const char *prefix, int nhex);
+/* A random (version 4) UUID in lower-case text, 36 characters and a NUL. */
+int rand_uuid(char out[37]);
+/* Whether `s` is an AWS account id: exactly 12 decimal digits. */
+bool account_id_valid(const char *s);
 
 /* ---- domain errors ---- */
 

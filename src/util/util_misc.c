@@ -27,6 +27,23 @@ int rand_bytes(void *buf, size_t n)
     return 0;
 }
 
+int rand_uuid(char out[37])
+{
+    uint8_t r[16];
+    int rc = rand_bytes(r, sizeof(r));
+    r[6] = (uint8_t)((r[6] & 0x0f) | 0x40);
+    r[8] = (uint8_t)((r[8] & 0x3f) | 0x80);
+    char h[33];
+    hex_encode(r, sizeof(r), h);
+    snprintf(out, 37, "%.8s-%.4s-%.4s-%.4s-%.12s", h, h + 8, h + 12, h + 16, h + 20);
+    return rc;
+}
+
+bool account_id_valid(const char *s)
+{
+    return strlen(s) == 12 && strspn(s, "0123456789") == 12;
+}
+
 int rand_id(char *out, size_t outlen, const char *prefix, int nhex)
 {
     size_t pl = strlen(prefix);

@@ -64,7 +64,8 @@ def test_create_describe_delete_volume(amid, ec2):
     ({'VolumeType': 'gp2'}, 'MissingParameter'),
     ({'Size': 1, 'SnapshotId': 'snap-0123456789abcdef0'}, 'InvalidSnapshot.NotFound'),
     ({'Size': 1, 'SnapshotId': 'snap-xyz'}, 'InvalidSnapshotID.Malformed'),
-    ({'Size': 1, 'Encrypted': True}, 'UnsupportedOperation'),
+    ({'Size': 1, 'KmsKeyId': 'alias/aws/ebs'}, 'InvalidParameterDependency'),
+    ({'Size': 1, 'Encrypted': True, 'KmsKeyId': 'alias/no-such-key'}, 'InvalidParameterValue'),
 ])
 def test_create_volume_rules(ec2, kw, code):
     with pytest.raises(botocore.exceptions.ClientError) as e:
