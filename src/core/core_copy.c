@@ -99,7 +99,7 @@ static int transcode_chunk(struct copy_worker *w, uint64_t idx, const struct chu
 {
     struct copy_run *r = w->r;
     size_t n;
-    int rc = store_get(r->src, id, r->src_key, w->buf, &n, 0);
+    int rc = store_get(r->src, id, r->src_key, w->buf, &n, STORE_VERIFY);
     if (rc < 0)
         return rc;
     struct chunk_id nid;
