@@ -227,7 +227,9 @@ static bool finish_row(struct app *app, const char *id, int rc, const struct db_
                      rc == -ENOSPC ? "Server.InsufficientStorage: the chunk store is full"
                      : rc == -ENOENT
                          ? "Client.SourceSnapshotUnavailable: the source snapshot is gone"
-                         : "Server.InternalError: copy failed: %s",
+                     : rc == -EACCES ? "Client.InvalidKMSKey.InvalidState: a KMS key of the "
+                                       "copy cannot be used"
+                                     : "Server.InternalError: copy failed: %s",
                      strerror(-rc));
         }
         if (db_snapshot_update(db, &s) < 0)

@@ -432,3 +432,10 @@ def test_launch_encrypts_volumes_from_a_clear_image(env, catalogue):
         assert v['Encrypted'] is True and v['KmsKeyId'] == key['Arn']
     finally:
         terminate(env.ec2, iid)
+
+
+def test_verify_is_clean_with_encrypted_data(env):
+    """`amid verify --read-data` accepts encrypted chunks (sealed: checked when read with their
+    key) and volumes based on their own re-encoded maps."""
+    doc = env.st.assert_clean(read_data=True, warnings_ok=True)
+    assert doc['Errors'] == 0
