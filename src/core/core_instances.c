@@ -1911,7 +1911,7 @@ static void imds_mac(struct app *app, const char *id, int64_t expiry_s, uint8_t 
 
 void core_imds_token(struct app *app, const char *instance_id, int64_t ttl_s, char out[96])
 {
-    int64_t expiry = time_now_ms() / 1000 + ttl_s;
+    int64_t expiry = core_now_ms(app) / 1000 + ttl_s; /* the deployment clock, as every rule */
     uint8_t raw[8 + 24], mac[32];
     for (int k = 0; k < 8; k++)
         raw[k] = (uint8_t)((uint64_t)expiry >> (8 * (7 - k)));
@@ -1931,7 +1931,7 @@ int core_imds_token_check(struct app *app, const char *instance_id, const char *
     for (int k = 0; k < 8; k++)
         expiry = (int64_t)((uint64_t)expiry << 8 | raw[k]);
     imds_mac(app, instance_id, expiry, mac);
-    if (!crypto_memeq(mac, raw + 8, 24) || time_now_ms() / 1000 > expiry)
+    if (!crypto_memeq(mac, raw + 8, 24) || core_now_ms(app) / 1000 > expiry)
         return -EINVAL;
     return 0;
 }

@@ -375,6 +375,19 @@ def test_token_then_get(amid, inst):
     assert_error(put_token(amid, UNKNOWN), 404, 'Not Found')
 
 
+def test_token_expires_on_the_deployment_clock(amid, inst):
+    token = put_token(amid, inst, '60').text
+    assert get(amid, inst, '/latest/meta-data/', [(TOKEN_HDR, token)]).status == 200
+    run_amid('clock', 'advance', '2m', '--data', amid.datadir)
+    try:
+        time.sleep(1.2)  # the daemon re-reads the offset once a second
+        assert_error(get(amid, inst, '/latest/meta-data/', [(TOKEN_HDR, token)]), 401,
+                     'Unauthorized')
+    finally:
+        run_amid('clock', 'reset', '--data', amid.datadir)
+        time.sleep(1.2)
+
+
 def test_token_errors(amid, inst, bare):
     for ttl in (None, '0', '21601', 'abc', '-5', '', '99999999999999999999999'):
         assert_error(put_token(amid, inst, ttl), 400, 'Bad Request')
