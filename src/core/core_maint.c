@@ -1104,7 +1104,78 @@ struct reader {
     size_t n;
     _Atomic size_t next;
     _Atomic uint64_t bytes;
+    const struct store_key *keys; /* the region's encryption domains the key service opened */
+    size_t nkeys;
 };
+
+/* The encryption domains of a region's encrypted snapshots and volumes, opened through the key
+ * service as their owners (a key that cannot be used now is left out: its chunks stay sealed and
+ * are not checked), without duplicates. */
+struct key_set {
+    struct app *app;
+    const char *region;
+    struct store_key *v;
+    size_t n, cap;
+};
+
+static void key_add(struct key_set *k, const char *owner, const struct core_dkey *dk)
+{
+    if (!dk->encrypted)
+        return;
+    struct core_caller who = { owner, k->region, false };
+    struct store_key sk;
+    struct err e = { 0 };
+    if (core_dkey_open(k->app, &who, dk, &sk, &e) < 0)
+        return;
+    for (size_t i = 0; i < k->n; i++)
+        if (memcmp(k->v[i].key_id, sk.key_id, STORE_KEY_ID_LEN) == 0) {
+            crypto_wipe(&sk, sizeof(sk));
+            return;
+        }
+    if (k->n == k->cap) {
+        size_t cap = k->cap ? 2 * k->cap : 8;
+        struct store_key *nv = realloc(k->v, cap * sizeof(*nv));
+        if (!nv) {
+            crypto_wipe(&sk, sizeof(sk));
+            return;
+        }
+        k->v = nv;
+        k->cap = cap;
+    }
+    k->v[k->n++] = sk;
+    crypto_wipe(&sk, sizeof(sk));
+}
+
+static int key_of_snapshot(void *vctx, const struct db_snapshot *s)
+{
+    struct core_dkey dk;
+    core_dkey_of_snapshot(s, &dk);
+    key_add(vctx, s->owner, &dk);
+    return 0;
+}
+
+static int key_of_volume(void *vctx, const struct db_volume *v)
+{
+    struct core_dkey dk;
+    core_dkey_of_volume(v, &dk);
+    key_add(vctx, v->owner, &dk);
+    return 0;
+}
+
+static void keys_load(struct key_set *k)
+{
+    struct db *db = core_db_get(k->app);
+    db_snapshot_each(db, k->region, NULL, NULL, key_of_snapshot, k);
+    db_volume_each(db, k->region, NULL, key_of_volume, k);
+    core_db_put(k->app, db);
+}
+
+static void keys_free(struct key_set *k)
+{
+    if (k->v)
+        crypto_wipe(k->v, k->cap * sizeof(*k->v));
+    free(k->v);
+}
 
 static void *reader_main(void *p)
 {
@@ -1117,6 +1188,9 @@ static void *reader_main(void *p)
         size_t n = 0;
         struct ment *m = r->ents[i];
         m->rc = buf ? store_get(r->store, &m->id, NULL, buf, &n, STORE_VERIFY) : -ENOMEM;
+        /* Sealed: read with the domain whose key id it names (the others are refused). */
+        for (size_t k = 0; m->rc == -EACCES && k < r->nkeys; k++)
+            m->rc = store_get(r->store, &m->id, &r->keys[k], buf, &n, STORE_VERIFY);
         if (m->rc == 0)
             atomic_fetch_add(&r->bytes, n);
     }
@@ -1134,7 +1208,9 @@ static unsigned reader_threads(const struct core_verify_opts *o)
 
 static int read_chunks(struct vctx *v, struct ment **ents, size_t n)
 {
-    struct reader r = { v->mr->store, ents, n, 0, 0 };
+    struct key_set keys = { .app = v->app, .region = v->mr->r->name };
+    keys_load(&keys);
+    struct reader r = { v->mr->store, ents, n, 0, 0, keys.v, keys.n };
     pthread_t t[READ_THREADS];
     unsigned nt = reader_threads(v->o), started = 0;
     for (unsigned i = 0; i < nt; i++) {
@@ -1147,6 +1223,7 @@ static int read_chunks(struct vctx *v, struct ment **ents, size_t n)
     for (unsigned i = 0; i < started; i++)
         pthread_join(t[i], NULL);
     v->st->bytes_read += atomic_load(&r.bytes);
+    keys_free(&keys);
     return 0;
 }
 

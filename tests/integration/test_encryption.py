@@ -401,19 +401,28 @@ def test_tampered_encrypted_chunk_is_an_io_error(env):
     env.st.wait_snapshot(copy)
     mine = sorted(set(env.chunk_files()) - before)
     assert len(mine) == 2  # the re-encrypted copy's own chunks
-    with open(mine[0], 'r+b') as f:
-        f.seek(os.path.getsize(mine[0]) - 20)
-        b = f.read(1)
-        f.seek(-1, 1)
-        f.write(bytes([b[0] ^ 0x40]))
-    good = bad = 0
-    for i in range(2):
-        try:
-            assert env.st.read(copy, BLOCK, i * BLOCK) == blocks[i]
-            good += 1
-        except NbdError:
-            bad += 1
-    assert (good, bad) == (1, 1)
+    def flip():
+        with open(mine[0], 'r+b') as f:
+            f.seek(os.path.getsize(mine[0]) - 20)
+            b = f.read(1)
+            f.seek(-1, 1)
+            f.write(bytes([b[0] ^ 0x40]))
+    flip()
+    try:
+        good = bad = 0
+        for i in range(2):
+            try:
+                assert env.st.read(copy, BLOCK, i * BLOCK) == blocks[i]
+                good += 1
+            except NbdError:
+                bad += 1
+        assert (good, bad) == (1, 1)
+        # verify --read-data opens the region's keys and finds the damaged sealed chunk.
+        rc, doc = env.st.verify(read_data=True)
+        kinds = [p['Kind'] for p in doc['Problems'] if not p.get('Warning')]
+        assert rc == 1 and kinds == ['chunk-corrupt'], doc
+    finally:
+        flip()
 
 
 def test_launch_encrypts_volumes_from_a_clear_image(env, catalogue):
