@@ -4,10 +4,11 @@
 # snapshot vs the full import, export vs restic restore, stored bytes vs restic's repository,
 # NBD throughput and IOPS vs nbdkit file, CreateVolume latency from 1 and 16 GiB snapshots.
 # Prints each figure, the peer's, the ratio and whether the target is met, then a table.
-# Not part of `make test`; takes about six minutes.
+# Not part of `make test`; takes about ten minutes.
 #
 # Usage: bench/storage/run.sh
-#   BENCH_ROUNDS=3          timed runs per import/export figure (the median is reported)
+#   BENCH_ROUNDS=3          timed runs per import/export/NBD figure (medians are reported)
+#   BENCH_ONLY=nbd          only the NBD figures (item 6), after one import of the image
 #   BENCH_FIO_SECONDS=5     seconds per fio run
 #   BENCH_CREATE_CALLS=40   CreateVolume calls per snapshot size
 #   TMPDIR                  where the temporary directory goes (default /var/tmp: the disk)

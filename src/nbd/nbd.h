@@ -81,8 +81,8 @@ struct nbd_resolver {
 struct nbd_server_config {
     const struct nbd_resolver *resolver; /* required; must outlive the server */
     void *opaque;                        /* passed to every resolver callback and on_disconnect */
-    unsigned workers;                    /* threads executing requests per connection; 0: 8; 1: none
-                                          * besides the connection's own thread (requests in order) */
+    unsigned workers;              /* threads executing requests per connection; 0: 16; 1: none
+                                    * besides the connection's own thread (requests in order) */
     unsigned max_connections;      /* connections at once; more are closed at accept; 0: 256 */
     unsigned handshake_timeout_ms; /* a client must finish negotiating in this time; 0: 30000 */
     unsigned stop_grace_ms;        /* nbd_server_stop lets requests in flight finish for up to

@@ -24,6 +24,7 @@
 #define NBD_CONN_BUDGET     (64u * 1024 * 1024) /* payload memory in flight per connection */
 #define NBD_KEEP_BUF        (1024u * 1024)      /* worker buffers up to this are kept */
 #define NBD_RBUF_SIZE       (64u * 1024)        /* input buffer per connection */
+#define NBD_SNDBUF_SIZE     (2u * 1024 * 1024)  /* SO_SNDBUF asked for in transmission */
 #define NBD_MAX_EXTENTS     1024u               /* descriptors in one BLOCK_STATUS reply */
 #define NBD_READ_EXTENTS    64u                 /* extents looked at to sparsify a READ */
 #define NBD_SPARSE_READ_MIN (64u * 1024)        /* READs from this size may send holes */

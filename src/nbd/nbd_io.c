@@ -43,7 +43,7 @@ static int wait_readable(struct nbd_conn *c)
     }
 }
 
-static ssize_t recv_some(struct nbd_conn *c, void *buf, size_t len)
+static ssize_t recv_some(struct nbd_conn *c, void *buf, size_t len, int flags)
 {
     for (;;) {
         ssize_t r;
@@ -53,7 +53,7 @@ static ssize_t recv_some(struct nbd_conn *c, void *buf, size_t len)
             if (w < 0)
                 return w;
         }
-        r = recv(c->fd, buf, len, 0);
+        r = recv(c->fd, buf, len, flags);
         if (r >= 0)
             return r;
         if (errno == EINTR)
@@ -91,11 +91,13 @@ int nbd_conn_read(struct nbd_conn *c, void *buf, size_t len, bool msg_start)
             continue;
         }
         if (want >= NBD_RBUF_SIZE) {
-            r = recv_some(c, p + got, want);
+            /* A large payload straight into place; in transmission (no deadline to watch) in
+             * one call that returns only once it is all there. */
+            r = recv_some(c, p + got, want, c->deadline_ns ? 0 : MSG_WAITALL);
             if (r > 0)
                 got += (size_t)r;
         } else {
-            r = recv_some(c, c->rbuf, NBD_RBUF_SIZE);
+            r = recv_some(c, c->rbuf, NBD_RBUF_SIZE, 0);
             if (r > 0) {
                 c->rpos = 0;
                 c->rlen = (size_t)r;
@@ -124,7 +126,7 @@ int nbd_conn_discard(struct nbd_conn *c, uint64_t len)
             len -= n;
             continue;
         }
-        r = recv_some(c, c->rbuf, NBD_RBUF_SIZE);
+        r = recv_some(c, c->rbuf, NBD_RBUF_SIZE, 0);
         if (r == 0)
             return -ECONNRESET;
         if (r < 0)

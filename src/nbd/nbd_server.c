@@ -172,6 +172,18 @@ static void set_send_timeout(int fd, unsigned ms)
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 }
 
+/*
+ * Lets the socket hold a few whole READ replies: with the default (about 200 KiB) a worker
+ * sending a 256 KiB or 1 MiB reply blocks until the client has read most of it, holding the
+ * write lock meanwhile.  The kernel caps the request at net.core.wmem_max; failure is harmless.
+ */
+static void set_send_buffer(int fd)
+{
+    int n = NBD_SNDBUF_SIZE;
+
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &n, sizeof(n));
+}
+
 /* Runs a connection to its end; afterwards it no longer touches the server but to finish. */
 static int conn_run(struct nbd_conn *c)
 {
@@ -184,6 +196,7 @@ static int conn_run(struct nbd_conn *c)
     if (r == 1) {
         c->deadline_ns = 0;
         set_send_timeout(c->fd, 0);
+        set_send_buffer(c->fd);
         r = nbd_transmit(c);
     }
     nbd_conn_release_export(c);

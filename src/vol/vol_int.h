@@ -1,11 +1,13 @@
 /*
  * vol_int.h — what the files of the vol module share: the map's layout and the appends capture
  * uses, the region's decoded-chunk cache and map cache, overlay layers with their 2-bit block
- * states, and a volume's shared state.  Not for use outside src/vol/.
+ * states, and a volume's shared state.  Not for use outside src/vol/ (its unit test
+ * excepted).
  *
  * Lock order (outermost first): a volume's admin mutex (several volumes: in address order), its
- * chain rwlock (likewise), a block stripe mutex, the region's volume mutex, its map mutex, a
- * layer's flush mutex, its page mutex, the cache mutex.  No callback runs with a lock held.
+ * chain rwlock (likewise), a block stripe mutex, the volume's partial-block mutex, the region's
+ * volume mutex, its map mutex, a layer's flush mutex, its page mutex, the cache mutex.  No
+ * callback runs with a lock held.
  */
 #ifndef AMID_VOL_INT_H
 #define AMID_VOL_INT_H
@@ -77,12 +79,25 @@ struct vol_cache;
 
 /* A cache of up to `cap` bytes of decoded chunks read through `store`.  Thread-safe. */
 int vol_cache_new(struct store *store, size_t cap, struct vol_cache **ret);
+/* Stops the read-ahead threads (dropping decodes still queued) and frees the cache.  No read may
+ * be running.  Accepts NULL. */
 void vol_cache_free(struct vol_cache *c);
-/* Copies bytes [off, off+len) of chunk `id` (decoded with `key`, verified) into `dst`; bytes past
- * the chunk's length read as zero.  Concurrent misses on one chunk decode it once.  -EIO when the
- * chunk is missing or corrupt, -ENOMEM. */
+/* Copies bytes [off, off+len) of chunk `id` (decoded with `key`: checksum and tag checked) into
+ * `dst`; bytes past the chunk's length read as zero.  Concurrent misses on one chunk decode it
+ * once.  -EIO when the chunk is missing or corrupt, -ENOMEM. */
 int vol_cache_read(struct vol_cache *c, const struct chunk_id *id, const struct store_key *key,
                    void *dst, size_t off, size_t len);
+/* Queues chunk `id` (with `key`, copied) to be decoded into the cache by a background thread,
+ * unless it is cached or being decoded already.  Returns 0, or -EAGAIN (queue full: skipped) or
+ * -ENOMEM; never waits for a decode. */
+int vol_cache_prefetch(struct vol_cache *c, const struct chunk_id *id, const struct store_key *key);
+
+/* Blocks decoded ahead of a sequential reader (2 MiB). */
+#define VOL_READAHEAD 4u
+/* Notes a read of blocks [first, last] in `cursor` (the block after the last one read, per
+ * device) and returns how many blocks after `last` to read ahead: VOL_READAHEAD when this read
+ * continues the previous one into a block not read yet, else 0. */
+uint64_t vol_readahead(atomic_ullong *cursor, uint64_t first, uint64_t last);
 
 /* ---- the region ---- */
 
@@ -117,6 +132,9 @@ void vol_region_map_put(struct vol_region *r, const char *id, struct vol_map *m)
 #define VOL_ST_ABSENT  0u /* not in this layer: read below */
 #define VOL_ST_PRESENT 1u /* whole block in the data file */
 #define VOL_ST_ZERO    2u /* reads as zero (the data file has a hole there) */
+/* In memory only, and only in a volume's top layer: the data file holds the sectors its
+ * vol_partial entry lists, the rest is below.  Written to the bitmap file as absent. */
+#define VOL_ST_PARTIAL 3u
 
 #define VOL_BM_PAGE        4096u              /* bytes per bitmap page */
 #define VOL_BM_PAGE_BLOCKS (VOL_BM_PAGE * 4u) /* blocks per bitmap page */
@@ -145,6 +163,10 @@ struct vol_layer {
     atomic_ullong count;    /* blocks not absent */
     atomic_bool needs_sync; /* data written since the last fdatasync */
     atomic_int err;         /* sticky: a failed fdatasync leaves the page cache unknowable */
+    /* Blocks from this index on lay past the data file's end when the layer was opened, so
+     * their ranges hold no bytes but what this process wrote; UINT64_MAX after a failed write
+     * or state change (either may leave bytes in a block that stays absent). */
+    atomic_ullong fresh_from;
 };
 
 /* Opens (creating when absent) layer `seq` in directory `dir` sized for `nblocks`, loading and
@@ -160,15 +182,34 @@ unsigned vol_layer_get(const struct vol_layer *l, uint64_t idx);
 int vol_layer_set(struct vol_layer *l, uint64_t idx, unsigned st);
 /* The smallest index >= idx (below `end`) whose state is not absent, or `end`. */
 uint64_t vol_layer_next(const struct vol_layer *l, uint64_t idx, uint64_t end);
-/* Makes every write to the layer made before the call durable: stages the changed bitmap pages,
- * fdatasyncs the data, then writes the staged pages and fdatasyncs the bitmap. */
+/* Makes every write to the layer made before the call durable: stages the changed bitmap pages
+ * (partial blocks as absent: they must be completed first), fdatasyncs the data, then writes the
+ * staged pages and fdatasyncs the bitmap. */
 int vol_layer_flush(struct vol_layer *l);
 /* Deallocates block `idx` in the data file so it reads as zero (falls back to writing zeroes). */
 int vol_layer_punch(struct vol_layer *l, uint64_t idx);
+/* Whether absent block `idx` certainly reads as zero in the data file without a punch: it lay
+ * past the file's end at open and (being absent) was never written since, and no write or state
+ * change of the layer failed. */
+bool vol_layer_fresh(const struct vol_layer *l, uint64_t idx);
+/* Writes `n` bytes at byte offset `off` of the data file, marking it as needing a sync; a failure
+ * ends vol_layer_fresh's trust in every block. */
+int vol_layer_write(struct vol_layer *l, const void *buf, size_t n, uint64_t off);
 
 /* ---- volumes (vol_volume.c) ---- */
 
 #define VOL_STRIPES 64
+
+/* Partial blocks of the top layer a volume tracks at once (more are copied up at once). */
+#define VOL_PARTIAL_MAX 128
+#define VOL_SECTOR      512u
+
+/* A top-layer block in state VOL_ST_PARTIAL: which of its sectors the data file holds.  Its
+ * content is guarded by the block's stripe mutex; taking and freeing entries by partial_lock. */
+struct vol_partial {
+    uint64_t idx; /* UINT64_MAX: free */
+    uint64_t cover[VOL_BLOCK_SIZE / VOL_SECTOR / 64];
+};
 
 struct vol_pending {
     char id[VOL_ID_MAX];
@@ -199,6 +240,10 @@ struct vol_shared {
     size_t npending;
     struct vol *handle_list; /* for size updates; under r->lock */
     pthread_mutex_t stripes[VOL_STRIPES];
+    atomic_ullong ra_next; /* vol_readahead's cursor */
+    pthread_mutex_t partial_lock;
+    size_t npartial; /* entries in use, under partial_lock */
+    struct vol_partial partials[VOL_PARTIAL_MAX];
 };
 
 struct vol {
@@ -223,5 +268,9 @@ int vol_state_install(struct vol_shared *s, const char *tmp);
 const struct store_key *vol_key(const struct vol *v);
 /* Rebases onto the oldest pending snapshots while they are finished.  Under admin. */
 int vol_snapshot_settle(struct vol_shared *s);
+/* Completes every partial block of the top layer (copies up the sectors it lacks), so that none
+ * is left to be lost or frozen.  The caller holds the chain lock (read or write).  Returns 0 or
+ * the first error (-EIO when what is below cannot be read); the others are still completed. */
+int vol_partials_complete(struct vol *v);
 
 #endif

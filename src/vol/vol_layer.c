@@ -9,6 +9,11 @@
  * state was.  A torn bitmap page write cannot invent states either: each block's two bits live in
  * one byte, so each reads as its old or its new value, and both were valid.
  *
+ * An absent block's range of the data file may still hold bytes of a write whose state never
+ * became durable; a partial write into such a block punches the range first, so that those bytes
+ * do not reappear around it.  Blocks past the file's end at open are known empty (fresh_from)
+ * and skip the punch: no state can name them before this process writes them.
+ *
  * Layer files hold plaintext for now; encrypting layers at rest is a later issue.
  */
 #include "vol/vol_int.h"
@@ -163,10 +168,16 @@ int vol_layer_open(const char *dir, uint64_t seq, uint64_t nblocks, bool create,
     }
     if (rc == 0)
         rc = load_bitmap(l, nblocks);
+    struct stat st;
+    if (rc == 0 && fstat(l->fd_data, &st) < 0)
+        rc = -EIO;
     if (rc < 0) {
         layer_free(l);
         return rc;
     }
+    /* Past the end, a file reads as zero until written, also after a crash: a file system
+     * never shows bytes past the size it recovered. */
+    atomic_init(&l->fresh_from, ((uint64_t)st.st_size + VOL_BLOCK_SIZE - 1) / VOL_BLOCK_SIZE);
     *ret = l;
     return 0;
 }
@@ -200,8 +211,10 @@ unsigned vol_layer_get(const struct vol_layer *l, uint64_t idx)
 int vol_layer_set(struct vol_layer *l, uint64_t idx, unsigned st)
 {
     uint64_t p = idx >> VOL_BM_PAGE_SHIFT;
-    if (p >= l->npages)
+    if (p >= l->npages) {
+        atomic_store(&l->fresh_from, UINT64_MAX); /* as after a failed write: see there */
         return -EINVAL;
+    }
     uint8_t *page = atomic_load_explicit(&l->pages[p], memory_order_acquire);
     if (!page) {
         pthread_mutex_lock(&l->page_lock);
@@ -212,8 +225,11 @@ int vol_layer_set(struct vol_layer *l, uint64_t idx, unsigned st)
                 atomic_store_explicit(&l->pages[p], page, memory_order_release);
         }
         pthread_mutex_unlock(&l->page_lock);
-        if (!page)
+        if (!page) {
+            /* The block's data may be written already, and it stays absent. */
+            atomic_store(&l->fresh_from, UINT64_MAX);
             return -ENOMEM;
+        }
     }
     unsigned i = (unsigned)(idx & (VOL_BM_PAGE_BLOCKS - 1));
     unsigned shift = 2 * (i & 3);
@@ -290,8 +306,13 @@ int vol_layer_flush(struct vol_layer *l)
             continue;
         uint8_t *page = atomic_load_explicit(&l->pages[p], memory_order_acquire);
         uint8_t *dst = stage + k * VOL_BM_PAGE;
-        for (size_t i = 0; i < VOL_BM_PAGE; i++)
-            dst[i] = page ? __atomic_load_n(&page[i], __ATOMIC_ACQUIRE) : 0;
+        for (size_t i = 0; i < VOL_BM_PAGE; i++) {
+            uint8_t b = page ? __atomic_load_n(&page[i], __ATOMIC_ACQUIRE) : 0;
+            /* Partial blocks (both bits set) go to disk as absent: their writes are not
+             * durable until completed, which the volume's flush did for those it covers. */
+            uint8_t partial = b & (uint8_t)(b >> 1) & 0x55u;
+            dst[i] = b & (uint8_t) ~(partial | (uint8_t)(partial << 1));
+        }
         which[k++] = p;
     }
     bool sync = atomic_exchange(&l->needs_sync, false) || k > 0;
@@ -317,6 +338,21 @@ int vol_layer_flush(struct vol_layer *l)
     return rc;
 }
 
+bool vol_layer_fresh(const struct vol_layer *l, uint64_t idx)
+{
+    return idx >= atomic_load(&l->fresh_from);
+}
+
+int vol_layer_write(struct vol_layer *l, const void *buf, size_t n, uint64_t off)
+{
+    int rc = vol_pwrite_all(l->fd_data, buf, n, off);
+    if (rc < 0)
+        atomic_store(&l->fresh_from, UINT64_MAX);
+    /* Before the state changes: a flush that stages the state also syncs this data. */
+    atomic_store(&l->needs_sync, true);
+    return rc;
+}
+
 int vol_layer_punch(struct vol_layer *l, uint64_t idx)
 {
     uint64_t off = idx * VOL_BLOCK_SIZE;
@@ -328,8 +364,9 @@ int vol_layer_punch(struct vol_layer *l, uint64_t idx)
         void *z = calloc(1, VOL_BLOCK_SIZE);
         if (!z)
             return -ENOMEM;
-        rc = vol_pwrite_all(l->fd_data, z, VOL_BLOCK_SIZE, off);
+        rc = vol_layer_write(l, z, VOL_BLOCK_SIZE, off);
         free(z);
+        return rc;
     }
     atomic_store(&l->needs_sync, true);
     return rc;

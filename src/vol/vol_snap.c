@@ -45,6 +45,7 @@ static ssize_t pending_find(const struct vol_shared *s, const char *id)
 /* ---- begin ---- */
 
 struct begin_vol {
+    struct vol *v;
     struct vol_shared *s;
     const char *snap;
     struct vol_pending p;      /* the new pending entry */
@@ -85,6 +86,7 @@ int vol_snapshot_begin(struct vol **vols, const char *const *snapshot_ids, size_
         return -ENOMEM;
     int rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
+        bv[i].v = vols[i];
         bv[i].s = vols[i]->s;
         bv[i].snap = snapshot_ids[i];
         if (!vol_id_valid(bv[i].snap))
@@ -129,10 +131,19 @@ int vol_snapshot_begin(struct vol **vols, const char *const *snapshot_ids, size_
         if (rc == 0)
             rc = vol_state_prepare(s, s->next_seq, &bv[i].p, bv[i].tmp, sizeof(bv[i].tmp));
         bv[i].prepared = rc == 0;
+        /* A frozen layer has no partial blocks: most are completed here, while I/O goes on. */
+        if (rc == 0) {
+            pthread_rwlock_rdlock(&s->chain);
+            rc = vol_partials_complete(bv[i].v);
+            pthread_rwlock_unlock(&s->chain);
+        }
     }
     if (rc == 0) {
         for (size_t i = 0; i < n; i++)
             pthread_rwlock_wrlock(&bv[i].s->chain);
+        /* Those made since, with I/O stopped (usually none). */
+        for (size_t i = 0; i < n && rc == 0; i++)
+            rc = vol_partials_complete(bv[i].v);
         /* The instant: no request is in flight on any of the volumes. */
         for (size_t i = 0; i < n && rc == 0; i++) {
             struct vol_shared *s = bv[i].s;
@@ -235,6 +246,8 @@ static int cap_process(struct cap_worker *w, struct cap_item *it)
     it->zero = true;
     if (it->st == VOL_ST_ZERO)
         return 0;
+    if (it->st == VOL_ST_PARTIAL)
+        return -EIO; /* cannot be: begin completes the partial blocks of the layer it freezes */
     int rc = vol_pread_full(it->l->fd_data, w->buf, VOL_BLOCK_SIZE, it->idx * VOL_BLOCK_SIZE);
     if (rc < 0)
         return rc;
@@ -710,12 +723,23 @@ struct snapdev {
     struct vol_map *m;
     bool has_key;
     struct store_key key;
+    atomic_ullong ra_next; /* vol_readahead's cursor */
 };
 
 static int snap_pread(struct blockdev *bd, void *buf, size_t len, uint64_t off)
 {
     struct snapdev *d = (struct snapdev *)bd;
     uint8_t *p = buf;
+    if (len > 0) {
+        /* As vol_bd_pread: the request's later blocks and a sequential reader's next ones. */
+        uint64_t first = off / VOL_BLOCK_SIZE, last = (off + len - 1) / VOL_BLOCK_SIZE;
+        uint64_t end = last + 1 + vol_readahead(&d->ra_next, first, last);
+        struct chunk_id id;
+        for (uint64_t idx = first + 1; idx < end && idx < vol_map_blocks(d->m); idx++)
+            if (vol_map_get(d->m, idx, &id) &&
+                vol_cache_prefetch(d->r->cache, &id, d->has_key ? &d->key : NULL) == -EAGAIN)
+                break;
+    }
     while (len > 0) {
         uint64_t idx = off / VOL_BLOCK_SIZE;
         size_t boff = (size_t)(off % VOL_BLOCK_SIZE);

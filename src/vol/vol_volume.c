@@ -1,6 +1,7 @@
 /*
  * vol_volume.c — a region's volumes: the state file, create/open/close/delete, grow, and the
- * volume as a block device (read, write with copy-up, trim and zeroing, block status, flush).
+ * volume as a block device (read with read-ahead of base chunks, write with copy-up or partial
+ * blocks, trim and zeroing, block status, flush).
  *
  * DIR/volumes/<id>/state is a small text file, rewritten atomically and durably whenever the chain
  * changes, ending in the SHA-256 of what precedes it:
@@ -17,7 +18,7 @@
  * I/O holds the chain lock for reading, so a snapshot's begin (which holds it for writing) never
  * sees a request half done.  Writes to a block hold that block's stripe mutex across the
  * look-at-state, copy-up and write, so two writers to one block never lose an update while
- * writers to different blocks proceed in parallel.
+ * writers to different blocks proceed in parallel; readers take it only for partial blocks.
  */
 #include "vol/vol_int.h"
 #include "crypto/crypto.h"
@@ -613,6 +614,7 @@ static void shared_free(struct vol_shared *s)
     pthread_rwlock_destroy(&s->chain);
     for (size_t i = 0; i < VOL_STRIPES; i++)
         pthread_mutex_destroy(&s->stripes[i]);
+    pthread_mutex_destroy(&s->partial_lock);
     free(s);
 }
 
@@ -659,6 +661,9 @@ static int shared_load(struct vol_region *r, const char *id, struct vol_shared *
     pthread_rwlockattr_destroy(&a);
     for (size_t i = 0; i < VOL_STRIPES; i++)
         pthread_mutex_init(&s->stripes[i], NULL);
+    pthread_mutex_init(&s->partial_lock, NULL);
+    for (size_t i = 0; i < VOL_PARTIAL_MAX; i++)
+        s->partials[i].idx = UINT64_MAX;
 
     struct state_rec st = { 0 };
     int rc = vol_dir(r, id, s->dir, sizeof(s->dir));
@@ -776,6 +781,10 @@ void vol_close(struct vol *v)
     struct vol_shared *s = v->s;
     struct vol_region *r = s->r;
     bool last;
+    /* Best effort, like the flush below: partial blocks are kept only in memory. */
+    pthread_rwlock_rdlock(&s->chain);
+    vol_partials_complete(v);
+    pthread_rwlock_unlock(&s->chain);
     pthread_mutex_lock(&r->lock);
     for (struct vol **pp = &s->handle_list; *pp; pp = &(*pp)->next_handle) {
         if (*pp == v) {
@@ -897,7 +906,7 @@ uint64_t vol_changed_blocks(struct vol *v)
 
 /* ---- I/O ---- */
 
-enum { SRC_HOLE, SRC_LZERO, SRC_LAYER, SRC_BASE };
+enum { SRC_HOLE, SRC_LZERO, SRC_LAYER, SRC_BASE, SRC_PARTIAL };
 
 struct vol_src {
     int kind;
@@ -910,8 +919,8 @@ static void resolve(struct vol_shared *s, size_t n, uint64_t idx, struct vol_src
 {
     for (size_t i = n; i-- > 0;) {
         unsigned st = vol_layer_get(s->layers[i], idx);
-        if (st == VOL_ST_PRESENT) {
-            src->kind = SRC_LAYER;
+        if (st == VOL_ST_PRESENT || st == VOL_ST_PARTIAL) {
+            src->kind = st == VOL_ST_PRESENT ? SRC_LAYER : SRC_PARTIAL;
             src->l = s->layers[i];
             return;
         }
@@ -926,6 +935,8 @@ static void resolve(struct vol_shared *s, size_t n, uint64_t idx, struct vol_src
         src->kind = SRC_HOLE;
 }
 
+static int partial_read(struct vol *v, uint64_t idx, uint8_t *dst, size_t off, size_t len);
+
 static int src_read(struct vol *v, const struct vol_src *src, uint64_t idx, void *dst, size_t off,
                     size_t len)
 {
@@ -934,9 +945,191 @@ static int src_read(struct vol *v, const struct vol_src *src, uint64_t idx, void
         return vol_pread_full(src->l->fd_data, dst, len, idx * VOL_BLOCK_SIZE + off);
     case SRC_BASE:
         return vol_cache_read(v->s->r->cache, &src->id, vol_key(v), dst, off, len);
+    case SRC_PARTIAL:
+        return partial_read(v, idx, dst, off, len);
     default:
         memset(dst, 0, len);
         return 0;
+    }
+}
+
+/* ---- partial blocks ----
+ *
+ * A write of part of a block that the top layer lacks while older data lies below would have to
+ * copy the block up first: read (for a base block, decode) all 512 KiB below and write them with
+ * the new bytes.  A writer filling blocks piece by piece — a guest's 1 MiB requests, misaligned
+ * to blocks — would pay that once per block for bytes it then overwrites.  So a sector-aligned
+ * piece goes to the data file alone and the block becomes partial (VOL_ST_PARTIAL, in memory),
+ * with the sectors it has in a vol_partial entry; once pieces cover it, it is present without
+ * any read.  A flush completes the partial blocks first (copies up what they lack), and snapshot
+ * begin and close do too, so neither a durable state nor a frozen layer is ever partial; the
+ * bitmap stores one as absent, so a crash before its flush loses the piece as it would lose any
+ * unflushed write.  A read of a partial block merges below and file under the block's stripe.
+ * Unaligned pieces, and pieces once VOL_PARTIAL_MAX blocks are partial, are copied up at once.
+ */
+
+/* The entry of partial block `idx`, or with `create` a new one (NULL when all are taken).
+ * Under the block's stripe. */
+static struct vol_partial *partial_get(struct vol_shared *s, uint64_t idx, bool create)
+{
+    struct vol_partial *p = NULL, *free_slot = NULL;
+    pthread_mutex_lock(&s->partial_lock);
+    for (size_t i = 0; i < VOL_PARTIAL_MAX && !p; i++) {
+        if (s->partials[i].idx == idx)
+            p = &s->partials[i];
+        else if (!free_slot && s->partials[i].idx == UINT64_MAX)
+            free_slot = &s->partials[i];
+    }
+    if (!p && create && free_slot) {
+        p = free_slot;
+        p->idx = idx;
+        memset(p->cover, 0, sizeof(p->cover));
+        s->npartial++;
+    }
+    pthread_mutex_unlock(&s->partial_lock);
+    return p;
+}
+
+static void partial_free(struct vol_shared *s, struct vol_partial *p)
+{
+    pthread_mutex_lock(&s->partial_lock);
+    p->idx = UINT64_MAX;
+    s->npartial--;
+    pthread_mutex_unlock(&s->partial_lock);
+}
+
+static bool cover_has(const struct vol_partial *p, size_t sect)
+{
+    return (p->cover[sect / 64] >> (sect % 64)) & 1u;
+}
+
+/* The first run [*a, *b) of sectors at or after `from` whose coverage is `want`; false if none. */
+static bool cover_run(const struct vol_partial *p, size_t from, bool want, size_t *a, size_t *b)
+{
+    const size_t nsect = VOL_BLOCK_SIZE / VOL_SECTOR;
+    while (from < nsect && cover_has(p, from) != want)
+        from++;
+    if (from == nsect)
+        return false;
+    *a = from;
+    while (from < nsect && cover_has(p, from) == want)
+        from++;
+    *b = from;
+    return true;
+}
+
+/* Writes sector-aligned [boff, boff+n) of partial block `idx` to the data file and notes it;
+ * the block becomes present when covered.  Under the stripe. */
+static int partial_write(struct vol_shared *s, struct vol_partial *p, const uint8_t *data,
+                         size_t boff, size_t n)
+{
+    struct vol_layer *top = s->layers[s->nlayers - 1];
+    int rc = vol_layer_write(top, data, n, p->idx * VOL_BLOCK_SIZE + boff);
+    if (rc < 0)
+        return rc;
+    for (size_t k = boff / VOL_SECTOR; k < (boff + n) / VOL_SECTOR; k++)
+        p->cover[k / 64] |= 1ull << (k % 64);
+    size_t a, b;
+    if (cover_run(p, 0, false, &a, &b))
+        return vol_layer_set(top, p->idx, VOL_ST_PARTIAL);
+    rc = vol_layer_set(top, p->idx, VOL_ST_PRESENT);
+    if (rc == 0)
+        partial_free(s, p);
+    return rc;
+}
+
+/* Copies up the sectors partial block p->idx lacks: it becomes present.  Under the stripe. */
+static int partial_complete(struct vol *v, struct vol_partial *p)
+{
+    struct vol_shared *s = v->s;
+    struct vol_layer *top = s->layers[s->nlayers - 1];
+    uint64_t idx = p->idx;
+    struct vol_src below;
+    resolve(s, s->nlayers - 1, idx, &below);
+    uint8_t *blk = malloc(VOL_BLOCK_SIZE);
+    int rc = blk ? src_read(v, &below, idx, blk, 0, VOL_BLOCK_SIZE) : -ENOMEM;
+    size_t a, b;
+    for (size_t from = 0; rc == 0 && cover_run(p, from, false, &a, &b); from = b)
+        rc = vol_layer_write(top, blk + a * VOL_SECTOR, (b - a) * VOL_SECTOR,
+                             idx * VOL_BLOCK_SIZE + a * VOL_SECTOR);
+    free(blk);
+    if (rc == 0)
+        rc = vol_layer_set(top, idx, VOL_ST_PRESENT);
+    if (rc == 0)
+        partial_free(s, p);
+    return rc;
+}
+
+/* Reads [off, off+len) of block `idx`, which was partial when resolved: below, with the sectors
+ * the data file holds on top. */
+static int partial_read(struct vol *v, uint64_t idx, uint8_t *dst, size_t off, size_t len)
+{
+    struct vol_shared *s = v->s;
+    struct vol_layer *top = s->layers[s->nlayers - 1];
+    pthread_mutex_t *m = &s->stripes[idx % VOL_STRIPES];
+    pthread_mutex_lock(m);
+    struct vol_src src;
+    resolve(s, s->nlayers, idx, &src);
+    struct vol_partial *p = src.kind == SRC_PARTIAL ? partial_get(s, idx, false) : NULL;
+    int rc = 0;
+    if (src.kind != SRC_PARTIAL) {
+        rc = src_read(v, &src, idx, dst, off, len); /* completed meanwhile */
+    } else if (!p) {
+        rc = -EIO; /* cannot be: a partial block has its entry */
+    } else {
+        size_t first = off / VOL_SECTOR, end = (off + len + VOL_SECTOR - 1) / VOL_SECTOR, a, b;
+        if (cover_run(p, first, false, &a, &b) && a < end) {
+            struct vol_src below;
+            resolve(s, s->nlayers - 1, idx, &below);
+            rc = src_read(v, &below, idx, dst, off, len);
+        }
+        for (size_t from = first; rc == 0 && cover_run(p, from, true, &a, &b) && a < end;
+             from = b) {
+            size_t lo = a * VOL_SECTOR > off ? a * VOL_SECTOR : off;
+            size_t hi = b * VOL_SECTOR < off + len ? b * VOL_SECTOR : off + len;
+            rc = vol_pread_full(top->fd_data, dst + (lo - off), hi - lo, idx * VOL_BLOCK_SIZE + lo);
+        }
+    }
+    pthread_mutex_unlock(m);
+    return rc;
+}
+
+int vol_partials_complete(struct vol *v)
+{
+    struct vol_shared *s = v->s;
+    uint64_t idx[VOL_PARTIAL_MAX];
+    size_t n = 0;
+    pthread_mutex_lock(&s->partial_lock);
+    for (size_t i = 0; i < VOL_PARTIAL_MAX && s->npartial; i++)
+        if (s->partials[i].idx != UINT64_MAX)
+            idx[n++] = s->partials[i].idx;
+    pthread_mutex_unlock(&s->partial_lock);
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        pthread_mutex_t *m = &s->stripes[idx[i] % VOL_STRIPES];
+        pthread_mutex_lock(m);
+        /* Gone if a writer covered it meanwhile. */
+        struct vol_partial *p = partial_get(s, idx[i], false);
+        int r = p ? partial_complete(v, p) : 0;
+        pthread_mutex_unlock(m);
+        if (r < 0 && rc == 0)
+            rc = r;
+    }
+    return rc;
+}
+
+/* ---- reads and writes ---- */
+
+/* Queues the base chunks of blocks [from, to) for decoding in the background.  Under the chain
+ * lock (read). */
+static void prefetch_base(struct vol *v, uint64_t from, uint64_t to)
+{
+    struct vol_shared *s = v->s;
+    for (uint64_t idx = from; idx < to && idx < s->nblocks; idx++) {
+        struct vol_src src;
+        resolve(s, s->nlayers, idx, &src);
+        if (src.kind == SRC_BASE && vol_cache_prefetch(s->r->cache, &src.id, vol_key(v)) == -EAGAIN)
+            break;
     }
 }
 
@@ -947,6 +1140,13 @@ static int vol_bd_pread(struct blockdev *bd, void *buf, size_t len, uint64_t off
     uint8_t *p = buf;
     int rc = 0;
     pthread_rwlock_rdlock(&s->chain);
+    if (len > 0) {
+        /* The request's later blocks decode on other cores while this thread does the first;
+         * a sequential reader's next blocks while it is away. */
+        uint64_t first = off / VOL_BLOCK_SIZE, last = (off + len - 1) / VOL_BLOCK_SIZE;
+        if (s->base)
+            prefetch_base(v, first + 1, last + 1 + vol_readahead(&s->ra_next, first, last));
+    }
     while (len > 0 && rc == 0) {
         uint64_t idx = off / VOL_BLOCK_SIZE;
         size_t boff = (size_t)(off % VOL_BLOCK_SIZE);
@@ -959,14 +1159,6 @@ static int vol_bd_pread(struct blockdev *bd, void *buf, size_t len, uint64_t off
         len -= n;
     }
     pthread_rwlock_unlock(&s->chain);
-    return rc;
-}
-
-static int layer_write(struct vol_layer *l, const void *buf, size_t n, uint64_t off)
-{
-    int rc = vol_pwrite_all(l->fd_data, buf, n, off);
-    /* Before the state changes: a flush that stages the state also syncs this data. */
-    atomic_store(&l->needs_sync, true);
     return rc;
 }
 
@@ -987,14 +1179,16 @@ static int zero_block(struct vol_shared *s, uint64_t idx)
     return rc;
 }
 
-/* Writes [boff, boff+n) of block `idx` (less than a whole block), copying the block up into the
- * top layer first when the top layer lacks it.  `data` NULL writes zeroes.  Under the stripe. */
+/* Writes [boff, boff+n) of block `idx` (less than a whole block); where the top layer lacks the
+ * block and older data lies below, as a piece of a partial block or by copying the block up
+ * first.  `data` NULL writes zeroes.  Under the stripe. */
 static int write_partial(struct vol *v, uint64_t idx, const uint8_t *data, size_t boff, size_t n)
 {
     struct vol_shared *s = v->s;
     struct vol_layer *top = s->layers[s->nlayers - 1];
     unsigned st = vol_layer_get(top, idx);
     uint64_t base_off = idx * VOL_BLOCK_SIZE;
+    bool aligned = boff % VOL_SECTOR == 0 && n % VOL_SECTOR == 0;
     uint8_t *zeros = NULL;
     int rc = 0;
     if (!data) {
@@ -1009,32 +1203,49 @@ static int write_partial(struct vol *v, uint64_t idx, const uint8_t *data, size_
         data = zeros;
     }
     if (st == VOL_ST_PRESENT) {
-        rc = layer_write(top, data, n, base_off + boff);
+        rc = vol_layer_write(top, data, n, base_off + boff);
     } else if (st == VOL_ST_ZERO) {
         /* The rest of the block is a hole: it reads as zero. */
-        rc = layer_write(top, data, n, base_off + boff);
+        rc = vol_layer_write(top, data, n, base_off + boff);
         if (rc == 0)
             rc = vol_layer_set(top, idx, VOL_ST_PRESENT);
+    } else if (st == VOL_ST_PARTIAL) {
+        struct vol_partial *p = partial_get(s, idx, false);
+        if (!p)
+            rc = -EIO; /* cannot be: a partial block has its entry */
+        else if (aligned)
+            rc = partial_write(s, p, data, boff, n);
+        else if ((rc = partial_complete(v, p)) == 0)
+            rc = vol_layer_write(top, data, n, base_off + boff);
     } else {
         struct vol_src below;
+        struct vol_partial *p;
         resolve(s, s->nlayers - 1, idx, &below);
         if (below.kind == SRC_HOLE || below.kind == SRC_LZERO) {
             /* Punch first: an absent block's range may hold an unflushed write lost in a
-             * crash, which must not reappear around this one. */
-            rc = vol_layer_punch(top, idx);
+             * crash, which must not reappear around this one — unless the range lay past the
+             * file's end at open (a new layer's blocks: then the rest reads as zero anyway). */
+            if (!vol_layer_fresh(top, idx))
+                rc = vol_layer_punch(top, idx);
             if (rc == 0)
-                rc = layer_write(top, data, n, base_off + boff);
+                rc = vol_layer_write(top, data, n, base_off + boff);
+            if (rc == 0)
+                rc = vol_layer_set(top, idx, VOL_ST_PRESENT);
+        } else if (aligned && (p = partial_get(s, idx, true))) {
+            rc = partial_write(s, p, data, boff, n);
+            if (rc < 0 && vol_layer_get(top, idx) == VOL_ST_ABSENT)
+                partial_free(s, p);
         } else {
             uint8_t *blk = malloc(VOL_BLOCK_SIZE);
             rc = blk ? src_read(v, &below, idx, blk, 0, VOL_BLOCK_SIZE) : -ENOMEM;
             if (rc == 0) {
                 memcpy(blk + boff, data, n);
-                rc = layer_write(top, blk, VOL_BLOCK_SIZE, base_off);
+                rc = vol_layer_write(top, blk, VOL_BLOCK_SIZE, base_off);
             }
             free(blk);
+            if (rc == 0)
+                rc = vol_layer_set(top, idx, VOL_ST_PRESENT);
         }
-        if (rc == 0)
-            rc = vol_layer_set(top, idx, VOL_ST_PRESENT);
     }
     free(zeros);
     return rc;
@@ -1042,8 +1253,12 @@ static int write_partial(struct vol *v, uint64_t idx, const uint8_t *data, size_
 
 static int vol_bd_flush(struct blockdev *bd)
 {
-    struct vol_shared *s = ((struct vol *)bd)->s;
+    struct vol *v = (struct vol *)bd;
+    struct vol_shared *s = v->s;
     pthread_rwlock_rdlock(&s->chain);
+    /* Partial blocks acknowledged before this flush become whole before their states are
+     * staged (a partial state is staged as absent). */
+    int rc = vol_partials_complete(v);
     size_t n = s->nlayers;
     struct vol_layer **ls = malloc(n * sizeof(*ls));
     if (!ls) {
@@ -1054,7 +1269,6 @@ static int vol_bd_flush(struct blockdev *bd)
         ls[i] = vol_layer_ref(s->layers[i]);
     pthread_rwlock_unlock(&s->chain);
     /* Outside the chain lock: an fdatasync must not hold up a snapshot's begin. */
-    int rc = 0;
     for (size_t i = n; i-- > 0;) {
         int r = vol_layer_flush(ls[i]);
         if (r < 0 && rc == 0)
@@ -1080,13 +1294,18 @@ static int vol_write(struct vol *v, const uint8_t *data, size_t len, uint64_t of
         pthread_mutex_t *m = &s->stripes[idx % VOL_STRIPES];
         pthread_mutex_lock(m);
         if (n == VOL_BLOCK_SIZE) {
+            /* The whole block: a partial block's entry goes with the state it leaves. */
+            struct vol_partial *p =
+                vol_layer_get(top, idx) == VOL_ST_PARTIAL ? partial_get(s, idx, false) : NULL;
             if (!data || store_is_zero(data, n)) {
                 rc = zero_block(s, idx);
             } else {
-                rc = layer_write(top, data, n, idx * VOL_BLOCK_SIZE);
+                rc = vol_layer_write(top, data, n, idx * VOL_BLOCK_SIZE);
                 if (rc == 0 && vol_layer_get(top, idx) != VOL_ST_PRESENT)
                     rc = vol_layer_set(top, idx, VOL_ST_PRESENT);
             }
+            if (rc == 0 && p)
+                partial_free(s, p);
         } else {
             rc = write_partial(v, idx, data, boff, n);
         }

@@ -1637,6 +1637,56 @@ static void test_large_requests(void **state)
     free(r);
 }
 
+/* A WRITE payload that arrives in pieces, with pauses, and a READ queued right behind it in the
+ * same send: the payload is read whole and nothing past it. */
+static void test_write_payload_in_pieces(void **state)
+{
+    struct fixture *f = *state;
+    uint8_t *w = malloc(MiB), *r = malloc(MiB), h[28];
+    struct timespec pause = { .tv_nsec = 20 * 1000000 };
+    int fd;
+
+    assert_non_null(w);
+    assert_non_null(r);
+    fill_pattern(w, MiB, 33);
+    fd = cli_open(f, "disk", false, false, NULL);
+    assert_int_equal(cli_req(fd, 0, NBD_CMD_WRITE, 7, MiB, MiB, NULL), 0);
+    assert_int_equal(cli_send(fd, w, 1000), 0);
+    nanosleep(&pause, NULL);
+    assert_int_equal(cli_send(fd, w + 1000, 300000), 0);
+    nanosleep(&pause, NULL);
+    /* The rest of the payload and the next request's header in one send. */
+    uint8_t *tail = malloc(MiB - 301000 + sizeof(h));
+    assert_non_null(tail);
+    memcpy(tail, w + 301000, MiB - 301000);
+    nbd_put32(h, NBD_REQUEST_MAGIC);
+    nbd_put16(h + 4, 0);
+    nbd_put16(h + 6, NBD_CMD_READ);
+    nbd_put64(h + 8, 8);
+    nbd_put64(h + 16, MiB);
+    nbd_put32(h + 24, MiB);
+    memcpy(tail + MiB - 301000, h, sizeof(h));
+    assert_int_equal(cli_send(fd, tail, MiB - 301000 + sizeof(h)), 0);
+    /* Replies in either order: the read may overtake the write on another worker, so only
+     * the write's is checked here and the data read again after it. */
+    for (int i = 0; i < 2; i++) {
+        uint8_t rh[16];
+        assert_int_equal(cli_recv(fd, rh, sizeof(rh)), 0);
+        assert_int_equal(nbd_get32(rh + 4), 0);
+        if (nbd_get64(rh + 8) == 8)
+            assert_int_equal(cli_recv(fd, r, MiB), 0);
+        else
+            assert_true(nbd_get64(rh + 8) == 7);
+    }
+    assert_int_equal(cli_read(fd, 0, MiB, r, MiB, NULL), 0);
+    assert_memory_equal(r, w, MiB);
+    assert_memory_equal(nbd_memdev_data(f->rw) + MiB, w, MiB);
+    cli_disc(fd);
+    free(tail);
+    free(w);
+    free(r);
+}
+
 static void test_block_status_device_quirks(void **state)
 {
     struct fixture *f = *state;
@@ -1911,6 +1961,7 @@ int main(void)
         T(test_block_status_many_extents),
         T(test_block_status_device_quirks),
         T(test_large_requests),
+        T(test_write_payload_in_pieces),
         T(test_plain_device_fallbacks),
         T(test_readonly),
         T(test_out_of_range),

@@ -655,7 +655,7 @@ static void test_args_build(void **state)
     assert_null(a.v[a.n]);
     assert_string_equal(arg_after(&a, "-name", 0), "guest=i-0123456789abcdef0,debug-threads=on");
     assert_string_equal(arg_after(&a, "-accel", 0), "tcg");
-    assert_string_equal(arg_after(&a, "-cpu", 0), "max");
+    assert_string_equal(arg_after(&a, "-cpu", 0), "max,erms=off,fsrm=off");
     assert_string_equal(arg_after(&a, "-smp", 0), "2");
     assert_string_equal(arg_after(&a, "-m", 0), "512M");
     assert_string_equal(arg_after(&a, "-machine", 0), "pc");
@@ -695,6 +695,7 @@ static void test_args_build(void **state)
     assert_string_equal(json_string_value(json_object_get(j, "serial")), "vol0aaa");
     assert_string_equal(json_string_value(json_object_get(j, "werror")), "stop");
     assert_string_equal(json_string_value(json_object_get(j, "iothread")), VMM_IOTHREAD_ID);
+    assert_int_equal(json_integer_value(json_object_get(j, "opt_io_size")), 512 * 1024);
     assert_int_equal(json_integer_value(json_object_get(j, "bootindex")), 0);
     json_decref(j);
     j = find_json_arg(&a, "-device", "id", "vol-0bbb");

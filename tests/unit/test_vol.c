@@ -31,6 +31,7 @@
 #include "store/store.h"
 #include "util/util.h"
 #include "vol/vol.h"
+#include "vol/vol_int.h" /* white-box: the cache's read-ahead */
 
 #define BS    ((size_t)VOL_BLOCK_SIZE)
 #define CACHE (8u << 20)
@@ -920,9 +921,6 @@ static void test_cache_and_corruption(void **state)
     env_open_region(&e);
     struct vol *c = create_open(&e, "vol-c2", size, "snap-c", NULL);
     struct blockdev *bd = vol_blockdev(c);
-    /* The first 4 KiB read decodes block 0; the chunk then disappears; the other 127 reads
-     * of the block come from the cache. */
-    assert_int_equal(bd_read(bd, buf, 4096, 0), 0);
     struct vol_map *m;
     char path[600];
     vol_map_path(e.r, "snap-c", path, sizeof(path));
@@ -932,17 +930,11 @@ static void test_cache_and_corruption(void **state)
     assert_true(vol_map_get(m, 1, &id1));
     assert_true(vol_map_get(m, 2, &id2));
     vol_map_unref(m);
+    /* Blocks 1 and 2 damaged first: reading block 0 reads them ahead, and a failed read-ahead
+     * must leave nothing cached. */
     char cp[700];
-    chunk_path(&e, &id0, cp, sizeof(cp));
-    assert_int_equal(unlink(cp), 0);
-    for (size_t off = 4096; off < BS; off += 4096)
-        assert_int_equal(bd_read(bd, buf + off, 4096, off), 0);
-    assert_memory_equal(buf + 4096, model + 4096, BS - 4096);
-    /* Missing and corrupt chunks: -EIO, also for a copy-up. */
     chunk_path(&e, &id1, cp, sizeof(cp));
     assert_int_equal(unlink(cp), 0);
-    assert_int_equal(bd_read(bd, buf, 100, BS + 5), -EIO);
-    assert_int_equal(bd_write(bd, "x", 1, BS + 5), -EIO);
     chunk_path(&e, &id2, cp, sizeof(cp));
     int fd = open(cp, O_RDWR);
     assert_true(fd >= 0);
@@ -953,12 +945,91 @@ static void test_cache_and_corruption(void **state)
     x ^= 1;
     assert_int_equal(pwrite(fd, &x, 1, sb.st_size / 2), 1);
     close(fd);
+    /* The first 4 KiB read decodes block 0; the chunk then disappears; the other 127 reads
+     * of the block come from the cache. */
+    assert_int_equal(bd_read(bd, buf, 4096, 0), 0);
+    chunk_path(&e, &id0, cp, sizeof(cp));
+    assert_int_equal(unlink(cp), 0);
+    for (size_t off = 4096; off < BS; off += 4096)
+        assert_int_equal(bd_read(bd, buf + off, 4096, off), 0);
+    assert_memory_equal(buf + 4096, model + 4096, BS - 4096);
+    /* Missing and corrupt chunks: -EIO, also for a copy-up, and again when asked again. */
+    assert_int_equal(bd_read(bd, buf, 100, BS + 5), -EIO);
+    assert_int_equal(bd_write(bd, "x", 1, BS + 5), -EIO);
     assert_int_equal(bd_read(bd, buf, 100, 2 * BS + 5), -EIO);
+    assert_int_equal(bd_read(bd, buf, 2 * BS, BS), -EIO);
     /* A full-block write needs nothing from below. */
     assert_int_equal(bd_write(bd, model, BS, BS), 0);
     assert_int_equal(bd_read(bd, buf, BS, BS), 0);
     assert_memory_equal(buf, model, BS);
     vol_close(c);
+    free(model);
+    free(buf);
+    env_fini(&e);
+}
+
+/* Read-ahead (white box): the sequential detector, and the cache's background decodes, their
+ * failures, a full queue and a cache freed with decodes still queued. */
+static void test_readahead(void **state)
+{
+    atomic_ullong cur;
+    atomic_init(&cur, 0);
+    assert_int_equal(vol_readahead(&cur, 0, 0), VOL_READAHEAD); /* a reader starting at 0 */
+    assert_int_equal(vol_readahead(&cur, 0, 0), 0);             /* more of block 0 */
+    assert_int_equal(vol_readahead(&cur, 0, 1), VOL_READAHEAD); /* on into block 1 */
+    assert_int_equal(vol_readahead(&cur, 2, 3), VOL_READAHEAD);
+    assert_int_equal(vol_readahead(&cur, 9, 9), 0);               /* a jump */
+    assert_int_equal(vol_readahead(&cur, 10, 10), VOL_READAHEAD); /* a new run */
+    assert_int_equal(vol_readahead(&cur, 3, 3), 0);               /* backwards */
+
+    struct env e;
+    env_init(&e);
+    const uint64_t size = 6 * BS;
+    uint64_t seed = 5;
+    uint8_t *model = malloc(size), *buf = malloc(BS);
+    rng_fill(&seed, model, size);
+    struct vol *v = create_open(&e, "vol-ra", size, NULL, NULL);
+    assert_int_equal(bd_write(vol_blockdev(v), model, size, 0), 0);
+    struct vol_snapshot_stats st;
+    snapshot_now(v, "snap-ra", &st);
+    vol_close(v);
+    struct vol_map *m;
+    char path[600], cp[700];
+    vol_map_path(e.r, "snap-ra", path, sizeof(path));
+    assert_int_equal(vol_map_load(path, &m), 0);
+    struct chunk_id ids[6];
+    for (int i = 0; i < 6; i++)
+        assert_true(vol_map_get(m, (uint64_t)i, &ids[i]));
+    vol_map_unref(m);
+
+    struct vol_cache *c;
+    assert_int_equal(vol_cache_new(e.store, 64 * BS, &c), 0);
+    chunk_path(&e, &ids[5], cp, sizeof(cp));
+    assert_int_equal(unlink(cp), 0);
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(vol_cache_prefetch(c, &ids[i], NULL), 0);
+    assert_int_equal(vol_cache_prefetch(c, &ids[0], NULL), 0); /* queued or cached: no-op */
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(vol_cache_read(c, &ids[i], NULL, buf, 0, BS), 0);
+        assert_memory_equal(buf, model + (size_t)i * BS, BS);
+    }
+    assert_int_equal(vol_cache_read(c, &ids[5], NULL, buf, 0, BS), -EIO);
+    /* Decoded ahead means cached: the chunks may go now. */
+    for (int i = 0; i < 5; i++) {
+        chunk_path(&e, &ids[i], cp, sizeof(cp));
+        assert_int_equal(unlink(cp), 0);
+        assert_int_equal(vol_cache_read(c, &ids[i], NULL, buf, 100, 5000), 0);
+        assert_memory_equal(buf, model + (size_t)i * BS + 100, 5000);
+    }
+    /* Many misses at once: queued or refused (a full queue), never waited for; the cache is
+     * freed with decodes still queued. */
+    for (uint64_t k = 0; k < 200; k++) {
+        struct chunk_id id;
+        id_of(1000 + k, &id);
+        int rc = vol_cache_prefetch(c, &id, NULL);
+        assert_true(rc == 0 || rc == -EAGAIN);
+    }
+    vol_cache_free(c);
     free(model);
     free(buf);
     env_fini(&e);
@@ -1322,6 +1393,154 @@ static void test_crash_copy_mid_snapshot(void **state)
     env_fini(&e);
 }
 
+/* Partial writes into absent blocks: past the layer's end at open they need no punch, but a
+ * block whose write was lost (its data in the file, its state never flushed) reads zero around
+ * a partial write after the restart, not the lost bytes. */
+static void test_partial_after_lost_write(void **state)
+{
+    struct env e;
+    env_init(&e);
+    const uint64_t size = 8 * BS;
+    uint64_t seed = 31;
+    uint8_t *model = calloc(1, size), *junk = malloc(2 * BS);
+    rng_fill(&seed, junk, 2 * BS);
+    struct vol *v = create_open(&e, "vol-p", size, NULL, NULL);
+    struct blockdev *bd = vol_blockdev(v);
+    /* A fresh layer: halves of block 1 in two writes, a few bytes in block 6. */
+    rng_fill(&seed, model + BS, BS / 2);
+    assert_int_equal(bd_write(bd, model + BS, BS / 2, BS), 0);
+    check_content(bd, model, size);
+    rng_fill(&seed, model + BS + BS / 2, BS / 2);
+    assert_int_equal(bd_write(bd, model + BS + BS / 2, BS / 2, BS + BS / 2), 0);
+    rng_fill(&seed, model + 6 * BS + 100, 700);
+    assert_int_equal(bd_write(bd, model + 6 * BS + 100, 700, 6 * BS + 100), 0);
+    assert_int_equal(bd->ops->flush(bd), 0);
+    /* Blocks 2 and 3 written and never flushed: lost in the crash (the copy below). */
+    assert_int_equal(bd_write(bd, junk, 2 * BS, 2 * BS), 0);
+    char copy[600];
+    snprintf(copy, sizeof(copy), "%s/copy", e.root);
+    copy_tree(e.region_dir, copy);
+    struct vol_region *r2;
+    assert_int_equal(vol_region_open(copy, e.store, CACHE, &r2), 0);
+    struct vol *v2;
+    assert_int_equal(vol_open(r2, "vol-p", NULL, &v2), 0);
+    struct blockdev *bd2 = vol_blockdev(v2);
+    check_content(bd2, model, size);
+    rng_fill(&seed, model + 2 * BS + 4096, 8192);
+    assert_int_equal(bd_write(bd2, model + 2 * BS + 4096, 8192, 2 * BS + 4096), 0);
+    rng_fill(&seed, model + 3 * BS + BS / 2, BS / 2);
+    assert_int_equal(bd_write(bd2, model + 3 * BS + BS / 2, BS / 2, 3 * BS + BS / 2), 0);
+    rng_fill(&seed, model + 7 * BS + 9, 99);
+    assert_int_equal(bd_write(bd2, model + 7 * BS + 9, 99, 7 * BS + 9), 0);
+    check_content(bd2, model, size);
+    assert_int_equal(bd2->ops->flush(bd2), 0);
+    vol_close(v2);
+    assert_int_equal(vol_open(r2, "vol-p", NULL, &v2), 0);
+    check_content(vol_blockdev(v2), model, size);
+    vol_close(v2);
+    vol_region_close(r2);
+    vol_close(v);
+    free(model);
+    free(junk);
+    env_fini(&e);
+}
+
+/* Writes `n` bytes of fresh random data at `off` into both the device and `model`. */
+static void write_rand(struct blockdev *bd, uint8_t *model, uint64_t *seed, uint64_t off, size_t n)
+{
+    rng_fill(seed, model + off, n);
+    assert_int_equal(bd_write(bd, model + off, n, off), 0);
+}
+
+/* Reads [off, off+n) and compares it with the model. */
+static void check_range(struct blockdev *bd, const uint8_t *model, uint64_t off, size_t n)
+{
+    uint8_t *buf = malloc(n);
+    assert_int_equal(bd_read(bd, buf, n, off), 0);
+    assert_memory_equal(buf, model + off, n);
+    free(buf);
+}
+
+/* Sector-aligned pieces of blocks the top layer lacks over a base (partial blocks): reads merge
+ * them with the base, covering pieces make the block whole, whole-block writes, zeroing, trims
+ * and unaligned writes end the partial state, a flush makes them durable (a copy of the
+ * directory taken after it has them; one taken before a flush reads the base there), and a
+ * snapshot begun with a partial block captures it. */
+static void test_partial_blocks(void **state)
+{
+    struct env e;
+    env_init(&e);
+    const uint64_t size = 8 * BS;
+    const size_t S = 512;
+    uint64_t seed = 99;
+    uint8_t *model = malloc(size), *flushed = malloc(size);
+    rng_fill(&seed, model, size);
+    struct vol *v0 = create_open(&e, "vol-pb0", size, NULL, NULL);
+    assert_int_equal(bd_write(vol_blockdev(v0), model, size, 0), 0);
+    struct vol_snapshot_stats st;
+    snapshot_now(v0, "snap-pb", &st);
+    vol_close(v0);
+    struct vol *v = create_open(&e, "vol-pb", size, "snap-pb", NULL);
+    struct blockdev *bd = vol_blockdev(v);
+
+    /* Block 1 in two halves. */
+    write_rand(bd, model, &seed, BS, BS / 2);
+    check_content(bd, model, size);
+    check_range(bd, model, BS + BS / 2 - 700, 1400);
+    write_rand(bd, model, &seed, BS + BS / 2, BS / 2);
+    check_content(bd, model, size);
+    /* Block 2: pieces with gaps; reads inside a piece, inside a gap and across; then an
+     * unaligned write into a gap. */
+    write_rand(bd, model, &seed, 2 * BS, 8 * S);
+    write_rand(bd, model, &seed, 2 * BS + 100 * S, 100 * S);
+    write_rand(bd, model, &seed, 3 * BS - S, S);
+    check_range(bd, model, 2 * BS + 120 * S + 3, 2000);
+    check_range(bd, model, 2 * BS + 300 * S, 4096);
+    check_range(bd, model, 2 * BS + 7 * S, 200 * S);
+    check_content(bd, model, size);
+    write_rand(bd, model, &seed, 2 * BS + 50 * S + 7, 1000);
+    check_content(bd, model, size);
+    /* Blocks 3-5: a piece, then a whole-block write, zeroes, a trim of part of it. */
+    write_rand(bd, model, &seed, 3 * BS + 64 * S, 64 * S);
+    write_rand(bd, model, &seed, 3 * BS, BS);
+    write_rand(bd, model, &seed, 4 * BS + 8 * S, 8 * S);
+    assert_int_equal(bd->ops->write_zeroes(bd, BS, 4 * BS, BLOCKDEV_MAY_TRIM), 0);
+    memset(model + 4 * BS, 0, BS);
+    write_rand(bd, model, &seed, 5 * BS + 8 * S, 8 * S);
+    assert_int_equal(bd->ops->trim(bd, 16 * S, 5 * BS), 0);
+    memset(model + 5 * BS, 0, 16 * S);
+    check_content(bd, model, size);
+    /* Block 6: a piece, flushed. */
+    write_rand(bd, model, &seed, 6 * BS + 200 * S, 3 * S);
+    assert_int_equal(bd->ops->flush(bd), 0);
+    memcpy(flushed, model, size);
+    /* Block 7: a piece not flushed. */
+    write_rand(bd, model, &seed, 7 * BS + 10 * S, 20 * S);
+    char copy[600];
+    snprintf(copy, sizeof(copy), "%s/copy", e.root);
+    copy_tree(e.region_dir, copy);
+    struct vol_region *r2;
+    assert_int_equal(vol_region_open(copy, e.store, CACHE, &r2), 0);
+    struct vol *v2;
+    assert_int_equal(vol_open(r2, "vol-pb", NULL, &v2), 0);
+    check_content(vol_blockdev(v2), flushed, size);
+    vol_close(v2);
+    vol_region_close(r2);
+    /* A snapshot begun now holds block 7's piece; the volume goes on with it. */
+    check_content(bd, model, size);
+    snapshot_now(v, "snap-pb2", &st);
+    check_snapshot(&e, "snap-pb2", model, size, NULL);
+    write_rand(bd, model, &seed, 7 * BS + 40 * S, 2 * S);
+    check_content(bd, model, size);
+    vol_close(v);
+    assert_int_equal(vol_open(e.r, "vol-pb", NULL, &v), 0);
+    check_content(vol_blockdev(v), model, size);
+    vol_close(v);
+    free(model);
+    free(flushed);
+    env_fini(&e);
+}
+
 /* kill -9 of a process writing, flushing and snapshotting at a random instant: after reopening,
  * every flushed write reads back, and every sector holds something that was written to it. */
 #define CR_SIZE  (16 * BS)
@@ -1491,12 +1710,15 @@ int main(void)
         cmocka_unit_test(test_incremental),
         cmocka_unit_test(test_encrypted),
         cmocka_unit_test(test_cache_and_corruption),
+        cmocka_unit_test(test_readahead),
         cmocka_unit_test(test_abort_and_grow),
         cmocka_unit_test(test_two_pending),
         cmocka_unit_test(test_finish_out_of_order),
         cmocka_unit_test(test_two_volumes_one_instant),
         cmocka_unit_test(test_concurrency),
         cmocka_unit_test(test_crash_copy_mid_snapshot),
+        cmocka_unit_test(test_partial_after_lost_write),
+        cmocka_unit_test(test_partial_blocks),
         cmocka_unit_test(test_crash_kill9),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
