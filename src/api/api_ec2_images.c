@@ -4,9 +4,12 @@
  * permissions, image block public access, deprecation, deregistration protection, disabling and
  * deregistering.  The rules live in core_images.c.
  *
- * DescribeImages may walk thousands of rows per call: rows failing a filter on a plain column
- * are dropped before any output tree is built (api_filters_check), and keyset paging stops the
- * walk as soon as a page is full.
+ * DescribeImages may walk thousands of rows per call: the filters on plain columns (image-id,
+ * name, state) narrow the walk in SQL, rows failing a filter on a plain column are dropped before
+ * any output tree is built (api_filters_check), the mappings and tags of the rows kept are read a
+ * chunk at a time (a few queries, not two per image), and keyset paging stops the walk as soon as
+ * a page is full.  The API's filters (api_filters_check on the row, api_filters_match on the
+ * item) stay the judges.
  */
 #include "api/api_int.h"
 #include "core/core.h"
@@ -24,29 +27,104 @@ static struct core_caller caller(struct api_call *c)
 
 /* ---- the Image shape ---- */
 
+/* Items are built with their members in the model's order (Image, BlockDeviceMapping,
+ * EbsBlockDevice), which lets the XML writer walk them without a lookup per member. */
+
+/* String members whose value is the same in most items of a listing. */
+enum {
+    R_PLATFORM,
+    R_USAGE,
+    R_HYPERVISOR,
+    R_ALIAS,
+    R_ROOT_DEVICE,
+    R_ROOT_TYPE,
+    R_VIRTUALIZATION,
+    R_PROTECTION,
+    R_STATE,
+    R_OWNER,
+    R_ARCHITECTURE,
+    R_TYPE,
+    R_DEVICE,
+    R_SNAPSHOT,
+    R_VOLUME_TYPE,
+    R_COUNT
+};
+
+/* What the items of one DescribeImages call share: for each member of the enum above, the last
+ * value made, handed to the next item too when its value is the same (one reference more rather
+ * than a new string), and the empty ProductCodes list. */
+struct image_builder {
+    json_t *last[R_COUNT];
+    json_t *product_codes;
+};
+
+static void image_builder_free(struct image_builder *ib)
+{
+    for (size_t i = 0; i < R_COUNT; i++)
+        json_decref(ib->last[i]);
+    json_decref(ib->product_codes);
+}
+
+/* A new reference to a string holding `s`: the builder's last one for `member` when equal (a new
+ * string without a builder). */
+static json_t *repeated(struct image_builder *ib, int member, const char *s)
+{
+    json_t *v = ib ? ib->last[member] : NULL;
+    if (v && strcmp(json_string_value(v), s) == 0)
+        return json_incref(v);
+    v = json_string(s);
+    if (ib && v) {
+        json_decref(ib->last[member]);
+        ib->last[member] = json_incref(v);
+    }
+    return v;
+}
+
+/* Member names are literals: valid UTF-8 needs no checking. */
+static void put(json_t *o, const char *key, json_t *v)
+{
+    json_object_set_new_nocheck(o, key, v);
+}
+
+static void put_string(json_t *o, const char *key, const char *s)
+{
+    put(o, key, json_string(s));
+}
+
+/* A BlockDeviceMapping item (`ib` may be NULL). */
+static json_t *bdm_item(struct image_builder *ib, const struct db_bdm *b)
+{
+    json_t *o = json_object();
+    if (!o)
+        return NULL;
+    bool none = strcmp(b->kind, "none") == 0, ephemeral = strcmp(b->kind, "ephemeral") == 0;
+    if (!none && !ephemeral) {
+        json_t *ebs = json_object();
+        put(ebs, "DeleteOnTermination", json_boolean(b->delete_on_termination));
+        if (b->iops)
+            put(ebs, "Iops", json_integer(b->iops));
+        if (b->snapshot_id[0])
+            put(ebs, "SnapshotId", repeated(ib, R_SNAPSHOT, b->snapshot_id));
+        put(ebs, "VolumeSize", json_integer(b->volume_size));
+        put(ebs, "VolumeType", repeated(ib, R_VOLUME_TYPE, b->volume_type));
+        if (b->kms_key_id[0])
+            put_string(ebs, "KmsKeyId", b->kms_key_id);
+        if (b->throughput)
+            put(ebs, "Throughput", json_integer(b->throughput));
+        put(ebs, "Encrypted", json_boolean(b->encrypted));
+        put(o, "Ebs", ebs);
+    }
+    if (none)
+        put_string(o, "NoDevice", "");
+    put(o, "DeviceName", repeated(ib, R_DEVICE, b->device_name));
+    if (ephemeral)
+        put_string(o, "VirtualName", b->virtual_name);
+    return o;
+}
+
 static int bdm_json(void *vctx, const struct db_bdm *b)
 {
-    json_t *list = vctx;
-    json_t *o = json_pack("{s:s}", "DeviceName", b->device_name);
-    if (strcmp(b->kind, "none") == 0) {
-        json_object_set_new(o, "NoDevice", json_string(""));
-    } else if (strcmp(b->kind, "ephemeral") == 0) {
-        json_object_set_new(o, "VirtualName", json_string(b->virtual_name));
-    } else {
-        json_t *ebs = json_pack("{s:b, s:I, s:s, s:b}", "DeleteOnTermination",
-                                b->delete_on_termination, "VolumeSize", (json_int_t)b->volume_size,
-                                "VolumeType", b->volume_type, "Encrypted", b->encrypted);
-        if (b->snapshot_id[0])
-            json_object_set_new(ebs, "SnapshotId", json_string(b->snapshot_id));
-        if (b->kms_key_id[0])
-            json_object_set_new(ebs, "KmsKeyId", json_string(b->kms_key_id));
-        if (b->iops)
-            json_object_set_new(ebs, "Iops", json_integer(b->iops));
-        if (b->throughput)
-            json_object_set_new(ebs, "Throughput", json_integer(b->throughput));
-        json_object_set_new(o, "Ebs", ebs);
-    }
-    return json_array_append_new(list, o);
+    return json_array_append_new(vctx, bdm_item(NULL, b));
 }
 
 static json_t *iso(int64_t ms)
@@ -56,63 +134,80 @@ static json_t *iso(int64_t ms)
     return json_string(t);
 }
 
-static json_t *image_item(struct api_call *c, struct db *db, const struct db_image *im,
-                          const char *alias)
+/* The Image item of a row with its mappings and its tags (a list, or NULL for none), whose
+ * references it takes. */
+static json_t *image_item(struct api_call *c, struct image_builder *ib, const struct db_image *im,
+                          const char *alias, json_t *bdms, json_t *tags)
 {
-    char location[640];
-    snprintf(location, sizeof(location), "%s/%s", alias && *alias ? alias : im->owner, im->name);
-    json_t *o = json_pack(
-        "{s:s, s:s, s:s, s:s, s:b, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, "
-        "s:s, s:[]}",
-        "ImageId", im->id, "ImageLocation", location, "State", im->state, "OwnerId", im->owner,
-        "Public", im->public, "Architecture", im->architecture, "ImageType", "machine", "Name",
-        im->name, "RootDeviceType", "ebs", "RootDeviceName", im->root_device_name,
-        "VirtualizationType", im->virtualization_type, "Hypervisor", "xen", "PlatformDetails",
-        "Linux/UNIX", "UsageOperation", "RunInstances", "ProductCodes");
-    if (!o)
+    json_t *o = json_object();
+    if (!o) {
+        json_decref(bdms);
+        json_decref(tags);
         return NULL;
-    json_object_set_new(o, "CreationDate", iso(im->creation_ms));
+    }
+    put(o, "PlatformDetails", repeated(ib, R_PLATFORM, "Linux/UNIX"));
+    put(o, "UsageOperation", repeated(ib, R_USAGE, "RunInstances"));
+    put(o, "BlockDeviceMappings", bdms);
     if (im->description[0])
-        json_object_set_new(o, "Description", json_string(im->description));
-    json_object_set_new(o, "EnaSupport", json_boolean(im->ena_support));
+        put_string(o, "Description", im->description);
+    put(o, "EnaSupport", json_boolean(im->ena_support));
+    put(o, "Hypervisor", repeated(ib, R_HYPERVISOR, "xen"));
+    if (alias && *alias)
+        put(o, "ImageOwnerAlias", repeated(ib, R_ALIAS, alias));
+    put_string(o, "Name", im->name);
+    put(o, "RootDeviceName", repeated(ib, R_ROOT_DEVICE, im->root_device_name));
+    put(o, "RootDeviceType", repeated(ib, R_ROOT_TYPE, "ebs"));
     if (im->sriov_net_support[0])
-        json_object_set_new(o, "SriovNetSupport", json_string(im->sriov_net_support));
+        put_string(o, "SriovNetSupport", im->sriov_net_support);
+    if (im->state_reason_code[0])
+        put(o, "StateReason",
+            json_pack("{s:s, s:s}", "Code", im->state_reason_code, "Message",
+                      im->state_reason_message));
+    if (tags)
+        put(o, "Tags", tags);
+    put(o, "VirtualizationType", repeated(ib, R_VIRTUALIZATION, im->virtualization_type));
     if (im->boot_mode[0])
-        json_object_set_new(o, "BootMode", json_string(im->boot_mode));
+        put_string(o, "BootMode", im->boot_mode);
     if (im->tpm_support[0])
-        json_object_set_new(o, "TpmSupport", json_string(im->tpm_support));
-    if (im->imds_support[0])
-        json_object_set_new(o, "ImdsSupport", json_string(im->imds_support));
+        put_string(o, "TpmSupport", im->tpm_support);
     if (im->deprecation_ms) {
         /* EC2 writes the deprecation time without milliseconds. */
         char t[32];
         time_format_iso(im->deprecation_ms, t);
         snprintf(t + 19, sizeof(t) - 19, "Z");
-        json_object_set_new(o, "DeprecationTime", json_string(t));
+        put_string(o, "DeprecationTime", t);
     }
-    if (im->last_launched_ms)
-        json_object_set_new(o, "LastLaunchedTime", iso(im->last_launched_ms));
+    if (im->imds_support[0])
+        put_string(o, "ImdsSupport", im->imds_support);
+    if (im->source_instance_id[0])
+        put_string(o, "SourceInstanceId", im->source_instance_id);
     char prot[64];
     core_image_protection_text(c->app, im, prot, sizeof(prot));
-    json_object_set_new(o, "DeregistrationProtection", json_string(prot));
-    if (im->source_instance_id[0])
-        json_object_set_new(o, "SourceInstanceId", json_string(im->source_instance_id));
+    put(o, "DeregistrationProtection", repeated(ib, R_PROTECTION, prot));
+    if (im->last_launched_ms)
+        put(o, "LastLaunchedTime", iso(im->last_launched_ms));
     if (im->source_image_id[0]) {
-        json_object_set_new(o, "SourceImageId", json_string(im->source_image_id));
-        json_object_set_new(o, "SourceImageRegion", json_string(im->source_region));
+        put_string(o, "SourceImageId", im->source_image_id);
+        put_string(o, "SourceImageRegion", im->source_region);
     }
-    if (alias && *alias)
-        json_object_set_new(o, "ImageOwnerAlias", json_string(alias));
-    if (im->state_reason_code[0])
-        json_object_set_new(o, "StateReason",
-                            json_pack("{s:s, s:s}", "Code", im->state_reason_code, "Message",
-                                      im->state_reason_message));
-    json_t *bdms = json_array();
-    core_image_bdms(c->app, im->id, bdm_json, bdms);
-    json_object_set_new(o, "BlockDeviceMappings", bdms);
-    /* Tags belong to the owner's account: those who were shared the image do not see them. */
-    if (db && strcmp(im->owner, c->account_id) == 0)
-        api_add_tags(c, db, o, im->id);
+    put_string(o, "ImageId", im->id);
+    /* "owner/name", the owner by its alias when it has one (db_account.alias: under 72 bytes) */
+    char location[128 + sizeof(im->name)];
+    const char *who = alias && *alias ? alias : im->owner;
+    size_t nw = strnlen(who, 127), nn = strlen(im->name);
+    memcpy(location, who, nw);
+    location[nw] = '/';
+    memcpy(location + nw + 1, im->name, nn + 1);
+    put(o, "ImageLocation", json_stringn(location, nw + 1 + nn));
+    put(o, "State", repeated(ib, R_STATE, im->state));
+    put(o, "OwnerId", repeated(ib, R_OWNER, im->owner));
+    put(o, "CreationDate", iso(im->creation_ms));
+    put(o, "Public", json_boolean(im->public));
+    if (!ib->product_codes)
+        ib->product_codes = json_array();
+    put(o, "ProductCodes", json_incref(ib->product_codes));
+    put(o, "Architecture", repeated(ib, R_ARCHITECTURE, im->architecture));
+    put(o, "ImageType", repeated(ib, R_TYPE, "machine"));
     return o;
 }
 
@@ -321,9 +416,20 @@ static const struct api_filter_def image_filters[] = {
     { NULL, NULL, 0, NULL },
 };
 
+/* Rows a DescribeImages walk holds at once: its SQL limit, and the most rows kept before their
+ * mappings and tags are read (one query each for all of them, not one per image). */
+#define DESCRIBE_CHUNK 128
+
+/* A row that passed row_passes, waiting for its mappings and tags to become an item. */
+struct pending {
+    struct db_image im;
+    json_t *bdms; /* BlockDeviceMappings */
+    json_t *tags; /* Tags, NULL while it has none */
+    bool owned;   /* the caller's: it gets its tags */
+};
+
 struct describe_ctx {
     struct api_call *c;
-    struct db *db;
     struct api_filters *f;
     json_t *items;
     int64_t limit; /* stop after this many (+1 to know there is more), -1: all */
@@ -334,6 +440,13 @@ struct describe_ctx {
     json_t *executable; /* "self", "all" or account ids, or NULL */
     char alias_owner[16];
     char alias[72];
+    struct pending *pend;    /* the chunk, of `cap` rows */
+    struct pending **sorted; /* the chunk by id, for the batched reads */
+    size_t npend, cap;
+    size_t want;     /* the walk stops when the chunk holds this many */
+    size_t nread;    /* rows the walk gave */
+    char cursor[40]; /* id of the last row the walk gave (at least as long as db_image.id) */
+    struct image_builder ib;
 };
 
 static bool executable_by(struct describe_ctx *d, const struct db_image *im)
@@ -357,6 +470,11 @@ static bool executable_by(struct describe_ctx *d, const struct db_image *im)
     }
     return false;
 }
+
+/* The filters row_passes applies to the very values image_item writes (not description: an empty
+ * one is left out of the item, where no pattern matches it). */
+static const char *const row_filters[] = { "name",         "image-id",  "owner-id",         "state",
+                                           "architecture", "is-public", "root-device-name", NULL };
 
 /* Everything DescribeImages decides from the row alone, before building the item. */
 static bool row_passes(struct describe_ctx *d, const struct db_image *im)
@@ -384,28 +502,147 @@ static bool row_passes(struct describe_ctx *d, const struct db_image *im)
            api_filters_check(f, "root-device-name", im->root_device_name);
 }
 
+/* A row of the walk (or an image asked for by id): it joins the chunk when it passes.  Returns 1
+ * to stop the walk when the chunk holds `want` rows. */
 static int describe_row(void *vctx, const struct db_image *im)
 {
     struct describe_ctx *d = vctx;
+    d->nread++;
+    memcpy(d->cursor, im->id, sizeof(im->id)); /* a string within its array */
     if (!row_passes(d, im))
         return 0;
-    if (strcmp(d->alias_owner, im->owner) != 0) {
-        snprintf(d->alias_owner, sizeof(d->alias_owner), "%s", im->owner);
-        core_account_alias(d->c->app, im->owner, d->alias, sizeof(d->alias));
-    }
-    json_t *item = image_item(d->c, d->db, im, d->alias);
-    if (!item)
+    struct pending *p = &d->pend[d->npend];
+    p->bdms = json_array();
+    if (!p->bdms)
         return -ENOMEM;
-    if (api_filters_match(d->f, item)) {
-        if (d->limit >= 0 && (int64_t)json_array_size(d->items) == d->limit) {
-            d->more = true;
-            json_decref(item);
-            return 1;
-        }
-        json_array_append(d->items, item);
-    }
-    json_decref(item);
+    p->im = *im;
+    p->tags = NULL;
+    /* Tags belong to the owner's account: those who were shared the image do not see them. */
+    p->owned = strcmp(im->owner, d->c->account_id) == 0;
+    d->npend++;
+    return d->npend >= d->want ? 1 : 0;
+}
+
+static int pending_cmp(const void *a, const void *b)
+{
+    return strcmp((*(struct pending *const *)a)->im.id, (*(struct pending *const *)b)->im.id);
+}
+
+static int pending_key_cmp(const void *key, const void *elem)
+{
+    return strcmp(key, (*(struct pending *const *)elem)->im.id);
+}
+
+/* The chunk's row with this id (its ids are unique), or NULL. */
+static struct pending *pending_find(struct describe_ctx *d, const char *id)
+{
+    struct pending **p = bsearch(id, d->sorted, d->npend, sizeof(*d->sorted), pending_key_cmp);
+    return p ? *p : NULL;
+}
+
+static int bdm_of(void *vctx, const char *image_id, const struct db_bdm *b)
+{
+    struct describe_ctx *d = vctx;
+    struct pending *p = pending_find(d, image_id);
+    if (p && json_array_append_new(p->bdms, bdm_item(&d->ib, b)) < 0)
+        return -ENOMEM;
     return 0;
+}
+
+static int tag_of(void *vctx, const struct db_tag *t)
+{
+    struct pending *p = pending_find(vctx, t->resource_id);
+    if (!p || !p->owned)
+        return 0;
+    if (!p->tags && !(p->tags = json_array()))
+        return -ENOMEM;
+    json_t *o = json_pack("{s:s, s:s}", "Key", t->key, "Value", t->value);
+    return o ? json_array_append_new(p->tags, o) : -ENOMEM;
+}
+
+/* Drops the chunk's rows. */
+static void describe_clear(struct describe_ctx *d)
+{
+    for (size_t i = 0; i < d->npend; i++) {
+        json_decref(d->pend[i].bdms);
+        json_decref(d->pend[i].tags);
+    }
+    d->npend = 0;
+}
+
+/* Reads the mappings and tags of the chunk's rows (a few queries for all of them), makes their
+ * items and keeps those passing every filter, up to the page's limit; empties the chunk. */
+static int describe_flush(struct describe_ctx *d, struct db *db)
+{
+    const char **ids = malloc((d->npend + 1) * sizeof(*ids));
+    size_t nowned = 0;
+    int rc = ids ? 0 : -ENOMEM;
+    for (size_t i = 0; i < d->npend && rc == 0; i++) {
+        d->sorted[i] = &d->pend[i];
+        ids[i] = d->pend[i].im.id;
+    }
+    if (rc == 0 && d->npend) {
+        qsort(d->sorted, d->npend, sizeof(*d->sorted), pending_cmp);
+        rc = db_bdm_each_of(db, ids, d->npend, bdm_of, d);
+    }
+    for (size_t i = 0; i < d->npend && rc == 0; i++)
+        if (d->pend[i].owned)
+            ids[nowned++] = d->pend[i].im.id;
+    if (rc == 0 && nowned)
+        rc = db_image_tags_each(db, d->c->region, ids, nowned, tag_of, d);
+    free(ids);
+    for (size_t i = 0; i < d->npend && rc == 0 && !d->more; i++) {
+        struct pending *p = &d->pend[i];
+        if (strcmp(d->alias_owner, p->im.owner) != 0) {
+            snprintf(d->alias_owner, sizeof(d->alias_owner), "%s", p->im.owner);
+            core_account_alias(d->c->app, p->im.owner, d->alias, sizeof(d->alias));
+        }
+        json_t *item = image_item(d->c, &d->ib, &p->im, d->alias, p->bdms, p->tags);
+        p->bdms = p->tags = NULL;
+        if (!item) {
+            rc = -ENOMEM;
+        } else if (api_filters_match_rest(d->f, item, row_filters)) {
+            if (d->limit >= 0 && (int64_t)json_array_size(d->items) == d->limit)
+                d->more = true;
+            else
+                json_array_append(d->items, item);
+        }
+        json_decref(item);
+    }
+    describe_clear(d);
+    return rc < 0 ? err_set(&d->c->err, rc, "InternalError", "cannot list images") : 0;
+}
+
+/* Walks the images `q` selects after `after`, a chunk at a time, until the page is full (and one
+ * more item tells there is more) or the walk ends. */
+static int describe_walk(struct describe_ctx *d, struct db_image_query *q, const char *after)
+{
+    char from[sizeof(d->cursor)];
+    snprintf(d->cursor, sizeof(d->cursor), "%s", after);
+    q->after = from;
+    struct db *db = core_db_get(d->c->app);
+    int rc = 0;
+    for (;;) {
+        size_t want = DESCRIBE_CHUNK;
+        if (d->limit >= 0 && (size_t)(d->limit + 1) - json_array_size(d->items) < want)
+            want = (size_t)(d->limit + 1) - json_array_size(d->items);
+        d->want = q->limit = want;
+        d->nread = 0;
+        /* The walk moves d->cursor while SQLite reads the id it started after. */
+        memcpy(from, d->cursor, sizeof(from));
+        rc = db_image_each(db, q, describe_row, d);
+        if (rc < 0) {
+            err_set(&d->c->err, rc, "InternalError", "cannot list images");
+            break;
+        }
+        /* Fewer rows than asked for: there are no more. */
+        bool ended = rc == 0 && d->nread < q->limit;
+        rc = describe_flush(d, db);
+        if (rc < 0 || ended || d->more)
+            break;
+    }
+    core_db_put(d->c->app, db);
+    return rc;
 }
 
 int ec2_describe_images(struct api_call *c, json_t *in, json_t **ret)
@@ -431,21 +668,24 @@ int ec2_describe_images(struct api_call *c, json_t *in, json_t **ret)
     if (tok && api_token_open(c, tok, after, sizeof(after)) < 0)
         return -EINVAL;
     struct core_caller who = caller(c);
-    struct describe_ctx d = { c,
-                              NULL,
-                              NULL,
-                              json_array(),
-                              limit,
-                              false,
-                              c->now_ms,
-                              jbool(in, "IncludeDeprecated", false),
-                              jbool(in, "IncludeDisabled", false),
-                              json_array_size(ids) > 0,
-                              NULL,
-                              NULL,
-                              "",
-                              "" };
-    int rc = api_filters_parse(in, image_filters, true, &d.f, &c->err);
+    struct describe_ctx d = {
+        .c = c,
+        .items = json_array(),
+        .limit = limit,
+        .now = c->now_ms,
+        .include_deprecated = jbool(in, "IncludeDeprecated", false),
+        .include_disabled = jbool(in, "IncludeDisabled", false),
+        .by_id = json_array_size(ids) > 0,
+    };
+    /* Room for a page and one more (or a chunk): a db_image is a couple of KiB. */
+    d.cap = limit >= 0 && limit + 1 < DESCRIBE_CHUNK ? (size_t)limit + 1 : DESCRIBE_CHUNK;
+    d.pend = malloc(d.cap * sizeof(*d.pend));
+    d.sorted = malloc(d.cap * sizeof(*d.sorted));
+    int rc = d.items && d.pend && d.sorted
+                 ? 0
+                 : err_set(&c->err, -ENOMEM, "InternalError", "out of memory");
+    if (rc == 0)
+        rc = api_filters_parse(in, image_filters, true, &d.f, &c->err);
     json_t *owners = json_object_get(in, "Owners");
     if (rc == 0 && json_array_size(owners)) {
         d.owners = json_array();
@@ -473,6 +713,7 @@ int ec2_describe_images(struct api_call *c, json_t *in, json_t **ret)
     }
     if (rc == 0 && d.by_id) {
         /* Each id must name an image the caller may see. */
+        d.want = DESCRIBE_CHUNK;
         for (size_t i = 0; i < json_array_size(ids) && rc == 0; i++) {
             struct db_image im;
             const char *id = json_string_value(json_array_get(ids, i));
@@ -480,26 +721,32 @@ int ec2_describe_images(struct api_call *c, json_t *in, json_t **ret)
             for (size_t k = 0; k < i && !again; k++)
                 again = strcmp(id, json_string_value(json_array_get(ids, k))) == 0;
             rc = core_image_get(c->app, &who, id, CORE_IMAGE_SEE, &im, &c->err);
-            if (rc == 0 && !again) {
-                d.db = core_db_get(c->app);
+            if (rc == 0 && !again)
                 rc = describe_row(&d, &im);
-                core_db_put(c->app, d.db);
-                d.db = NULL;
+            if (rc > 0 || (rc == 0 && i + 1 == json_array_size(ids))) {
+                struct db *db = core_db_get(c->app);
+                rc = describe_flush(&d, db);
+                core_db_put(c->app, db);
             }
         }
-        rc = rc > 0 ? 0 : rc;
     } else if (rc == 0) {
-        struct db_image_query q = { c->region, NULL, c->account_id, after, false, NULL };
+        /* Deregistered images only show when asked for by id; the filters on plain columns
+         * narrow the walk in SQL (row_passes and api_filters_match still decide). */
+        struct db_image_query q = { .region = c->region,
+                                    .visible_to = c->account_id,
+                                    .live = true };
         /* One owner: walk that owner's index (others' images only when visible). */
         if (json_array_size(d.owners) == 1)
             q.owner = json_string_value(json_array_get(d.owners, 0));
-        d.db = core_db_get(c->app);
-        rc = db_image_each(d.db, &q, describe_row, &d);
-        core_db_put(c->app, d.db);
-        rc = rc > 0 ? 0 : rc;
-        if (rc < 0)
-            err_set(&c->err, rc, "InternalError", "cannot list images");
+        api_filters_values(d.f, "image-id", q.ids, DB_IMAGE_PATTERNS);
+        api_filters_values(d.f, "name", q.names, DB_IMAGE_PATTERNS);
+        api_filters_values(d.f, "state", q.states, DB_IMAGE_PATTERNS);
+        rc = describe_walk(&d, &q, after);
     }
+    describe_clear(&d);
+    free(d.pend);
+    free(d.sorted);
+    image_builder_free(&d.ib);
     api_filters_free(d.f);
     json_decref(d.owners);
     if (rc < 0) {

@@ -187,11 +187,19 @@ static bool match_one(const struct filter *x, json_t *item)
 
 bool api_filters_match(const struct api_filters *f, json_t *item)
 {
-    if (!f)
-        return true;
-    for (size_t i = 0; i < f->n; i++)
-        if (!match_one(&f->v[i], item))
+    return api_filters_match_rest(f, item, NULL);
+}
+
+bool api_filters_match_rest(const struct api_filters *f, json_t *item, const char *const *checked)
+{
+    for (size_t i = 0; f && i < f->n; i++) {
+        const struct filter *x = &f->v[i];
+        bool done = false;
+        for (size_t k = 0; x->kind == F_DEF && checked && checked[k] && !done; k++)
+            done = strcmp(x->def->name, checked[k]) == 0;
+        if (!done && !match_one(x, item))
             return false;
+    }
     return true;
 }
 
@@ -212,6 +220,23 @@ int api_filters_check(const struct api_filters *f, const char *name, const char 
             return 0;
     }
     return 1;
+}
+
+size_t api_filters_values(const struct api_filters *f, const char *name, const char **out,
+                          size_t max)
+{
+    for (size_t i = 0; f && i < f->n; i++) {
+        const struct filter *x = &f->v[i];
+        size_t n = json_array_size(x->values);
+        if (x->kind != F_DEF || strcmp(x->def->name, name) != 0 || n == 0 || n > max)
+            continue;
+        size_t k = 0;
+        while (k < n && (out[k] = json_string_value(json_array_get(x->values, k))))
+            k++;
+        if (k == n)
+            return n;
+    }
+    return 0;
 }
 
 /* Checks that every id asked for is well formed and answered; the first one missing gets the

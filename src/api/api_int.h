@@ -202,10 +202,18 @@ int api_filters_parse(json_t *in, const struct api_filter_def *defs, bool tags,
                       struct api_filters **ret, struct err *e);
 /* Whether `item` passes every filter (values OR'd, filters AND'd, * and ? wildcards). */
 bool api_filters_match(const struct api_filters *f, json_t *item);
+/* api_filters_match without the filters named in `checked` (NULL-terminated): those the caller
+ * has applied with api_filters_check to exactly the values the item carries for them. */
+bool api_filters_match_rest(const struct api_filters *f, json_t *item, const char *const *checked);
 void api_filters_free(struct api_filters *f);
 /* A quick check before an item is built: 0 when a filter named `name` exists and `value` matches
  * none of its values, 1 otherwise.  api_filters_match still decides. */
 int api_filters_check(const struct api_filters *f, const char *name, const char *value);
+/* For narrowing a walk before filtering (a query in SQL): the values of the first filter named
+ * `name` that has 1 to `max` of them, into out[] (borrowed from the request), and their count;
+ * 0 when there is none.  Any one filter will do: filters are AND'd. */
+size_t api_filters_values(const struct api_filters *f, const char *name, const char **out,
+                          size_t max);
 
 /* ---- pagination (api_token.c) ---- */
 

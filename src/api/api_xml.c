@@ -11,43 +11,111 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Bytes XML text cannot carry as they are: & < > and control characters other than tab and
+ * newline (carriage return included, so that it survives parsing). */
+static const bool needs_escape[256] = {
+    [0x00] = true, [0x01] = true, [0x02] = true, [0x03] = true, [0x04] = true, [0x05] = true,
+    [0x06] = true, [0x07] = true, [0x08] = true, [0x0b] = true, [0x0c] = true, [0x0d] = true,
+    [0x0e] = true, [0x0f] = true, [0x10] = true, [0x11] = true, [0x12] = true, [0x13] = true,
+    [0x14] = true, [0x15] = true, [0x16] = true, [0x17] = true, [0x18] = true, [0x19] = true,
+    [0x1a] = true, [0x1b] = true, [0x1c] = true, [0x1d] = true, [0x1e] = true, [0x1f] = true,
+    ['&'] = true,  ['<'] = true,  ['>'] = true,
+};
+
 int api_xml_escape(struct buf *b, const char *s, size_t n)
 {
-    size_t run = 0;
+    size_t run = 0, i = 0;
     int rc = 0;
-    for (size_t i = 0; i < n && rc == 0; i++) {
-        const char *rep = NULL;
-        char num[8];
+    for (;;) {
+        while (i < n && !needs_escape[(unsigned char)s[i]])
+            i++;
+        if (i == n)
+            break;
         unsigned char c = (unsigned char)s[i];
-        switch (c) {
-        case '&':
-            rep = "&amp;";
-            break;
-        case '<':
-            rep = "&lt;";
-            break;
-        case '>':
-            rep = "&gt;";
-            break;
-        case '\r':
-            rep = "&#xD;";
-            break;
-        default:
-            if (c < 0x20 && c != '\t' && c != '\n') {
-                snprintf(num, sizeof(num), "&#x%X;", c);
-                rep = num;
-            }
+        char num[8];
+        const char *rep = c == '&'    ? "&amp;"
+                          : c == '<'  ? "&lt;"
+                          : c == '>'  ? "&gt;"
+                          : c == '\r' ? "&#xD;"
+                                      : NULL;
+        if (!rep) {
+            snprintf(num, sizeof(num), "&#x%X;", c);
+            rep = num;
         }
-        if (!rep)
-            continue;
         rc = buf_append(b, s + run, i - run);
         if (rc == 0)
             rc = buf_puts(b, rep);
-        run = i + 1;
+        if (rc < 0)
+            return rc;
+        run = ++i;
     }
-    if (rc == 0)
-        rc = buf_append(b, s + run, n - run);
-    return rc;
+    return buf_append(b, s + run, n - run);
+}
+
+/* Appends <name>, </name> (`end`) or <name/> (`empty`), written in place: tags are most of what
+ * a response is made of. */
+static int tag(struct buf *b, const char *name, bool end, bool empty)
+{
+    size_t n = strlen(name);
+    char *t;
+    int rc = buf_extend(b, n + 2 + end + empty, &t);
+    if (rc < 0)
+        return rc;
+    *t++ = '<';
+    if (end)
+        *t++ = '/';
+    memcpy(t, name, n);
+    t += n;
+    if (empty)
+        *t++ = '/';
+    *t = '>';
+    return 0;
+}
+
+/* Writes a decimal integer as "%lld" does, ending at t[24]; returns where it starts. */
+static char *integer_text(char t[24], long long v)
+{
+    char *p = t + 24;
+    unsigned long long u = v < 0 ? 0 - (unsigned long long)v : (unsigned long long)v;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *--p = '-';
+    return p;
+}
+
+/* The text of a scalar `v` of shape `s` when it goes into the document as it is (no escaping):
+ * strings without a byte to escape, booleans, integers and timestamps.  False otherwise. */
+static bool plain_text(const struct model_shape *s, json_t *v, char tmp[32], const char **ret,
+                       size_t *ret_n)
+{
+    switch (s->type) {
+    case MT_STRING:
+        *ret = json_string_value(v);
+        *ret_n = json_string_length(v);
+        for (size_t i = 0; *ret && i < *ret_n; i++)
+            if (needs_escape[(unsigned char)(*ret)[i]])
+                return false;
+        return *ret != NULL;
+    case MT_BOOLEAN:
+        *ret = json_is_true(v) ? "true" : "false";
+        *ret_n = strlen(*ret);
+        return true;
+    case MT_INTEGER:
+    case MT_LONG:
+        *ret = integer_text(tmp, (long long)json_integer_value(v));
+        *ret_n = (size_t)(tmp + 24 - *ret);
+        return true;
+    case MT_TIMESTAMP:
+        time_format_iso(json_integer_value(v), tmp);
+        *ret = tmp;
+        *ret_n = strlen(tmp);
+        return true;
+    default:
+        return false;
+    }
 }
 
 static int value(struct buf *b, const struct model_shape *s, json_t *v, bool ec2);
@@ -55,8 +123,29 @@ static int value(struct buf *b, const struct model_shape *s, json_t *v, bool ec2
 static int element(struct buf *b, const char *name, const struct model_shape *s, json_t *v,
                    bool ec2)
 {
+    char tmp[32], *t;
+    const char *text;
+    size_t len;
+    if (plain_text(s, v, tmp, &text, &len)) {
+        /* <name>text</name> in one piece: most elements are such leaves. */
+        size_t n = strlen(name);
+        int rc = buf_extend(b, 2 * n + 5 + len, &t);
+        if (rc < 0)
+            return rc;
+        *t++ = '<';
+        memcpy(t, name, n);
+        t += n;
+        *t++ = '>';
+        memcpy(t, text, len);
+        t += len;
+        *t++ = '<';
+        *t++ = '/';
+        memcpy(t, name, n);
+        t[n] = '>';
+        return 0;
+    }
     if (s->type == MT_LIST && (ec2 || !s->flattened) && json_array_size(v) == 0)
-        return buf_printf(b, "<%s/>", name);
+        return tag(b, name, false, true);
     if (s->type == MT_LIST && !ec2 && s->flattened) {
         /* Flattened: the list's items repeat under the member's own name. */
         for (size_t i = 0; i < json_array_size(v); i++) {
@@ -66,22 +155,47 @@ static int element(struct buf *b, const char *name, const struct model_shape *s,
         }
         return 0;
     }
-    int rc = buf_printf(b, "<%s>", name);
+    int rc = tag(b, name, false, false);
     if (rc == 0)
         rc = value(b, s, v, ec2);
     if (rc == 0)
-        rc = buf_printf(b, "</%s>", name);
+        rc = tag(b, name, true, false);
     return rc;
+}
+
+static bool same_name(const char *a, const char *b)
+{
+    return a[0] == b[0] && strcmp(a, b) == 0;
+}
+
+static int member(struct buf *b, const struct model_member *m, json_t *c, bool ec2)
+{
+    return !c || json_is_null(c) ? 0 : element(b, m->xname, m->shape, c, ec2);
 }
 
 static int members(struct buf *b, const struct model_shape *s, json_t *v, bool ec2)
 {
+    /* An object built in the shape's order (jansson iterates keys in the order they were added)
+     * is walked alongside the shape, without a hash lookup for each of its members.  Should a key
+     * turn out to be unknown or out of that order, what the walk wrote is taken back and every
+     * member looked up instead: the same elements either way. */
+    size_t mark = b->len;
+    void *it = json_object_iter(v);
+    for (unsigned i = 0; i < s->nmembers && it; i++) {
+        const struct model_member *m = &s->members[i];
+        if (!same_name(json_object_iter_key(it), m->name))
+            continue;
+        int rc = member(b, m, json_object_iter_value(it), ec2);
+        if (rc < 0)
+            return rc;
+        it = json_object_iter_next(v, it);
+    }
+    if (!it)
+        return 0;
+    buf_truncate(b, mark);
     for (unsigned i = 0; i < s->nmembers; i++) {
         const struct model_member *m = &s->members[i];
-        json_t *c = json_object_get(v, m->name);
-        if (!c || json_is_null(c))
-            continue;
-        int rc = element(b, m->xname, m->shape, c, ec2);
+        int rc = member(b, m, json_object_get(v, m->name), ec2);
         if (rc < 0)
             return rc;
     }
@@ -106,11 +220,13 @@ static int value(struct buf *b, const struct model_shape *s, json_t *v, bool ec2
         json_t *c;
         json_object_foreach(v, k, c)
         {
-            int rc = buf_printf(b, "<entry><%s>", s->key->xname);
+            int rc = buf_puts(b, "<entry>");
+            if (rc == 0)
+                rc = tag(b, s->key->xname, false, false);
             if (rc == 0)
                 rc = api_xml_escape(b, k, strlen(k));
             if (rc == 0)
-                rc = buf_printf(b, "</%s>", s->key->xname);
+                rc = tag(b, s->key->xname, true, false);
             if (rc == 0)
                 rc = element(b, s->member->xname, s->member->shape, c, ec2);
             if (rc == 0)
@@ -124,8 +240,11 @@ static int value(struct buf *b, const struct model_shape *s, json_t *v, bool ec2
         return api_xml_escape(b, json_string_value(v) ? json_string_value(v) : "",
                               json_string_length(v));
     case MT_INTEGER:
-    case MT_LONG:
-        return buf_printf(b, "%lld", (long long)json_integer_value(v));
+    case MT_LONG: {
+        char t[24];
+        const char *p = integer_text(t, (long long)json_integer_value(v));
+        return buf_append(b, p, (size_t)(t + 24 - p));
+    }
     case MT_BOOLEAN:
         return buf_puts(b, json_is_true(v) ? "true" : "false");
     case MT_DOUBLE:

@@ -300,7 +300,17 @@ int db_image_get(struct db *db, const char *id, struct db_image *ret);
 int db_image_by_name(struct db *db, const char *region, const char *owner, const char *name,
                      struct db_image *ret);
 
-/* Which images db_image_each walks, in id order, all in one region, after id `after`. */
+/* The most patterns a db_image_query narrows one column by; more are not pushed down. */
+#define DB_IMAGE_PATTERNS 4
+
+/* Which images db_image_each walks, in id order, all in one region, after id `after`.
+ *
+ * The pattern lists narrow the walk inside SQL: they are EC2 filter wildcards (`*` any run, `?`
+ * any one byte, `\*` `\?` `\\` literal, as str_wildcard_match reads them), a row passing when its
+ * column matches one of the list's patterns (up to DB_IMAGE_PATTERNS; unused entries NULL; an
+ * all-NULL list narrows nothing).  They only narrow: every row they let through still has to be
+ * checked by the caller, and a list db cannot express exactly narrows less, never more.  Ids,
+ * names (core validates them) and states are ASCII, where one byte is one character. */
 struct db_image_query {
     const char *region;
     const char *owner;      /* only this owner's, when non-NULL */
@@ -308,7 +318,14 @@ struct db_image_query {
     const char *after;      /* ids greater than this */
     bool public_only;       /* only public images */
     const char *granted_to; /* only images with an explicit launch permission for this */
+    bool live;              /* leave deregistered images out */
+    size_t limit;           /* at most this many rows (0: no limit) */
+    const char *ids[DB_IMAGE_PATTERNS];    /* image id patterns */
+    const char *names[DB_IMAGE_PATTERNS];  /* name patterns */
+    const char *states[DB_IMAGE_PATTERNS]; /* state patterns */
 };
+/* Calls `fn` with each image `q` selects, in id order, until it returns non-zero (which is
+ * returned).  The image is valid during the call only.  Returns 0 or a negative errno. */
 int db_image_each(struct db *db, const struct db_image_query *q,
                   int (*fn)(void *ctx, const struct db_image *im), void *ctx);
 /* Images in any region in a state (pending images wait for their snapshots). */
@@ -318,6 +335,14 @@ int db_image_each_state(struct db *db, const char *state,
 int db_bdm_add(struct db *db, const char *image_id, int idx, const struct db_bdm *b);
 int db_bdm_each(struct db *db, const char *image_id, int (*fn)(void *ctx, const struct db_bdm *b),
                 void *ctx);
+/* The mappings of `n` images in a few queries (a page of DescribeImages) rather than one each:
+ * `fn` gets every mapping with its image's id, each image's mappings in order, the images in no
+ * set order.  Stops when `fn` returns non-zero (returned); 0 or a negative errno. */
+int db_bdm_each_of(struct db *db, const char *const *ids, size_t n,
+                   int (*fn)(void *ctx, const char *image_id, const struct db_bdm *b), void *ctx);
+/* The tags of `n` images of a region in a few queries, by image id then key; as db_bdm_each_of. */
+int db_image_tags_each(struct db *db, const char *region, const char *const *ids, size_t n,
+                       int (*fn)(void *ctx, const struct db_tag *t), void *ctx);
 /* Images (not deregistered) whose mappings name a snapshot, as ids into `fn`. */
 int db_bdm_images_of_snapshot(struct db *db, const char *snapshot_id,
                               int (*fn)(void *ctx, const char *image_id), void *ctx);

@@ -214,8 +214,16 @@ int db_exec(struct db *db, const char *sql)
 
 void db_copy_text(sqlite3_stmt *st, int col, char *out, size_t outlen)
 {
+    if (!outlen)
+        return;
+    /* Text first, then its length: the order SQLite documents for a column read as text.  A
+     * plain copy (no snprintf): rows are copied a column at a time by the thousand. */
     const unsigned char *t = sqlite3_column_text(st, col);
-    snprintf(out, outlen, "%s", t ? (const char *)t : "");
+    size_t n = t ? (size_t)sqlite3_column_bytes(st, col) : 0;
+    if (n >= outlen)
+        n = outlen - 1;
+    memcpy(out, t ? (const char *)t : "", n);
+    out[n] = '\0';
 }
 
 void db_copy_blob(sqlite3_stmt *st, int col, uint8_t *out, size_t cap, size_t *len)

@@ -33,11 +33,17 @@ void buf_init(struct buf *b, size_t max);
 /* Appends `n` bytes.  Returns 0, -E2BIG when the cap would be passed (the buffer is unchanged),
  * or -ENOMEM. */
 int buf_append(struct buf *b, const void *p, size_t n);
+/* Makes the buffer `n` bytes longer and sets *ret to where those bytes start, for the caller to
+ * fill all of them (what is there is undefined until then); the NUL after them is written.  As
+ * buf_append otherwise. */
+int buf_extend(struct buf *b, size_t n, char **ret);
 /* Appends a C string; as buf_append. */
 int buf_puts(struct buf *b, const char *s);
 /* Appends formatted text; as buf_append. */
 int buf_printf(struct buf *b, const char *fmt, ...) PRINTF(2, 3);
 int buf_vprintf(struct buf *b, const char *fmt, va_list ap);
+/* Keeps the first `len` bytes (all of them when it holds no more), keeping the memory. */
+void buf_truncate(struct buf *b, size_t len);
 /* Empties the buffer, keeping its memory. */
 void buf_reset(struct buf *b);
 /* Frees the memory; the buffer is empty and reusable afterwards. */
@@ -56,6 +62,15 @@ bool str_endswith(const char *s, const char *suffix);
  * filter wildcards); `\*`, `\?` and `\\` match literally.  Linear in practice, never exponential.
  */
 bool str_wildcard_match(const char *pattern, const char *s);
+/* The tokens of such a pattern, for code that translates it (SQL pushdown). */
+enum str_wc {
+    STR_WC_END,     /* the pattern is used up */
+    STR_WC_LITERAL, /* one byte that matches itself (escaped or not) */
+    STR_WC_ONE,     /* `?`: any one byte */
+    STR_WC_ANY,     /* `*`: any run of bytes, empty included */
+};
+/* Reads the token at *p and moves *p past it; a literal's byte goes to *ret_byte. */
+enum str_wc str_wildcard_token(const char **p, char *ret_byte);
 
 /* Whether `s` (of `n` bytes) is well-formed UTF-8 without NUL bytes. */
 bool str_utf8_valid(const char *s, size_t n);

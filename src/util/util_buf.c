@@ -17,7 +17,7 @@ void buf_init(struct buf *b, size_t max)
     b->max = max;
 }
 
-int buf_append(struct buf *b, const void *p, size_t n)
+int buf_extend(struct buf *b, size_t n, char **ret)
 {
     if (n > b->max || b->len > b->max - n)
         return -E2BIG;
@@ -31,11 +31,19 @@ int buf_append(struct buf *b, const void *p, size_t n)
         b->data = d;
         b->cap = cap;
     }
-    if (n)
-        memcpy(b->data + b->len, p, n);
+    *ret = b->data + b->len;
     b->len += n;
     b->data[b->len] = '\0';
     return 0;
+}
+
+int buf_append(struct buf *b, const void *p, size_t n)
+{
+    char *at;
+    int rc = buf_extend(b, n, &at);
+    if (rc == 0 && n)
+        memcpy(at, p, n);
+    return rc;
 }
 
 int buf_puts(struct buf *b, const char *s)
@@ -70,6 +78,14 @@ int buf_printf(struct buf *b, const char *fmt, ...)
     int rc = buf_vprintf(b, fmt, ap);
     va_end(ap);
     return rc;
+}
+
+void buf_truncate(struct buf *b, size_t len)
+{
+    if (len < b->len) {
+        b->len = len;
+        b->data[len] = '\0';
+    }
 }
 
 void buf_reset(struct buf *b)

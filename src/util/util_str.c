@@ -19,8 +19,24 @@ bool str_endswith(const char *s, const char *suffix)
     return a >= b && memcmp(s + a - b, suffix, b) == 0;
 }
 
-/* Pattern tokens: a literal byte, '?' (any one) or '*' (any run). */
-enum { WC_LIT, WC_ONE, WC_STAR };
+enum str_wc str_wildcard_token(const char **p, char *ret_byte)
+{
+    const char *s = *p;
+    if (!*s)
+        return STR_WC_END;
+    if (*s == '\\' && (s[1] == '*' || s[1] == '?' || s[1] == '\\')) {
+        *ret_byte = s[1];
+        *p = s + 2;
+        return STR_WC_LITERAL;
+    }
+    *p = s + 1;
+    if (*s == '*')
+        return STR_WC_ANY;
+    if (*s == '?')
+        return STR_WC_ONE;
+    *ret_byte = *s;
+    return STR_WC_LITERAL;
+}
 
 bool str_wildcard_match(const char *pattern, const char *s)
 {
@@ -39,30 +55,24 @@ bool str_wildcard_match(const char *pattern, const char *s)
         }
     }
     size_t n = 0;
-    for (size_t i = 0; i < plen; i++) {
-        char c = pattern[i];
-        if (c == '\\' && i + 1 < plen &&
-            (pattern[i + 1] == '*' || pattern[i + 1] == '?' || pattern[i + 1] == '\\')) {
-            tt[n] = WC_LIT;
-            tc[n++] = pattern[++i];
-        } else if (c == '*') {
-            if (n == 0 || tt[n - 1] != WC_STAR)
-                tt[n++] = WC_STAR;
-        } else if (c == '?') {
-            tt[n++] = WC_ONE;
-        } else {
-            tt[n] = WC_LIT;
-            tc[n++] = c;
-        }
+    enum str_wc k;
+    char c;
+    for (const char *p = pattern; (k = str_wildcard_token(&p, &c)) != STR_WC_END;) {
+        /* A run of stars is one star. */
+        if (k == STR_WC_ANY && n && tt[n - 1] == STR_WC_ANY)
+            continue;
+        tt[n] = (unsigned char)k;
+        tc[n++] = k == STR_WC_LITERAL ? c : 0;
     }
     /* Greedy match remembering the last star: O(len(s) * tokens) at worst. */
     size_t si = 0, ti = 0, star = (size_t)-1, mark = 0, slen = strlen(s);
     bool ok;
     for (;;) {
-        if (si < slen && ti < n && (tt[ti] == WC_ONE || (tt[ti] == WC_LIT && tc[ti] == s[si]))) {
+        if (si < slen && ti < n &&
+            (tt[ti] == STR_WC_ONE || (tt[ti] == STR_WC_LITERAL && tc[ti] == s[si]))) {
             si++;
             ti++;
-        } else if (ti < n && tt[ti] == WC_STAR) {
+        } else if (ti < n && tt[ti] == STR_WC_ANY) {
             star = ti++;
             mark = si;
         } else if (si < slen && star != (size_t)-1) {
