@@ -18,23 +18,6 @@ static int step_one(struct db *db, sqlite3_stmt *st)
     return sqlite3_changes(db->h) ? 0 : -ENOENT;
 }
 
-/* Iterates rows of `st`, converting each with `row` into a stack struct and calling `fn`. */
-#define EACH_ROW(st, type, row, fn, ctx)                 \
-    do {                                                 \
-        int rc_, out_ = 0;                               \
-        while ((rc_ = sqlite3_step(st)) == SQLITE_ROW) { \
-            type r_;                                     \
-            row(st, &r_);                                \
-            out_ = fn(ctx, &r_);                         \
-            if (out_)                                    \
-                break;                                   \
-        }                                                \
-        if (!out_ && rc_ != SQLITE_DONE)                 \
-            out_ = db_rc(rc_);                           \
-        sqlite3_reset(st);                               \
-        return out_;                                     \
-    } while (0)
-
 /* ---- volumes ---- */
 
 #define VOLUME_COLS                                                                              \
@@ -350,18 +333,7 @@ int db_snapshot_perm_each(struct db *db, const char *snapshot_id,
     if (!st)
         return -EIO;
     BIND_TEXT(st, 1, snapshot_id);
-    int rc, out = 0;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        char g[32];
-        db_copy_text(st, 0, g, sizeof(g));
-        out = fn(ctx, g);
-        if (out)
-            break;
-    }
-    if (!out && rc != SQLITE_DONE)
-        out = db_rc(rc);
-    sqlite3_reset(st);
-    return out;
+    EACH_TEXT(st, 32, fn, ctx);
 }
 
 /* ---- EBS direct ---- */

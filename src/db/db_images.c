@@ -93,18 +93,7 @@ static int image_one(sqlite3_stmt *st, struct db_image *ret)
 
 static int images_rows(sqlite3_stmt *st, int (*fn)(void *ctx, const struct db_image *im), void *ctx)
 {
-    int rc, out = 0;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        struct db_image m;
-        image_row(st, &m);
-        out = fn(ctx, &m);
-        if (out)
-            break;
-    }
-    if (!out && rc != SQLITE_DONE)
-        out = db_rc(rc);
-    sqlite3_reset(st);
-    return out;
+    EACH_ROW(st, struct db_image, image_row, fn, ctx);
 }
 
 int db_image_insert(struct db *db, const struct db_image *im)
@@ -418,6 +407,12 @@ static void bdm_row(sqlite3_stmt *st, int col, struct db_bdm *b)
     db_copy_text(st, col + 10, b->kms_key_id, sizeof(b->kms_key_id));
 }
 
+/* bdm_row for a statement whose first column is the mapping's. */
+static void bdm_row0(sqlite3_stmt *st, struct db_bdm *b)
+{
+    bdm_row(st, 0, b);
+}
+
 int db_bdm_each(struct db *db, const char *image_id, int (*fn)(void *ctx, const struct db_bdm *b),
                 void *ctx)
 {
@@ -426,18 +421,7 @@ int db_bdm_each(struct db *db, const char *image_id, int (*fn)(void *ctx, const 
     if (!st)
         return -EIO;
     BIND_TEXT(st, 1, image_id);
-    int rc, out = 0;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        struct db_bdm b;
-        bdm_row(st, 0, &b);
-        out = fn(ctx, &b);
-        if (out)
-            break;
-    }
-    if (!out && rc != SQLITE_DONE)
-        out = db_rc(rc);
-    sqlite3_reset(st);
-    return out;
+    EACH_ROW(st, struct db_bdm, bdm_row0, fn, ctx);
 }
 
 /* Ids per query of the *_each_of calls: a fixed list of parameters (unused ones NULL, which
@@ -547,18 +531,7 @@ int db_bdm_images_of_snapshot(struct db *db, const char *snapshot_id,
     if (!st)
         return -EIO;
     BIND_TEXT(st, 1, snapshot_id);
-    int rc, out = 0;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        char id[32];
-        db_copy_text(st, 0, id, sizeof(id));
-        out = fn(ctx, id);
-        if (out)
-            break;
-    }
-    if (!out && rc != SQLITE_DONE)
-        out = db_rc(rc);
-    sqlite3_reset(st);
-    return out;
+    EACH_TEXT(st, 32, fn, ctx);
 }
 
 static int sync_public(struct db *db, const char *image_id)
@@ -627,18 +600,7 @@ int db_image_perm_each(struct db *db, const char *image_id,
     if (!st)
         return -EIO;
     BIND_TEXT(st, 1, image_id);
-    int rc, out = 0;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        char g[32];
-        db_copy_text(st, 0, g, sizeof(g));
-        out = fn(ctx, g);
-        if (out)
-            break;
-    }
-    if (!out && rc != SQLITE_DONE)
-        out = db_rc(rc);
-    sqlite3_reset(st);
-    return out;
+    EACH_TEXT(st, 32, fn, ctx);
 }
 
 int db_account_setting_get(struct db *db, const char *account, const char *region, const char *key,

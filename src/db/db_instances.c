@@ -96,18 +96,7 @@ int db_keypair_each(struct db *db, const char *region, const char *owner,
         return -EIO;
     BIND_TEXT(st, 1, region);
     BIND_TEXT(st, 2, owner);
-    int rc, out = 0;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        struct db_keypair k;
-        keypair_row(st, &k);
-        out = fn(ctx, &k);
-        if (out)
-            break;
-    }
-    if (!out && rc != SQLITE_DONE)
-        out = db_rc(rc);
-    sqlite3_reset(st);
-    return out;
+    EACH_ROW(st, struct db_keypair, keypair_row, fn, ctx);
 }
 
 /* ---- instances ---- */
@@ -368,16 +357,5 @@ int db_attachment_each(struct db *db, const char *instance_id,
     if (!st)
         return -EIO;
     BIND_TEXT(st, 1, instance_id);
-    int rc, out = 0;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        struct db_attachment a;
-        attach_row(st, &a);
-        out = fn(ctx, &a);
-        if (out)
-            break;
-    }
-    if (!out && rc != SQLITE_DONE)
-        out = db_rc(rc);
-    sqlite3_reset(st);
-    return out;
+    EACH_ROW(st, struct db_attachment, attach_row, fn, ctx);
 }

@@ -35,4 +35,41 @@ void db_copy_blob(sqlite3_stmt *st, int col, uint8_t *out, size_t cap, size_t *l
 /* Steps a statement that returns no rows and resets it; returns 0 or a negative errno. */
 int db_step_done(sqlite3_stmt *st);
 
+/* The body of an *_each function: steps `st`, decodes each row into a `type` with
+ * row(st, &r) and calls fn(ctx, &r); stops at fn's first non-zero value and returns it, else
+ * 0, or the step's error.  Resets `st`. */
+#define EACH_ROW(st, type, row, fn, ctx)                 \
+    do {                                                 \
+        int rc_, out_ = 0;                               \
+        while ((rc_ = sqlite3_step(st)) == SQLITE_ROW) { \
+            type r_;                                     \
+            row(st, &r_);                                \
+            out_ = fn(ctx, &r_);                         \
+            if (out_)                                    \
+                break;                                   \
+        }                                                \
+        if (!out_ && rc_ != SQLITE_DONE)                 \
+            out_ = db_rc(rc_);                           \
+        sqlite3_reset(st);                               \
+        return out_;                                     \
+    } while (0)
+
+/* The same for a statement whose first column is text of fewer than `cap` bytes:
+ * fn(ctx, text). */
+#define EACH_TEXT(st, cap, fn, ctx)                      \
+    do {                                                 \
+        int rc_, out_ = 0;                               \
+        while ((rc_ = sqlite3_step(st)) == SQLITE_ROW) { \
+            char t_[cap];                                \
+            db_copy_text(st, 0, t_, sizeof(t_));         \
+            out_ = fn(ctx, t_);                          \
+            if (out_)                                    \
+                break;                                   \
+        }                                                \
+        if (!out_ && rc_ != SQLITE_DONE)                 \
+            out_ = db_rc(rc_);                           \
+        sqlite3_reset(st);                               \
+        return out_;                                     \
+    } while (0)
+
 #endif

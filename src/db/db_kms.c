@@ -128,18 +128,7 @@ int db_kms_key_each(struct db *db, const char *region, const char *owner, const 
     BIND_TEXT(st, 1, region);
     BIND_TEXT(st, 2, owner);
     BIND_TEXT(st, 3, after ? after : "");
-    int rc, out = 0;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        struct db_kms_key k;
-        key_row(st, &k);
-        out = fn(ctx, &k);
-        if (out)
-            break;
-    }
-    if (!out && rc != SQLITE_DONE)
-        out = db_rc(rc);
-    sqlite3_reset(st);
-    return out;
+    EACH_ROW(st, struct db_kms_key, key_row, fn, ctx);
 }
 
 int db_kms_key_purge(struct db *db, int64_t now_ms)
@@ -271,18 +260,7 @@ int db_kms_alias_each(struct db *db, const char *region, const char *owner, cons
     BIND_TEXT(st, 2, owner);
     BIND_TEXT(st, 3, key_id);
     BIND_TEXT(st, 4, after ? after : "");
-    int rc, out = 0;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        struct db_kms_alias a;
-        alias_row(st, &a);
-        out = fn(ctx, &a);
-        if (out)
-            break;
-    }
-    if (!out && rc != SQLITE_DONE)
-        out = db_rc(rc);
-    sqlite3_reset(st);
-    return out;
+    EACH_ROW(st, struct db_kms_alias, alias_row, fn, ctx);
 }
 
 /* ---- grants ---- */
@@ -363,18 +341,7 @@ int db_kms_grant_each(struct db *db, const char *key_id, const char *after,
         return -EIO;
     BIND_TEXT(st, 1, key_id);
     BIND_TEXT(st, 2, after ? after : "");
-    int rc, out = 0;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        struct db_kms_grant g;
-        grant_row(st, &g);
-        out = fn(ctx, &g);
-        if (out)
-            break;
-    }
-    if (!out && rc != SQLITE_DONE)
-        out = db_rc(rc);
-    sqlite3_reset(st);
-    return out;
+    EACH_ROW(st, struct db_kms_grant, grant_row, fn, ctx);
 }
 
 /* ---- tags ---- */
