@@ -265,7 +265,9 @@ def test_boot_detached_with_imds_and_console(guest):
     stat = Path(f"/proc/{guest.pid}/stat").read_text().rsplit(")", 1)[1].split()
     ppid, sid = int(stat[1]), int(stat[4])
     assert ppid != os.getpid() and ppid != guest.daemon.pid
-    assert sid != os.getsid(0) and sid != guest.daemon.pid
+    # (QEMU's session leader, its own first fork, has exited: in some PID namespaces such a
+    # session reads as 0; test_daemon_restart_keeps_guest_and_disks checks the behaviour)
+    assert sid != guest.daemon.pid and (sid == 0 or sid != os.getsid(0))
     assert tool("attach", guest.rd, IID).stdout.split() == ["pid", str(guest.pid)]
     cmdline = Path(f"/proc/{guest.pid}/cmdline").read_bytes().split(b"\0")
     assert f"guest={IID},debug-threads=on".encode() in cmdline
