@@ -59,7 +59,7 @@ static int add_tag(void *ctx, const struct core_tag_row *t)
 int api_add_tags(struct api_call *call, struct db *db, json_t *item, const char *resource_id)
 {
     struct tags_acc a = { json_array() };
-    int rc = core_tags_of(call->app, db, call->region, resource_id, add_tag, &a);
+    int rc = core_tags_of(call->app, db, call->region, call->account_id, resource_id, add_tag, &a);
     if (rc == 0 && json_array_size(a.arr))
         json_object_set(item, "Tags", a.arr);
     json_decref(a.arr);

@@ -425,7 +425,6 @@ struct pending {
     struct db_image im;
     json_t *bdms; /* BlockDeviceMappings */
     json_t *tags; /* Tags, NULL while it has none */
-    bool owned;   /* the caller's: it gets its tags */
 };
 
 struct describe_ctx {
@@ -517,8 +516,6 @@ static int describe_row(void *vctx, const struct db_image *im)
         return -ENOMEM;
     p->im = *im;
     p->tags = NULL;
-    /* Tags belong to the owner's account: those who were shared the image do not see them. */
-    p->owned = strcmp(im->owner, d->c->account_id) == 0;
     d->npend++;
     return d->npend >= d->want ? 1 : 0;
 }
@@ -552,7 +549,7 @@ static int bdm_of(void *vctx, const char *image_id, const struct db_bdm *b)
 static int tag_of(void *vctx, const struct db_tag *t)
 {
     struct pending *p = pending_find(vctx, t->resource_id);
-    if (!p || !p->owned)
+    if (!p)
         return 0;
     if (!p->tags && !(p->tags = json_array()))
         return -ENOMEM;
@@ -575,7 +572,6 @@ static void describe_clear(struct describe_ctx *d)
 static int describe_flush(struct describe_ctx *d, struct db *db)
 {
     const char **ids = malloc((d->npend + 1) * sizeof(*ids));
-    size_t nowned = 0;
     int rc = ids ? 0 : -ENOMEM;
     for (size_t i = 0; i < d->npend && rc == 0; i++) {
         d->sorted[i] = &d->pend[i];
@@ -585,11 +581,10 @@ static int describe_flush(struct describe_ctx *d, struct db *db)
         qsort(d->sorted, d->npend, sizeof(*d->sorted), pending_cmp);
         rc = db_bdm_each_of(db, ids, d->npend, bdm_of, d);
     }
-    for (size_t i = 0; i < d->npend && rc == 0; i++)
-        if (d->pend[i].owned)
-            ids[nowned++] = d->pend[i].im.id;
-    if (rc == 0 && nowned)
-        rc = db_image_tags_each(db, d->c->region, ids, nowned, tag_of, d);
+    /* Tags are per account, as on AWS: each account sees the tags it put on an image, the
+     * owner's included, and no other account's. */
+    if (rc == 0 && d->npend)
+        rc = db_image_tags_each(db, d->c->region, d->c->account_id, ids, d->npend, tag_of, d);
     free(ids);
     for (size_t i = 0; i < d->npend && rc == 0 && !d->more; i++) {
         struct pending *p = &d->pend[i];

@@ -320,7 +320,7 @@ static json_t *snapshot_item(struct api_call *c, struct db *db, const struct db_
     }
     if (strcmp(s->source, "copy") == 0)
         json_object_set_new(o, "TransferType", json_string("standard"));
-    if (db && strcmp(s->owner, c->account_id) == 0)
+    if (db) /* the caller's own tags, whoever owns the snapshot */
         api_add_tags(c, db, o, s->id);
     return o;
 }

@@ -373,8 +373,8 @@ int api_presigned_check(struct api_call *c, const char *url, const char *action,
 /* Small helpers for handlers working on jansson trees. */
 const char *jstr(json_t *obj, const char *key); /* string member or NULL */
 bool jbool(json_t *obj, const char *key, bool dflt);
-/* Appends a new {Key, Value} list of a resource's tags to `item` as "Tags" (omitted when
- * empty). */
+/* Appends a new {Key, Value} list of the tags the caller put on a resource to `item` as "Tags"
+ * (omitted when empty): tags are per account. */
 int api_add_tags(struct api_call *call, struct db *db, json_t *item, const char *resource_id);
 
 #endif

@@ -716,7 +716,7 @@ static int n_tags_instance(struct imds_ctx *c, char **seg, size_t nseg)
         return -ENOENT;
     struct tag_walk w = { .out = c->out, .key = nseg ? seg[0] : NULL };
     struct db *db = core_db_get(c->app);
-    int rc = core_tags_of(c->app, db, c->i->region, c->i->id, tag_cb, &w);
+    int rc = core_tags_of(c->app, db, c->i->region, c->i->owner, c->i->id, tag_cb, &w);
     core_db_put(c->app, db);
     if (rc < 0)
         return rc;

@@ -177,9 +177,10 @@ struct core_tag_row {
 /* Every tag the caller owns in its region, by resource id then key. */
 int core_tags_each(struct app *app, const struct core_caller *who,
                    int (*fn)(void *ctx, const struct core_tag_row *t), void *ctx);
-/* The tags of one resource, by key. */
-int core_tags_of(struct app *app, struct db *db, const char *region, const char *resource_id,
-                 int (*fn)(void *ctx, const struct core_tag_row *t), void *ctx);
+/* The tags `account` put on one resource (an account sees only its own), by key. */
+int core_tags_of(struct app *app, struct db *db, const char *region, const char *account,
+                 const char *resource_id, int (*fn)(void *ctx, const struct core_tag_row *t),
+                 void *ctx);
 
 /* ---- volumes and snapshots (rows are db's plain structs) ---- */
 

@@ -124,13 +124,15 @@ int core_volume_owned(struct db *db, const char *region, const char *account, co
     return strcmp(v.owner, account) == 0 && strcmp(v.region, region) == 0 ? 0 : -ENOENT;
 }
 
-int core_snapshot_owned(struct db *db, const char *region, const char *account, const char *id)
+int core_snapshot_taggable(struct db *db, const char *region, const char *account, const char *id)
 {
     struct db_snapshot s;
     int rc = db_snapshot_get(db, id, &s);
     if (rc < 0)
         return rc;
-    return strcmp(s.owner, account) == 0 && strcmp(s.region, region) == 0 ? 0 : -ENOENT;
+    if (strcmp(s.region, region) != 0)
+        return -ENOENT;
+    return strcmp(s.owner, account) == 0 ? 0 : db_snapshot_perm_has(db, id, account, true);
 }
 
 static int volume_lookup(struct db *db, const struct core_caller *who, const char *id,

@@ -640,7 +640,7 @@ int core_image_copy(struct app *app, const struct core_caller *who,
         goto out;
     if (req->copy_image_tags && strcmp(src.owner, who->account_id) == 0) {
         struct db *db = core_db_get(app);
-        rc = core_tags_of(app, db, src.region, src.id, collect_tag, tags);
+        rc = core_tags_of(app, db, src.region, who->account_id, src.id, collect_tag, tags);
         core_db_put(app, db);
         if (rc < 0) {
             rc = err_set(e, rc, "InternalError", "cannot read the image's tags");

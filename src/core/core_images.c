@@ -848,16 +848,20 @@ int core_image_block_public(struct app *app, const struct core_caller *who, cons
     return 0;
 }
 
-int core_image_owned(struct db *db, const char *region, const char *account, const char *id)
+int core_image_taggable(struct db *db, const char *region, const char *account, const char *id)
 {
     struct db_image im;
     int rc = db_image_get(db, id, &im);
     if (rc < 0)
         return rc;
-    return strcmp(im.owner, account) == 0 && strcmp(im.region, region) == 0 &&
-                   strcmp(im.state, "deregistered") != 0
-               ? 0
-               : -ENOENT;
+    if (strcmp(im.region, region) != 0 || strcmp(im.state, "deregistered") == 0)
+        return -ENOENT;
+    if (strcmp(im.owner, account) == 0)
+        return 0;
+    /* what another account sees by id: granted or public, and not disabled */
+    if (strcmp(im.state, "disabled") == 0)
+        return -ENOENT;
+    return im.public ? 0 : db_image_perm_has(db, id, account);
 }
 
 int core_image_find_tagged(struct app *app, const char *region, const char *owner, const char *key,

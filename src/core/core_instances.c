@@ -1610,7 +1610,7 @@ static int copy_tags(struct db *db, const struct core_caller *who, const char *v
                      const char *snapshot_id)
 {
     struct tag_list l = { 0 };
-    int rc = db_tag_each_of(db, who->region, volume_id, collect_tag, &l);
+    int rc = db_tag_each_of(db, who->region, who->account_id, volume_id, collect_tag, &l);
     for (size_t k = 0; rc >= 0 && k < l.n; k++)
         if (strncmp(l.v[k].key, "aws:", 4) != 0)
             rc = db_tag_put(db, who->region, who->account_id, snapshot_id, "snapshot", l.v[k].key,

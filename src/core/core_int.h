@@ -205,10 +205,11 @@ int core_volume_new_tx(struct app *app, struct db *db, const struct core_caller 
  * it came with other `params` (a digest of the request). */
 int core_idem_check(struct db *db, const struct core_caller *who, const char *op, const char *token,
                     const char *params, char *resource, size_t rlen, struct err *e);
-/* Whether an owned resource exists (for the tag store). */
+/* Whether an account may tag a resource (0, or -ENOENT): one it owns, and, as on AWS, an image
+ * or snapshot shared with it (or public) that it can see by id — those tags are its own. */
 int core_volume_owned(struct db *db, const char *region, const char *account, const char *id);
-int core_snapshot_owned(struct db *db, const char *region, const char *account, const char *id);
-int core_image_owned(struct db *db, const char *region, const char *account, const char *id);
+int core_snapshot_taggable(struct db *db, const char *region, const char *account, const char *id);
+int core_image_taggable(struct db *db, const char *region, const char *account, const char *id);
 int core_keypair_owned(struct db *db, const char *region, const char *account, const char *id);
 /* Checks tags given at creation (TagSpecifications): count, keys, values, duplicates. */
 int core_tags_check(const struct core_tag *tags, size_t ntags, struct err *e);
@@ -217,13 +218,13 @@ int core_tags_insert(struct db *db, const struct core_caller *who, const char *r
                      const char *type, const struct core_tag *tags, size_t ntags);
 
 /* A kind of taggable resource: its id prefix, EC2 ResourceType and NotFound code, and how to
- * check that an id names one the account owns in a region (0, or -ENOENT). */
+ * check that an id names one the account may tag in a region (0, or -ENOENT). */
 struct core_restype {
     const char *prefix;
     const char *type;
     const char *notfound;
     const char *noun; /* "volume", for "The volume 'vol-1' does not exist" */
-    int (*owned)(struct db *db, const char *region, const char *account, const char *id);
+    int (*taggable)(struct db *db, const char *region, const char *account, const char *id);
 };
 /* The resource type an id's prefix names; NULL when none. */
 const struct core_restype *core_restype_of(const char *id);

@@ -3,7 +3,8 @@
  * and values of 0-256 Unicode characters, the "aws:" prefix reserved; CreateTags and DeleteTags
  * apply to all the named resources or to none.
  *
- * Resource types register in `restypes` below (the resources' own modules provide `owned`).
+ * Resource types register in `restypes` below (the resources' own modules provide `taggable`).
+ * Tags are per account: each account reads and writes only the tags it put on a resource.
  */
 #include "core/core_int.h"
 
@@ -12,8 +13,8 @@
 
 static const struct core_restype restypes[] = {
     { "vol-", "volume", "InvalidVolume.NotFound", "volume", core_volume_owned },
-    { "snap-", "snapshot", "InvalidSnapshot.NotFound", "snapshot", core_snapshot_owned },
-    { "ami-", "image", "InvalidAMIID.NotFound", "image", core_image_owned },
+    { "snap-", "snapshot", "InvalidSnapshot.NotFound", "snapshot", core_snapshot_taggable },
+    { "ami-", "image", "InvalidAMIID.NotFound", "image", core_image_taggable },
     { "key-", "key-pair", "InvalidKeyPair.NotFound", "key pair", core_keypair_owned },
     { NULL, NULL, NULL, NULL, NULL },
 };
@@ -86,7 +87,7 @@ static int resolve(struct db *db, const struct core_caller *who, const char *id,
     const struct core_restype *t = core_restype_of(id);
     if (!t || !core_id_valid(id, t->prefix))
         return err_set(e, -EINVAL, "InvalidID", "The ID '%s' is not valid", id);
-    int rc = t->owned(db, who->region, who->account_id, id);
+    int rc = t->taggable(db, who->region, who->account_id, id);
     if (rc == -ENOENT)
         return err_set(e, rc, t->notfound, "The %s '%s' does not exist", t->noun, id);
     if (rc < 0)
@@ -122,9 +123,9 @@ static int create_tx(struct app *app, struct db *db, void *vctx)
         int rc = resolve(db, c->who, c->ids[i], &t, c->e);
         if (rc < 0)
             return rc;
-        int n = db_tag_count(db, c->who->region, c->ids[i]);
+        int n = db_tag_count(db, c->who->region, c->who->account_id, c->ids[i]);
         struct key_seen ks = { c->tags, c->ntags, 0 };
-        rc = db_tag_each_of(db, c->who->region, c->ids[i], count_existing, &ks);
+        rc = db_tag_each_of(db, c->who->region, c->who->account_id, c->ids[i], count_existing, &ks);
         if (n < 0 || rc < 0)
             return err_set(c->e, -EIO, "InternalError", "cannot read tags");
         if ((size_t)n + c->ntags - (size_t)ks.have > CORE_TAGS_MAX)
@@ -203,13 +204,11 @@ static int delete_tx(struct app *app, struct db *db, void *vctx)
         return core_dry_run(c->e);
     for (size_t i = 0; i < c->nids; i++) {
         int rc = 0;
-        if (c->ntags == 0) {
-            rc = db_tag_delete_all(db, c->who->region, c->ids[i]);
-        } else {
-            for (size_t k = 0; k < c->ntags && rc >= 0; k++)
-                rc = db_tag_delete(db, c->who->region, c->who->account_id, c->ids[i],
-                                   c->tags[k].key, c->tags[k].value);
-        }
+        if (c->ntags == 0)
+            rc = db_tag_delete(db, c->who->region, c->who->account_id, c->ids[i], NULL, NULL);
+        for (size_t k = 0; k < c->ntags && rc >= 0; k++)
+            rc = db_tag_delete(db, c->who->region, c->who->account_id, c->ids[i], c->tags[k].key,
+                               c->tags[k].value);
         if (rc < 0)
             return err_set(c->e, rc, "InternalError", "cannot delete tags");
     }
@@ -264,10 +263,11 @@ int core_tags_each(struct app *app, const struct core_caller *who,
     return rc;
 }
 
-int core_tags_of(struct app *app, struct db *db, const char *region, const char *resource_id,
-                 int (*fn)(void *ctx, const struct core_tag_row *t), void *ctx)
+int core_tags_of(struct app *app, struct db *db, const char *region, const char *account,
+                 const char *resource_id, int (*fn)(void *ctx, const struct core_tag_row *t),
+                 void *ctx)
 {
     (void)app;
     struct each_ctx c = { fn, ctx };
-    return db_tag_each_of(db, region, resource_id, each_cb, &c);
+    return db_tag_each_of(db, region, account, resource_id, each_cb, &c);
 }

@@ -97,7 +97,9 @@ int db_key_delete(struct db *db, const char *id);
 int db_key_each(struct db *db, const char *account_id, int (*fn)(void *ctx, const struct db_key *k),
                 void *ctx);
 
-/* ---- tags: one store for every taggable resource ---- */
+/* ---- tags: one store for every taggable resource ----
+ * Tags belong to the account that put them (`owner`, which for a resource of one's own is its
+ * owner): an account may tag an image or snapshot shared with it, for itself alone. */
 
 struct db_tag {
     char resource_id[64];
@@ -106,19 +108,19 @@ struct db_tag {
     char value[1028];       /* 256 characters of UTF-8: up to 1024 bytes */
 };
 
-/* Sets (inserting or replacing) one tag. */
+/* Sets (inserting or replacing) `owner`'s tag `key` on a resource. */
 int db_tag_put(struct db *db, const char *region, const char *owner, const char *resource_id,
                const char *resource_type, const char *key, const char *value);
-/* Deletes a tag; when `value` is non-NULL only if the tag has that value.  Returns the number of
- * rows deleted. */
+/* Deletes `owner`'s tag `key` on a resource (every one of its tags when `key` is NULL); when
+ * `value` is non-NULL only if the tag has that value.  Returns the number of rows deleted. */
 int db_tag_delete(struct db *db, const char *region, const char *owner, const char *resource_id,
                   const char *key, const char *value);
-/* Deletes every tag of a resource (when the resource goes away). */
+/* Deletes every tag of a resource, every account's (when the resource goes away). */
 int db_tag_delete_all(struct db *db, const char *region, const char *resource_id);
-/* Number of tags a resource has. */
-int db_tag_count(struct db *db, const char *region, const char *resource_id);
-/* Tags of one resource in key order. */
-int db_tag_each_of(struct db *db, const char *region, const char *resource_id,
+/* Number of tags `owner` put on a resource. */
+int db_tag_count(struct db *db, const char *region, const char *owner, const char *resource_id);
+/* The tags `owner` put on one resource, in key order. */
+int db_tag_each_of(struct db *db, const char *region, const char *owner, const char *resource_id,
                    int (*fn)(void *ctx, const struct db_tag *t), void *ctx);
 /* The first resource of `type` an owner tagged key=value in a region (by id); -ENOENT. */
 int db_tag_find(struct db *db, const char *region, const char *owner, const char *type,
@@ -340,9 +342,10 @@ int db_bdm_each(struct db *db, const char *image_id, int (*fn)(void *ctx, const 
  * set order.  Stops when `fn` returns non-zero (returned); 0 or a negative errno. */
 int db_bdm_each_of(struct db *db, const char *const *ids, size_t n,
                    int (*fn)(void *ctx, const char *image_id, const struct db_bdm *b), void *ctx);
-/* The tags of `n` images of a region in a few queries, by image id then key; as db_bdm_each_of. */
-int db_image_tags_each(struct db *db, const char *region, const char *const *ids, size_t n,
-                       int (*fn)(void *ctx, const struct db_tag *t), void *ctx);
+/* The tags `owner` put on `n` images of a region, in a few queries, by image id then key; as
+ * db_bdm_each_of. */
+int db_image_tags_each(struct db *db, const char *region, const char *owner, const char *const *ids,
+                       size_t n, int (*fn)(void *ctx, const struct db_tag *t), void *ctx);
 /* Images (not deregistered) whose mappings name a snapshot, as ids into `fn`. */
 int db_bdm_images_of_snapshot(struct db *db, const char *snapshot_id,
                               int (*fn)(void *ctx, const char *image_id), void *ctx);

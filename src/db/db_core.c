@@ -153,6 +153,17 @@ static const char *const migrations[] = {
     "ALTER TABLE snapshots ADD COLUMN source_region TEXT NOT NULL DEFAULT '';"
     "ALTER TABLE snapshots ADD COLUMN data_key BLOB;"
     "ALTER TABLE volumes ADD COLUMN data_key BLOB;",
+
+    /* 8: tags per account, as on AWS: an account may tag an image or snapshot shared with it,
+     * and those tags are its own — neither the owner nor anyone else sees them.  The owner
+     * column (the account that tagged) joins the primary key. */
+    "CREATE TABLE tags8 (region TEXT NOT NULL, resource_id TEXT NOT NULL,"
+    "  resource_type TEXT NOT NULL, owner TEXT NOT NULL, key TEXT NOT NULL,"
+    "  value TEXT NOT NULL, PRIMARY KEY (region, resource_id, owner, key)) STRICT;"
+    "INSERT INTO tags8 SELECT region, resource_id, resource_type, owner, key, value FROM tags;"
+    "DROP TABLE tags;"
+    "ALTER TABLE tags8 RENAME TO tags;"
+    "CREATE INDEX tags_owner ON tags(region, owner, resource_id);",
 };
 
 int db_schema_version(void)

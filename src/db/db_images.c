@@ -466,41 +466,45 @@ int db_bdm_each_of(struct db *db, const char *const *ids, size_t n,
     return 0;
 }
 
-/* Whether any resource of a region whose id lies in [lo, hi] has a tag: one probe of the tags'
- * primary key, which spares the lists of ids their queries when none has. */
-static int tags_in_range(struct db *db, const char *region, const char *lo, const char *hi)
+/* Whether `owner` tagged any resource of a region whose id lies in [lo, hi]: one probe of the
+ * owner index, which spares the lists of ids their queries when it tagged none. */
+static int tags_in_range(struct db *db, const char *region, const char *owner, const char *lo,
+                         const char *hi)
 {
-    sqlite3_stmt *st = db_stmt(db, "SELECT 1 FROM tags WHERE region = ?1 AND resource_id >= ?2 "
-                                   "AND resource_id <= ?3 LIMIT 1");
+    sqlite3_stmt *st = db_stmt(db, "SELECT 1 FROM tags WHERE region = ?1 AND owner = ?4 AND "
+                                   "resource_id >= ?2 AND resource_id <= ?3 LIMIT 1");
     if (!st)
         return -EIO;
     BIND_TEXT(st, 1, region);
     BIND_TEXT(st, 2, lo);
     BIND_TEXT(st, 3, hi);
+    BIND_TEXT(st, 4, owner);
     int rc = sqlite3_step(st);
     sqlite3_reset(st);
     return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : db_rc(rc);
 }
 
-int db_image_tags_each(struct db *db, const char *region, const char *const *ids, size_t n,
-                       int (*fn)(void *ctx, const struct db_tag *t), void *ctx)
+int db_image_tags_each(struct db *db, const char *region, const char *owner, const char *const *ids,
+                       size_t n, int (*fn)(void *ctx, const struct db_tag *t), void *ctx)
 {
     const char *lo = n ? ids[0] : NULL, *hi = lo;
     for (size_t i = 1; i < n; i++) {
         lo = strcmp(ids[i], lo) < 0 ? ids[i] : lo;
         hi = strcmp(ids[i], hi) > 0 ? ids[i] : hi;
     }
-    int any = n ? tags_in_range(db, region, lo, hi) : 0;
+    int any = n ? tags_in_range(db, region, owner, lo, hi) : 0;
     if (any <= 0)
         return any;
     for (size_t at = 0; at < n; at += IDS_PER_QUERY) {
-        /* The tags' primary key (region, resource_id, key) answers each id in key order. */
+        /* The tags' primary key (region, resource_id, owner, key) answers each id in key
+         * order. */
         sqlite3_stmt *st = db_stmt(db, "SELECT resource_id, resource_type, key, value FROM tags "
                                        "WHERE region = ?1 AND resource_id IN (" IDS_64 ") "
-                                       "ORDER BY resource_id, key");
+                                       "AND owner = ?66 ORDER BY resource_id, key");
         if (!st)
             return -EIO;
         BIND_TEXT(st, 1, region);
+        BIND_TEXT(st, 66, owner);
         bind_ids(st, 2, ids + at, n - at < IDS_PER_QUERY ? n - at : IDS_PER_QUERY);
         int rc, out = 0;
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {

@@ -1,7 +1,8 @@
 /*
- * db_tags.c — the one tag store every taggable resource uses.  Tags are keyed by region and
- * resource id; the owner column lets DescribeTags list an account's tags without joining every
- * resource table.
+ * db_tags.c — the one tag store every taggable resource uses.  Tags are keyed by region,
+ * resource id and the account that put them (`owner`): an account that was shared an image or
+ * snapshot tags it for itself alone, as on AWS.  The owner index lets DescribeTags list an
+ * account's tags without joining every resource table.
  */
 #include "db/db_int.h"
 
@@ -12,7 +13,7 @@ int db_tag_put(struct db *db, const char *region, const char *owner, const char 
 {
     sqlite3_stmt *st =
         db_stmt(db, "INSERT INTO tags (region, resource_id, resource_type, owner, key, value) "
-                    "VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(region, resource_id, key) "
+                    "VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(region, resource_id, owner, key) "
                     "DO UPDATE SET value = excluded.value");
     if (!st)
         return -EIO;
@@ -29,7 +30,8 @@ int db_tag_delete(struct db *db, const char *region, const char *owner, const ch
                   const char *key, const char *value)
 {
     sqlite3_stmt *st = db_stmt(db, "DELETE FROM tags WHERE region = ?1 AND owner = ?2 AND "
-                                   "resource_id = ?3 AND key = ?4 AND (?5 IS NULL OR value = ?5)");
+                                   "resource_id = ?3 AND (?4 IS NULL OR key = ?4) AND "
+                                   "(?5 IS NULL OR value = ?5)");
     if (!st)
         return -EIO;
     sqlite3_bind_text(st, 1, region, -1, SQLITE_STATIC);
@@ -52,14 +54,15 @@ int db_tag_delete_all(struct db *db, const char *region, const char *resource_id
     return rc < 0 ? rc : sqlite3_changes(db->h);
 }
 
-int db_tag_count(struct db *db, const char *region, const char *resource_id)
+int db_tag_count(struct db *db, const char *region, const char *owner, const char *resource_id)
 {
-    sqlite3_stmt *st =
-        db_stmt(db, "SELECT count(*) FROM tags WHERE region = ?1 AND resource_id = ?2");
+    sqlite3_stmt *st = db_stmt(db, "SELECT count(*) FROM tags WHERE region = ?1 AND "
+                                   "resource_id = ?2 AND owner = ?3");
     if (!st)
         return -EIO;
     sqlite3_bind_text(st, 1, region, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, resource_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, owner, -1, SQLITE_STATIC);
     int rc = sqlite3_step(st);
     int n = rc == SQLITE_ROW ? sqlite3_column_int(st, 0) : db_rc(rc);
     sqlite3_reset(st);
@@ -85,15 +88,17 @@ static int tag_rows(sqlite3_stmt *st, int (*fn)(void *ctx, const struct db_tag *
     return out;
 }
 
-int db_tag_each_of(struct db *db, const char *region, const char *resource_id,
+int db_tag_each_of(struct db *db, const char *region, const char *owner, const char *resource_id,
                    int (*fn)(void *ctx, const struct db_tag *t), void *ctx)
 {
     sqlite3_stmt *st = db_stmt(db, "SELECT resource_id, resource_type, key, value FROM tags "
-                                   "WHERE region = ?1 AND resource_id = ?2 ORDER BY key");
+                                   "WHERE region = ?1 AND resource_id = ?2 AND owner = ?3 "
+                                   "ORDER BY key");
     if (!st)
         return -EIO;
     sqlite3_bind_text(st, 1, region, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, resource_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, owner, -1, SQLITE_STATIC);
     return tag_rows(st, fn, ctx);
 }
 

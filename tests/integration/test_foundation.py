@@ -535,3 +535,54 @@ def test_access_log_has_one_line_per_request_and_no_secrets(amid):
     assert amid.admin.secret not in log
     assert sig not in log and psig not in log
     assert 'X-Amz-Signature' not in log and 'X-Amz-Credential' not in log
+
+
+def test_schema_7_tags_upgrade_to_per_account_tags(tmpdir_amid):
+    """A data directory from schema 7 (one tag set per resource) keeps its tags on upgrade, and
+    afterwards two accounts hold the same key on one resource, each its own."""
+    d = os.path.join(tmpdir_amid, 'data')
+    a = Creds(json.loads(run_amid('init', '--data', d, '--format', 'json').stdout))
+    b = Creds(json.loads(run_amid('account', 'create', 'b', '--data', d, '--format',
+                                  'json').stdout))
+    daemon = Daemon(d).start()
+    ea = daemon.client('ec2', a)
+    vol = ea.create_volume(AvailabilityZone='us-east-1a', Size=1)['VolumeId']
+    ea.create_tags(Resources=[vol], Tags=[{'Key': 'team', 'Value': 'blue'}])
+    daemon.stop()
+    # Back to schema 7's table, as amid 7 left it.
+    conn = sqlite3.connect(os.path.join(d, 'amid.db'))
+    rows = conn.execute('SELECT * FROM tags').fetchall()
+    conn.executescript(
+        'DROP TABLE tags;'
+        'CREATE TABLE tags (region TEXT NOT NULL, resource_id TEXT NOT NULL,'
+        '  resource_type TEXT NOT NULL, owner TEXT NOT NULL, key TEXT NOT NULL,'
+        '  value TEXT NOT NULL, PRIMARY KEY (region, resource_id, key)) STRICT;'
+        'CREATE INDEX tags_owner ON tags(region, owner, resource_id);'
+        'PRAGMA user_version = 7;')
+    conn.executemany('INSERT INTO tags VALUES (?, ?, ?, ?, ?, ?)', rows)
+    conn.commit()
+    conn.close()
+    daemon = Daemon(d).start()
+    try:
+        ea = daemon.client('ec2', a)
+        [v] = ea.describe_volumes(VolumeIds=[vol])['Volumes']
+        assert v['Tags'] == [{'Key': 'team', 'Value': 'blue'}]
+        snap = ea.create_snapshot(VolumeId=vol)['SnapshotId']
+        ea.modify_snapshot_attribute(SnapshotId=snap, Attribute='createVolumePermission',
+                                     OperationType='add', UserIds=[b.account_id])
+        ea.create_tags(Resources=[snap], Tags=[{'Key': 'team', 'Value': 'blue'}])
+        eb = daemon.client('ec2', b)
+        eb.create_tags(Resources=[snap], Tags=[{'Key': 'team', 'Value': 'red'}])
+        assert ea.describe_snapshots(SnapshotIds=[snap])['Snapshots'][0]['Tags'] == \
+            [{'Key': 'team', 'Value': 'blue'}]
+        assert eb.describe_snapshots(SnapshotIds=[snap])['Snapshots'][0]['Tags'] == \
+            [{'Key': 'team', 'Value': 'red'}]
+        # DeleteTags without tags removes the caller's, never the owner's.
+        eb.delete_tags(Resources=[snap])
+        assert 'Tags' not in eb.describe_snapshots(SnapshotIds=[snap])['Snapshots'][0]
+        assert ea.describe_snapshots(SnapshotIds=[snap])['Snapshots'][0]['Tags'] == \
+            [{'Key': 'team', 'Value': 'blue'}]
+    finally:
+        daemon.stop()
+    conn = sqlite3.connect(os.path.join(d, 'amid.db'))
+    assert conn.execute('PRAGMA user_version').fetchone()[0] >= 8

@@ -53,7 +53,6 @@ ACTORS = ['owner', 'grantee', 'stranger']  # A, B, C
 CODES = {
     'ok': None,           # success
     'hid': None,          # exactly the answer for a nonexistent id
-    'xok': None,          # AWS succeeds; amid refuses (strict xfail, see XFAIL_REASONS)
     'Auth': 'AuthFailure',
     'IncSt': 'IncorrectState',
     'NoPerm': 'OperationNotPermitted',
@@ -62,11 +61,8 @@ CODES = {
     'InUse': 'InvalidSnapshot.InUse',
 }
 
-XFAIL_REASONS = {
-    'xok': 'AWS lets any account tag a public or shared resource (the tags are that account\'s '
-           'own, invisible to the owner); amid\'s tag store has one tag set per resource '
-           '(PRIMARY KEY (region, resource_id, key)) and answers NotFound',
-}
+# Outcomes amid knowingly gets wrong: strict xfails, with the reason (none at present).
+XFAIL_REASONS = {}
 
 
 def rows(**kw):
@@ -125,12 +121,12 @@ IMAGE_TABLE = {
     'DeregisterImage': owner_row('ok ok ok ok ok NoPerm hid hid'),
     'CreateTags(image)': rows(
         owner=   'ok  ok  ok  ok  ok  ok  hid hid',
-        grantee= 'hid xok xok xok hid xok hid hid',
-        stranger='hid hid xok hid hid hid hid hid'),
+        grantee= 'hid ok  ok  ok  hid ok  hid hid',
+        stranger='hid hid ok  hid hid hid hid hid'),
     'DeleteTags(image)': rows(
         owner=   'ok  ok  ok  ok  ok  ok  hid hid',
-        grantee= 'hid xok xok xok hid xok hid hid',
-        stranger='hid hid xok hid hid hid hid hid'),
+        grantee= 'hid ok  ok  ok  hid ok  hid hid',
+        stranger='hid hid ok  hid hid hid hid hid'),
 }
 IMAGE_ATTRIBUTES = ['description', 'kernel', 'ramdisk', 'productCodes', 'blockDeviceMapping',
                     'sriovNetSupport', 'bootMode', 'tpmSupport', 'uefiData', 'lastLaunchedTime',
@@ -168,8 +164,8 @@ SNAP_TABLE = {
     'CreateVolume(SnapshotId)': SNAP_SEE,
     'RegisterImage(BlockDeviceMapping.Ebs.SnapshotId)': SNAP_SEE,
     'CreateTags(snapshot)': rows(owner=   'ok  ok  ok  ok  hid',
-                                 grantee= 'hid hid xok xok hid',
-                                 stranger='hid hid hid xok hid'),
+                                 grantee= 'hid hid ok  ok  hid',
+                                 stranger='hid hid hid ok  hid'),
     # EBS direct: "Public snapshots are not supported" (EBS direct APIs FAQ); a snapshot shared
     # with the account explicitly is.
     'ebs:ListSnapshotBlocks': rows(owner=   'ok  ok  ok  ok  hid',
@@ -506,10 +502,14 @@ def image_checks(w, op, state, actor, iid, r):
         assert im['State'] == {'disabled': 'disabled', 'dereg-new': 'deregistered'}.get(
             state, 'available')
         assert im['Public'] is (state == 'public')
+        # Tags are per account: the owner's tag only for the owner, and never another
+        # account's (a grantee or stranger may have tagged the image for itself).
+        keys = {t['Key']: t['Value'] for t in im.get('Tags', [])}
         if actor == 'owner' and state != 'dereg-new':
-            assert {'Key': 'matrix', 'Value': state} in im['Tags']
+            assert keys.get('matrix') == state, im
         else:
-            assert 'Tags' not in im, im  # tags are the owner's
+            assert 'matrix' not in keys, im
+        assert not [k for k in keys if k.startswith('matrix-') and k != 'matrix-' + actor], im
     elif op == 'DescribeImageAttribute(launchPermission)':
         want = {'shared': [w.acct['grantee']], 'deprecated': [w.acct['grantee']],
                 'protected': [w.acct['grantee']], 'public': [w.acct['grantee'], 'all']}
@@ -536,10 +536,29 @@ def image_checks(w, op, state, actor, iid, r):
         assert got['State'] == 'disabled' and got['Public'] is False
     elif op == 'EnableImage':
         assert a.describe_images(ImageIds=[iid])['Images'][0]['State'] == 'available'
-    elif op == 'CreateTags(image)' and actor != 'owner':
-        # Where AWS lets another account tag the image, the tag is that account's alone.
-        tags = a.describe_tags(Filters=[{'Name': 'resource-id', 'Values': [iid]}])['Tags']
-        assert 'matrix-%s' % actor not in [t['Key'] for t in tags]
+    elif op == 'CreateTags(image)':
+        # The tag is the tagging account's own: it lists it, and, where that is another account
+        # (AWS lets one tag a shared or public image), the owner never sees it.
+        c = w.ec2[actor]
+        mine = c.describe_tags(Filters=[{'Name': 'resource-id', 'Values': [iid]}])['Tags']
+        assert {'Key': 'matrix-%s' % actor, 'Value': 'x', 'ResourceId': iid,
+                'ResourceType': 'image'} in mine
+        [im] = c.describe_images(ImageIds=[iid])['Images']
+        assert {'Key': 'matrix-%s' % actor, 'Value': 'x'} in im['Tags']
+        got = c.describe_images(ImageIds=[iid], Filters=[
+            {'Name': 'tag:matrix-%s' % actor, 'Values': ['x']}])['Images']
+        assert [i['ImageId'] for i in got] == [iid]
+        if actor != 'owner':
+            assert 'matrix' not in [t['Key'] for t in mine]  # the owner's tag is not shown
+            tags = a.describe_tags(Filters=[{'Name': 'resource-id', 'Values': [iid]}])['Tags']
+            assert 'matrix-%s' % actor not in [t['Key'] for t in tags]
+            got = a.describe_images(ImageIds=[iid], Filters=[
+                {'Name': 'tag:matrix-%s' % actor, 'Values': ['x']}])['Images']
+            assert got == []
+    elif op == 'DeleteTags(image)' and actor != 'owner':
+        # Deleting a key the caller does not have deletes nothing of the owner's.
+        [im] = a.describe_images(ImageIds=[iid])['Images']
+        assert {'Key': 'matrix', 'Value': state} in im['Tags']
 
 
 @pytest.mark.parametrize('op, state, actor, want', IMAGE_CASES)
@@ -554,7 +573,7 @@ def test_image_matrix(world, op, state, actor, want):
         assert_hidden(call, iid, 'ami-')
         return
     ok, r, status = outcome(lambda: call(iid))
-    if want in ('ok', 'xok'):
+    if want == 'ok':
         assert ok, 'expected success, got %s %r' % (status, r)
         image_checks(w, op, state, actor, iid, r)
     else:
@@ -613,14 +632,24 @@ def snap_checks(w, op, state, actor, sid, r):
     if op == 'DescribeSnapshots(SnapshotIds)':
         [s] = r['Snapshots']
         assert s['SnapshotId'] == sid and s['OwnerId'] == w.acct['owner']
+        keys = {t['Key']: t['Value'] for t in s.get('Tags', [])}
         if actor == 'owner':
-            assert {'Key': 'matrix', 'Value': state} in s['Tags']
+            assert keys.get('matrix') == state, s
         else:
-            assert 'Tags' not in s, s
+            assert 'matrix' not in keys, s  # tags are per account
+        assert not [k for k in keys if k.startswith('matrix-') and k != 'matrix-' + actor], s
     elif op == 'DescribeSnapshotAttribute(createVolumePermission)':
         got = sorted(p.get('UserId') or p.get('Group') for p in r['CreateVolumePermissions'])
         want = {'shared': [w.acct['grantee']], 'public': [w.acct['grantee'], 'all']}
         assert got == sorted(want.get(state, []))
+    elif op == 'CreateTags(snapshot)':
+        # The tagging account's own tag: on its listing, never on the owner's.
+        [s] = c.describe_snapshots(SnapshotIds=[sid])['Snapshots']
+        assert {'Key': 'matrix-%s' % actor, 'Value': 'x'} in s['Tags']
+        if actor != 'owner':
+            [s] = w.ec2['owner'].describe_snapshots(SnapshotIds=[sid])['Snapshots']
+            assert 'matrix-%s' % actor not in [t['Key'] for t in s['Tags']]
+            assert {'Key': 'matrix', 'Value': state} in s['Tags']
     elif op == 'CopySnapshot':
         new = c.describe_snapshots(SnapshotIds=[r['SnapshotId']])['Snapshots'][0]
         assert new['OwnerId'] == w.acct[actor]
@@ -653,7 +682,7 @@ def test_snapshot_matrix(world, op, state, actor, want):
         assert_hidden(call, sid, 'snap-')
         return
     ok, r, status = outcome(lambda: call(sid))
-    if want in ('ok', 'xok'):
+    if want == 'ok':
         assert ok, 'expected success, got %s %r' % (status, r)
         snap_checks(w, op, state, actor, sid, r)
     else:
@@ -742,10 +771,12 @@ def a_ids(w):
 @pytest.mark.parametrize('actor', ['grantee', 'stranger'])
 def test_no_leaks_in_listings(world, actor):
     """Every A resource that B or C sees in any listing is one A shared with it or made public,
-    as A itself reports right now; no A tag ever shows."""
+    as A itself reports right now; no A tag ever shows (only the tag the account may have put
+    on A's shared and public resources itself: tags are per account)."""
     w = world
     a, c = w.ec2['owner'], w.ec2[actor]
     me = w.acct[actor]
+    own = 'matrix-%s' % actor
     mine = a_ids(w)
     seen_images = {}
     for kw in ({}, {'IncludeDeprecated': True}, {'IncludeDisabled': True},
@@ -754,7 +785,7 @@ def test_no_leaks_in_listings(world, actor):
                                     w.acct['stranger']]}):
         for im in c.describe_images(**kw)['Images']:
             if im['OwnerId'] == w.acct['owner']:
-                assert 'Tags' not in im, im
+                assert [t['Key'] for t in im.get('Tags', [])] in ([], [own]), im
                 seen_images[im['ImageId']] = im
     for iid, im in seen_images.items():
         lp = a.describe_image_attribute(ImageId=iid, Attribute='launchPermission')
@@ -767,7 +798,7 @@ def test_no_leaks_in_listings(world, actor):
                                         w.acct['stranger']]}):
         for s in c.describe_snapshots(**kw)['Snapshots']:
             if s['OwnerId'] == w.acct['owner']:
-                assert 'Tags' not in s, s
+                assert [t['Key'] for t in s.get('Tags', [])] in ([], [own]), s
                 seen_snaps.add(s['SnapshotId'])
     for sid in seen_snaps:
         p = a.describe_snapshot_attribute(SnapshotId=sid, Attribute='createVolumePermission')
@@ -776,11 +807,11 @@ def test_no_leaks_in_listings(world, actor):
     # The backing snapshot of every image B was granted stays out of B's sight.
     assert w.snap['backing'] not in seen_snaps
     tags = c.describe_tags()['Tags']
-    assert not {t['ResourceId'] for t in tags} & mine, tags
+    assert {t['Key'] for t in tags if t['ResourceId'] in mine} <= {own}, tags
     for f in ('resource-id', 'key'):
         vals = sorted(mine)[:200] if f == 'resource-id' else ['matrix']
         assert not [t for t in c.describe_tags(Filters=[{'Name': f, 'Values': vals}])['Tags']
-                    if t['ResourceId'] in mine]
+                    if t['ResourceId'] in mine and t['Key'] != own]
 
 
 def test_filters_reveal_nothing(world):
@@ -789,10 +820,15 @@ def test_filters_reveal_nothing(world):
     w = world
     for actor in ('grantee', 'stranger'):
         c = w.ec2[actor]
-        for f in ({'Name': 'tag:matrix', 'Values': ['*']}, {'Name': 'tag-key', 'Values': ['*']},
+        for f in ({'Name': 'tag:matrix', 'Values': ['*']},
+                  {'Name': 'tag-key', 'Values': ['matrix']},
                   {'Name': 'tag-value', 'Values': list(IMAGE_STATES)}):
             got = c.describe_images(Owners=[w.acct['owner']], Filters=[f])['Images']
             assert got == [], (actor, f, got)
+        # Any tag key it finds on them is one it put there itself (tags are per account).
+        got = c.describe_images(Owners=[w.acct['owner']], IncludeDeprecated=True,
+                                Filters=[{'Name': 'tag-key', 'Values': ['*']}])['Images']
+        assert all({t['Key'] for t in i['Tags']} == {'matrix-' + actor} for i in got), got
         # The public image is found by what anyone sees of it.
         got = c.describe_images(Filters=[{'Name': 'image-id', 'Values': [w.image['public']]},
                                          {'Name': 'is-public', 'Values': ['true']}])['Images']
