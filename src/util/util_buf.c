@@ -21,6 +21,8 @@ int buf_extend(struct buf *b, size_t n, char **ret)
 {
     if (n > b->max || b->len > b->max - n)
         return -E2BIG;
+    if (b->len + n >= SIZE_MAX / 2) /* room for the NUL, and for doubling without wrapping */
+        return -ENOMEM;
     if (b->len + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 64;
         while (cap < b->len + n + 1)

@@ -7,6 +7,8 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -63,6 +65,278 @@ static void test_wildcard(void **state)
     int64_t t0 = time_mono_us();
     assert_false(str_wildcard_match(pat, s));
     assert_true(time_mono_us() - t0 < 2000000);
+}
+
+/* buf_extend: the bytes it hands out are the caller's to fill, NUL-terminated behind them, the
+ * earlier bytes kept across every reallocation; the cap refuses without changing anything. */
+static void test_buf_extend(void **state)
+{
+    (void)state;
+    struct buf b;
+    char *at = NULL;
+    buf_init(&b, 4096);
+
+    /* Zero bytes on an empty buffer: memory appears, holding "". */
+    assert_int_equal(buf_extend(&b, 0, &at), 0);
+    assert_non_null(b.data);
+    assert_ptr_equal(at, b.data);
+    assert_int_equal(b.len, 0);
+    assert_true(b.cap >= 1);
+    assert_string_equal(b.data, "");
+
+    assert_int_equal(buf_extend(&b, 5, &at), 0);
+    assert_ptr_equal(at, b.data);
+    memcpy(at, "hello", 5);
+    assert_int_equal(b.len, 5);
+    assert_string_equal(b.data, "hello");
+
+    /* Growth one byte at a time across several capacities: every earlier byte survives each
+     * reallocation, and the terminator always sits right after the last byte handed out. */
+    char want[1200];
+    memcpy(want, "hello", 5);
+    for (size_t i = 5; i < sizeof(want) - 1; i++) {
+        size_t cap0 = b.cap;
+        assert_int_equal(buf_extend(&b, 1, &at), 0);
+        assert_ptr_equal(at, b.data + i);
+        assert_int_equal(at[1], '\0');
+        *at = want[i] = (char)('a' + i % 26);
+        assert_int_equal(b.len, i + 1);
+        assert_true(b.cap > b.len);
+        assert_true(b.cap >= cap0);
+    }
+    assert_int_equal(b.len, sizeof(want) - 1);
+    assert_memory_equal(b.data, want, b.len);
+    assert_int_equal(b.data[b.len], '\0');
+    assert_int_equal(strlen(b.data), b.len);
+
+    /* One extension much larger than the capacity. */
+    buf_free(&b);
+    buf_init(&b, 1 << 20);
+    assert_int_equal(buf_puts(&b, "ab"), 0);
+    assert_int_equal(buf_extend(&b, 100000, &at), 0);
+    assert_ptr_equal(at, b.data + 2);
+    memset(at, 'z', 100000); /* all of it writable (ASan) */
+    assert_int_equal(b.len, 100002);
+    assert_true(b.cap > 100002);
+    assert_int_equal(b.data[100002], '\0');
+    assert_memory_equal(b.data, "abzz", 4);
+    buf_free(&b);
+
+    /* The cap: exactly `max` bytes fit; one more, or a size that would wrap, is -E2BIG with the
+     * buffer unchanged. */
+    buf_init(&b, 10);
+    assert_int_equal(buf_extend(&b, 11, &at), -E2BIG);
+    assert_int_equal(b.len, 0);
+    assert_null(b.data);
+    assert_int_equal(buf_extend(&b, 4, &at), 0);
+    memcpy(at, "abcd", 4);
+    char *data0 = b.data;
+    size_t cap0 = b.cap;
+    assert_int_equal(buf_extend(&b, 7, &at), -E2BIG);
+    assert_int_equal(buf_extend(&b, SIZE_MAX, &at), -E2BIG);
+    assert_int_equal(buf_extend(&b, SIZE_MAX - 2, &at), -E2BIG);
+    assert_ptr_equal(b.data, data0);
+    assert_int_equal(b.cap, cap0);
+    assert_int_equal(b.len, 4);
+    assert_string_equal(b.data, "abcd");
+    assert_int_equal(buf_extend(&b, 6, &at), 0);
+    assert_ptr_equal(at, b.data + 4);
+    memcpy(at, "efghij", 6);
+    assert_int_equal(b.len, 10);
+    assert_string_equal(b.data, "abcdefghij");
+    assert_int_equal(buf_extend(&b, 1, &at), -E2BIG);
+    assert_int_equal(buf_extend(&b, 0, &at), 0); /* nothing more is still within the cap */
+    assert_ptr_equal(at, b.data + 10);
+    assert_string_equal(b.data, "abcdefghij");
+    buf_free(&b);
+    assert_null(b.data);
+    assert_int_equal(b.len, 0);
+
+    /* A cap of zero still holds the empty string. */
+    buf_init(&b, 0);
+    assert_int_equal(buf_extend(&b, 1, &at), -E2BIG);
+    assert_int_equal(buf_extend(&b, 0, &at), 0);
+    assert_string_equal(b.data, "");
+    buf_free(&b);
+    /* An unbounded cap: a size the allocator could never give is -ENOMEM, with nothing written
+     * (no wrap of len + n + 1, no doubling past SIZE_MAX). */
+    buf_init(&b, SIZE_MAX);
+    assert_int_equal(buf_puts(&b, "x"), 0);
+    assert_int_equal(buf_extend(&b, SIZE_MAX - 1, &at), -ENOMEM);
+    assert_int_equal(buf_extend(&b, SIZE_MAX / 2 + 1, &at), -ENOMEM);
+    assert_int_equal(b.len, 1);
+    assert_string_equal(b.data, "x");
+    buf_free(&b);
+}
+
+/* buf_truncate keeps a prefix and the memory, and the text stays a C string. */
+static void test_buf_truncate(void **state)
+{
+    (void)state;
+    struct buf b;
+    buf_init(&b, 1024);
+
+    /* On a buffer that never allocated: nothing to do, nothing allocated. */
+    buf_truncate(&b, 0);
+    buf_truncate(&b, 5);
+    assert_null(b.data);
+    assert_int_equal(b.len, 0);
+
+    assert_int_equal(buf_puts(&b, "hello world"), 0);
+    char *data0 = b.data;
+    size_t cap0 = b.cap;
+
+    /* To the current length, or past it: unchanged. */
+    buf_truncate(&b, 11);
+    assert_int_equal(b.len, 11);
+    assert_string_equal(b.data, "hello world");
+    buf_truncate(&b, 12);
+    buf_truncate(&b, SIZE_MAX);
+    assert_int_equal(b.len, 11);
+    assert_string_equal(b.data, "hello world");
+
+    /* Into the middle: terminated there, the memory kept. */
+    buf_truncate(&b, 5);
+    assert_int_equal(b.len, 5);
+    assert_string_equal(b.data, "hello");
+    assert_ptr_equal(b.data, data0);
+    assert_int_equal(b.cap, cap0);
+    /* Growing back does not resurrect the cut bytes as the caller's data. */
+    buf_truncate(&b, 11);
+    assert_int_equal(b.len, 5);
+    assert_string_equal(b.data, "hello");
+    assert_int_equal(buf_puts(&b, "!"), 0);
+    assert_string_equal(b.data, "hello!");
+
+    /* To zero: "" with the memory kept, and usable again. */
+    buf_truncate(&b, 0);
+    assert_int_equal(b.len, 0);
+    assert_non_null(b.data);
+    assert_string_equal(b.data, "");
+    assert_ptr_equal(b.data, data0);
+    assert_int_equal(b.cap, cap0);
+    buf_truncate(&b, 0);
+    assert_int_equal(b.len, 0);
+    assert_int_equal(buf_printf(&b, "%s-%d", "x", 7), 0);
+    assert_string_equal(b.data, "x-7");
+
+    /* A truncated buffer's freed room counts against the cap again. */
+    buf_free(&b);
+    buf_init(&b, 8);
+    assert_int_equal(buf_puts(&b, "12345678"), 0);
+    assert_int_equal(buf_puts(&b, "9"), -E2BIG);
+    buf_truncate(&b, 3);
+    assert_int_equal(buf_puts(&b, "abcde"), 0);
+    assert_string_equal(b.data, "123abcde");
+    assert_int_equal(buf_puts(&b, "f"), -E2BIG);
+    char *s = buf_steal(&b);
+    assert_string_equal(s, "123abcde");
+    free(s);
+    buf_free(&b);
+}
+
+/* Tokenises a whole pattern into a readable trace: "L(c)" a literal byte (hex when not
+ * printable), "?" one, "*" any; each token also moves the cursor by the expected amount. */
+static void wc_trace(const char *pattern, char *out, size_t outlen)
+{
+    const char *p = pattern;
+    size_t o = 0;
+    enum str_wc k;
+    char c;
+    out[0] = '\0';
+    while ((k = str_wildcard_token(&p, &c)) != STR_WC_END) {
+        assert_true(p > pattern);
+        assert_true(p <= pattern + strlen(pattern));
+        int n;
+        switch (k) {
+        case STR_WC_LITERAL:
+            if (c >= 0x20 && c < 0x7f)
+                n = snprintf(out + o, outlen - o, "L(%c)", c);
+            else
+                n = snprintf(out + o, outlen - o, "L(%02x)", (unsigned char)c);
+            break;
+        case STR_WC_ONE:
+            n = snprintf(out + o, outlen - o, "?");
+            break;
+        case STR_WC_ANY:
+            n = snprintf(out + o, outlen - o, "*");
+            break;
+        default:
+            fail_msg("unknown token %d", (int)k);
+            return;
+        }
+        assert_true(n > 0 && (size_t)n < outlen - o);
+        o += (size_t)n;
+    }
+    /* The end is where the pattern ends, and stays the end. */
+    assert_ptr_equal(p, pattern + strlen(pattern));
+    assert_int_equal(str_wildcard_token(&p, &c), STR_WC_END);
+    assert_ptr_equal(p, pattern + strlen(pattern));
+}
+
+static void test_wildcard_token(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *pattern, *trace;
+    } cases[] = {
+        { "", "" },
+        { "a", "L(a)" },
+        { "ab", "L(a)L(b)" },
+        { "*", "*" },
+        { "?", "?" },
+        { "**", "**" }, /* runs of stars are the matcher's business, not the tokenizer's */
+        { "a*b?c", "L(a)*L(b)?L(c)" },
+        { "\\*", "L(*)" },
+        { "\\?", "L(?)" },
+        { "\\\\", "L(\\)" },
+        { "\\\\*", "L(\\)*" },      /* an escaped backslash does not escape the star after it */
+        { "\\\\\\*", "L(\\)L(*)" }, /* \\ then \* */
+        { "a\\*\\?b", "L(a)L(*)L(?)L(b)" },
+        { "\\", "L(\\)" }, /* a trailing backslash is itself */
+        { "ab\\", "L(a)L(b)L(\\)" },
+        { "\\a", "L(\\)L(a)" }, /* backslash before an ordinary byte: both literal */
+        { "\\[x]", "L(\\)L([)L(x)L(])" },
+        { "[a-z]", "L([)L(a)L(-)L(z)L(])" }, /* no character classes */
+        { "%_^$.", "L(%)L(_)L(^)L($)L(.)" },
+        { "\x01\x7f", "L(01)L(7f)" },
+        { "\xc3\xa9\xff", "L(c3)L(a9)L(ff)" }, /* bytes, not characters */
+    };
+    char trace[256];
+    for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+        wc_trace(cases[i].pattern, trace, sizeof(trace));
+        if (strcmp(trace, cases[i].trace) != 0)
+            fail_msg("pattern \"%s\": got %s, want %s", cases[i].pattern, trace, cases[i].trace);
+    }
+
+    /* The cursor moves by two over an escape, by one otherwise; the byte is only a literal's. */
+    const char *pat = "\\*x", *p = pat;
+    char c = 0;
+    assert_int_equal(str_wildcard_token(&p, &c), STR_WC_LITERAL);
+    assert_int_equal(c, '*');
+    assert_ptr_equal(p, pat + 2);
+    assert_int_equal(str_wildcard_token(&p, &c), STR_WC_LITERAL);
+    assert_int_equal(c, 'x');
+    assert_ptr_equal(p, pat + 3);
+    assert_int_equal(str_wildcard_token(&p, &c), STR_WC_END);
+    assert_ptr_equal(p, pat + 3);
+
+    /* A literal 0xff comes back as that byte. */
+    pat = "\xff";
+    p = pat;
+    assert_int_equal(str_wildcard_token(&p, &c), STR_WC_LITERAL);
+    assert_int_equal((unsigned char)c, 0xff);
+
+    /* The matcher reads patterns the same way: a trailing backslash and a backslash before an
+     * ordinary byte match a backslash. */
+    assert_true(str_wildcard_match("ab\\", "ab\\"));
+    assert_false(str_wildcard_match("ab\\", "ab"));
+    assert_true(str_wildcard_match("\\a", "\\a"));
+    assert_false(str_wildcard_match("\\a", "a"));
+    assert_true(str_wildcard_match("\\\\*", "\\anything"));
+    assert_false(str_wildcard_match("\\\\*", "anything"));
+    assert_true(str_wildcard_match("[a]", "[a]"));
+    assert_false(str_wildcard_match("[a]", "a"));
 }
 
 static void test_utf8(void **state)
@@ -199,10 +473,11 @@ static void test_crypto(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_buf_cap), cmocka_unit_test(test_wildcard),
-        cmocka_unit_test(test_utf8),    cmocka_unit_test(test_hex_base64),
-        cmocka_unit_test(test_uri),     cmocka_unit_test(test_time),
-        cmocka_unit_test(test_crypto),
+        cmocka_unit_test(test_buf_cap),      cmocka_unit_test(test_wildcard),
+        cmocka_unit_test(test_utf8),         cmocka_unit_test(test_hex_base64),
+        cmocka_unit_test(test_uri),          cmocka_unit_test(test_time),
+        cmocka_unit_test(test_crypto),       cmocka_unit_test(test_buf_extend),
+        cmocka_unit_test(test_buf_truncate), cmocka_unit_test(test_wildcard_token),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
