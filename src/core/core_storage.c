@@ -12,7 +12,10 @@
 #include <string.h>
 #include <time.h>
 
-#define CORE_CACHE_BYTES ((size_t)256 << 20)
+/* A region's decoded base chunks: in memory, and on disk (at most an eighth of the free space)
+ * so that the blocks volumes read from snapshots decode once. */
+#define CORE_CACHE_BYTES      ((size_t)256 << 20)
+#define CORE_DISK_CACHE_BYTES ((uint64_t)16 << 30)
 
 int core_region_storage(struct app *app, const char *region, struct store **ret_store,
                         struct vol_region **ret_vr)
@@ -31,7 +34,8 @@ int core_region_storage(struct app *app, const char *region, struct store **ret_
     if (!rt->store) {
         rc = store_open_local(r[i].store_path, NULL, &rt->store);
         if (rc == 0) {
-            rc = vol_region_open(r[i].store_path, rt->store, CORE_CACHE_BYTES, &rt->vr);
+            rc = vol_region_open(r[i].store_path, rt->store, CORE_CACHE_BYTES,
+                                 CORE_DISK_CACHE_BYTES, &rt->vr);
             if (rc < 0) {
                 store_close(rt->store);
                 rt->store = NULL;

@@ -81,9 +81,11 @@ struct vol;
 
 /* Opens the region rooted at `dir` (creating DIR/maps and DIR/volumes), reading and writing
  * chunks through `store` (which must outlive it).  `cache_bytes` bounds the cache of decoded base
- * chunks shared by the region's volumes. */
+ * chunks shared by the region's volumes, in memory; `disk_cache_bytes` (0: none) its second tier,
+ * decoded clear chunks in a private unnamed file in `dir` (at most an eighth of the free space),
+ * so that a volume's blocks decode once, not on every read that misses in memory. */
 int vol_region_open(const char *dir, struct store *store, size_t cache_bytes,
-                    struct vol_region **ret);
+                    uint64_t disk_cache_bytes, struct vol_region **ret);
 void vol_region_close(struct vol_region *r);
 /* The path of a snapshot's map file, DIR/maps/<id>.map, into out. */
 void vol_map_path(struct vol_region *r, const char *snapshot_id, char *out, size_t outlen);

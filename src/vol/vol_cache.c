@@ -12,14 +12,27 @@
  * PREFETCH_THREADS threads (started on first use) decode queued chunks into loading entries, so
  * that the reader finds them decoded, or being decoded, on another core.  The queue is short
  * (PREFETCH_QUEUE): when it is full, read-ahead is skipped, never waited for.
+ *
+ * The disk tier: every clear chunk decoded is also written to a slot of an unnamed file in the
+ * region's directory (O_TMPFILE: private to this process, gone when it exits or crashes), up to
+ * `disk_cap` bytes, with its own LRU.  A read that misses in memory but finds the chunk there
+ * reads just the bytes it wants with pread — a volume made from a snapshot reads like a volume of
+ * its own once its blocks were read once, as an EBS volume does once initialised.  Chunks are
+ * named by their content, so a slot never goes stale.  Encrypted chunks never go to the disk
+ * tier (their plaintext stays in memory).  A slot being written is not in the index, and one
+ * being read is pinned: eviction skips it.  A failed write (disk full) turns the tier off.
  */
 #include "vol/vol_int.h"
 
 #include "crypto/crypto.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
 
 #define PREFETCH_THREADS 2
 #define PREFETCH_QUEUE   32
@@ -61,15 +74,80 @@ struct vol_cache {
     pthread_t threads[PREFETCH_THREADS];
     unsigned nthreads;
     bool stopping;
+    /* the disk tier, under lock (dfd and ds fixed once made); dfd < 0: none */
+    int dfd;
+    size_t dn, dused; /* slots; slots [0, dused) were handed out at least once */
+    bool doff;        /* a write failed: no more spills */
+    struct dslot *ds;
+    struct dslot *dfree;     /* written for a chunk another thread wrote first: reusable */
+    struct dslot **dbuckets; /* dn * 2 rounded up to a power of two */
+    size_t dnbuckets;
+    struct dslot *dhead, *dtail; /* indexed slots, most recent first */
 };
 
-int vol_cache_new(struct store *store, size_t cap, struct vol_cache **ret)
+/* A slot of the disk tier: VOL_BLOCK_SIZE bytes at (slot index) * VOL_BLOCK_SIZE. */
+struct dslot {
+    struct chunk_id id;
+    size_t len;
+    int pins;     /* readers copying out of it */
+    bool indexed; /* holds id's decoded bytes and is in dbuckets and the LRU */
+    bool writing;
+    struct dslot *hnext, *prev, *next;
+};
+
+/* Opens the disk tier's file in `dir` (unnamed where the file system allows, else unlinked at
+ * once) and its tables, for at most `cap` bytes and an eighth of the file system's free space
+ * (the store and volumes come first); leaves the cache without one when anything fails. */
+static void disk_open(struct vol_cache *c, const char *dir, uint64_t cap)
+{
+    c->dfd = -1;
+    if (!dir || cap < VOL_BLOCK_SIZE)
+        return;
+    int fd = open(dir, O_RDWR | O_TMPFILE | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        char p[PATH_MAX];
+        if (snprintf(p, sizeof(p), "%s/.decoded-XXXXXX", dir) >= (int)sizeof(p))
+            return;
+        fd = mkostemp(p, O_CLOEXEC);
+        if (fd < 0)
+            return;
+        unlink(p);
+    }
+    struct statvfs sv;
+    if (fstatvfs(fd, &sv) == 0 && (uint64_t)sv.f_bavail * sv.f_frsize / 8 < cap)
+        cap = (uint64_t)sv.f_bavail * sv.f_frsize / 8;
+    size_t n = (size_t)(cap / VOL_BLOCK_SIZE);
+    if (n == 0) {
+        close(fd);
+        return;
+    }
+    size_t nb = 64;
+    while (nb < n * 2 && nb < (1u << 24))
+        nb *= 2;
+    c->ds = calloc(n, sizeof(*c->ds));
+    c->dbuckets = calloc(nb, sizeof(*c->dbuckets));
+    if (!c->ds || !c->dbuckets) {
+        free(c->ds);
+        free(c->dbuckets);
+        c->ds = NULL;
+        c->dbuckets = NULL;
+        close(fd);
+        return;
+    }
+    c->dfd = fd;
+    c->dn = n;
+    c->dnbuckets = nb;
+}
+
+int vol_cache_new(struct store *store, size_t cap, const char *disk_dir, uint64_t disk_cap,
+                  struct vol_cache **ret)
 {
     struct vol_cache *c = calloc(1, sizeof(*c));
     if (!c)
         return -ENOMEM;
     c->store = store;
     c->cap = cap;
+    c->dfd = -1;
     size_t want = cap / VOL_BLOCK_SIZE * 2;
     c->nbuckets = 64;
     while (c->nbuckets < want && c->nbuckets < (1u << 20))
@@ -82,6 +160,7 @@ int vol_cache_new(struct store *store, size_t cap, struct vol_cache **ret)
     pthread_mutex_init(&c->lock, NULL);
     pthread_cond_init(&c->loaded, NULL);
     pthread_cond_init(&c->queued, NULL);
+    disk_open(c, disk_dir, disk_cap);
     *ret = c;
     return 0;
 }
@@ -109,6 +188,10 @@ void vol_cache_free(struct vol_cache *c)
         }
     }
     free(c->buckets);
+    if (c->dfd >= 0)
+        close(c->dfd);
+    free(c->ds);
+    free(c->dbuckets);
     pthread_mutex_destroy(&c->lock);
     pthread_cond_destroy(&c->loaded);
     pthread_cond_destroy(&c->queued);
@@ -180,6 +263,144 @@ static void put_ent(struct vol_cache *c, struct cache_ent *e)
         return;
     }
     evict(c);
+}
+
+/* ---- the disk tier (under the lock unless said otherwise) ---- */
+
+static size_t dbucket_of(const struct vol_cache *c, const struct chunk_id *id)
+{
+    uint64_t h;
+    memcpy(&h, id->b + 8, sizeof(h));
+    return (size_t)(h & (c->dnbuckets - 1));
+}
+
+static struct dslot *dfind(struct vol_cache *c, const struct chunk_id *id)
+{
+    if (c->dfd < 0)
+        return NULL;
+    struct dslot *s = c->dbuckets[dbucket_of(c, id)];
+    while (s && memcmp(&s->id, id, sizeof(*id)) != 0)
+        s = s->hnext;
+    return s;
+}
+
+static void dlru_unlink(struct vol_cache *c, struct dslot *s)
+{
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        c->dhead = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    else
+        c->dtail = s->prev;
+    s->prev = s->next = NULL;
+}
+
+static void dlru_push(struct vol_cache *c, struct dslot *s)
+{
+    s->prev = NULL;
+    s->next = c->dhead;
+    if (c->dhead)
+        c->dhead->prev = s;
+    c->dhead = s;
+    if (!c->dtail)
+        c->dtail = s;
+}
+
+/* Takes an indexed slot out of the index (and the LRU). */
+static void dunindex(struct vol_cache *c, struct dslot *s)
+{
+    struct dslot **pp = &c->dbuckets[dbucket_of(c, &s->id)];
+    while (*pp && *pp != s)
+        pp = &(*pp)->hnext;
+    if (*pp)
+        *pp = s->hnext;
+    dlru_unlink(c, s);
+    s->indexed = false;
+}
+
+/* A slot to write a chunk into, marked `writing` and out of the index: a never used one, else the
+ * coldest unpinned one.  NULL when every slot is busy. */
+static struct dslot *dtake(struct vol_cache *c)
+{
+    struct dslot *s = NULL;
+    if (c->doff) {
+        return NULL;
+    } else if (c->dfree) {
+        s = c->dfree;
+        c->dfree = s->hnext;
+    } else if (c->dused < c->dn) {
+        s = &c->ds[c->dused++];
+    } else {
+        for (s = c->dtail; s && s->pins; s = s->prev)
+            ;
+        if (s)
+            dunindex(c, s);
+    }
+    if (s)
+        s->writing = true;
+    return s;
+}
+
+/* Writes the decoded chunk of the ready entry `e` (referenced by the caller, which holds no
+ * lock) to the disk tier, unless it is there already or `e` is encrypted. */
+static void spill(struct vol_cache *c, struct cache_ent *e)
+{
+    static const uint8_t clear[STORE_KEY_ID_LEN];
+    if (c->dfd < 0 || memcmp(e->kid, clear, sizeof(clear)) != 0)
+        return;
+    pthread_mutex_lock(&c->lock);
+    struct dslot *s = c->dfd >= 0 && !dfind(c, &e->id) ? dtake(c) : NULL;
+    pthread_mutex_unlock(&c->lock);
+    if (!s)
+        return;
+    off_t at = (off_t)((size_t)(s - c->ds) * VOL_BLOCK_SIZE);
+    size_t done = 0;
+    while (done < e->len) {
+        ssize_t n = pwrite(c->dfd, e->data + done, e->len - done, at + (off_t)done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        done += (size_t)n;
+    }
+    pthread_mutex_lock(&c->lock);
+    s->writing = false;
+    if (done == e->len && !dfind(c, &e->id)) {
+        s->id = e->id;
+        s->len = e->len;
+        s->indexed = true;
+        size_t b = dbucket_of(c, &s->id);
+        s->hnext = c->dbuckets[b];
+        c->dbuckets[b] = s;
+        dlru_push(c, s);
+    } else {
+        s->hnext = c->dfree;
+        c->dfree = s;
+        /* Disk full or failing: no more spills (what is indexed stays readable). */
+        c->doff = c->doff || done != e->len;
+    }
+    pthread_mutex_unlock(&c->lock);
+}
+
+/* Copies [off, off+len) of the chunk in slot `s` (pinned by the caller, which holds no lock) into
+ * `dst`, zeros past its length.  0, or -EIO when the file cannot give the bytes back. */
+static int dread(struct vol_cache *c, const struct dslot *s, void *dst, size_t off, size_t len)
+{
+    size_t k = off < s->len ? (s->len - off < len ? s->len - off : len) : 0;
+    off_t at = (off_t)((size_t)(s - c->ds) * VOL_BLOCK_SIZE + off);
+    size_t done = 0;
+    while (done < k) {
+        ssize_t n = pread(c->dfd, (uint8_t *)dst + done, k - done, at + (off_t)done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -EIO;
+        done += (size_t)n;
+    }
+    memset((uint8_t *)dst + k, 0, len - k);
+    return 0;
 }
 
 static int map_store_err(int rc)
@@ -274,6 +495,23 @@ int vol_cache_read(struct vol_cache *c, const struct chunk_id *id, const struct 
         lru_push(c, e);
         pthread_mutex_unlock(&c->lock);
     } else {
+        struct dslot *s = key ? NULL : dfind(c, id);
+        if (s) {
+            /* On disk: just the bytes wanted, no decode. */
+            s->pins++;
+            dlru_unlink(c, s);
+            dlru_push(c, s);
+            pthread_mutex_unlock(&c->lock);
+            int rc = dread(c, s, dst, off, len);
+            pthread_mutex_lock(&c->lock);
+            s->pins--;
+            if (rc < 0 && s->indexed)
+                dunindex(c, s); /* unreadable: decode it again below */
+            pthread_mutex_unlock(&c->lock);
+            if (rc == 0)
+                return 0;
+            return vol_cache_read(c, id, key, dst, off, len);
+        }
         e = insert_loading(c, id, kid);
         pthread_mutex_unlock(&c->lock);
         if (!e)
@@ -285,6 +523,7 @@ int vol_cache_read(struct vol_cache *c, const struct chunk_id *id, const struct 
             pthread_mutex_unlock(&c->lock);
             return rc;
         }
+        spill(c, e);
     }
 
     /* The entry is ready and referenced: its data no longer changes. */
@@ -318,7 +557,8 @@ static void *prefetch_main(void *arg)
         c->qhead = (c->qhead + 1) % PREFETCH_QUEUE;
         c->qlen--;
         pthread_mutex_unlock(&c->lock);
-        load(c, job.e, job.has_key ? &job.key : NULL);
+        if (load(c, job.e, job.has_key ? &job.key : NULL) == 0)
+            spill(c, job.e);
         crypto_wipe(&job.key, sizeof(job.key));
         pthread_mutex_lock(&c->lock);
         put_ent(c, job.e);
@@ -335,8 +575,8 @@ int vol_cache_prefetch(struct vol_cache *c, const struct chunk_id *id, const str
     int rc = 0;
 
     pthread_mutex_lock(&c->lock);
-    if (find(c, id, kid)) {
-        /* cached, or being decoded */
+    if (find(c, id, kid) || (!key && dfind(c, id))) {
+        /* cached (in memory or on disk), or being decoded */
     } else if (c->stopping || c->qlen == PREFETCH_QUEUE) {
         rc = -EAGAIN;
     } else {

@@ -77,8 +77,11 @@ int vol_fsync_dir(const char *path, bool is_dir);
 
 struct vol_cache;
 
-/* A cache of up to `cap` bytes of decoded chunks read through `store`.  Thread-safe. */
-int vol_cache_new(struct store *store, size_t cap, struct vol_cache **ret);
+/* A cache of up to `cap` bytes of decoded chunks read through `store`, and of up to `disk_cap`
+ * bytes of decoded clear chunks in a private unnamed file in `disk_dir` (none when NULL or 0, or
+ * when the file cannot be made).  Thread-safe. */
+int vol_cache_new(struct store *store, size_t cap, const char *disk_dir, uint64_t disk_cap,
+                  struct vol_cache **ret);
 /* Stops the read-ahead threads (dropping decodes still queued) and frees the cache.  No read may
  * be running.  Accepts NULL. */
 void vol_cache_free(struct vol_cache *c);

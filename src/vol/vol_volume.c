@@ -102,7 +102,7 @@ static void region_cleanup(struct vol_region *r)
 }
 
 int vol_region_open(const char *dir, struct store *store, size_t cache_bytes,
-                    struct vol_region **ret)
+                    uint64_t disk_cache_bytes, struct vol_region **ret)
 {
     struct vol_region *r = calloc(1, sizeof(*r));
     if (!r)
@@ -123,7 +123,7 @@ int vol_region_open(const char *dir, struct store *store, size_t cache_bytes,
         rc = mkdir_p(p, 0700);
     }
     if (rc == 0)
-        rc = vol_cache_new(store, cache_bytes, &r->cache);
+        rc = vol_cache_new(store, cache_bytes, dir, disk_cache_bytes, &r->cache);
     if (rc < 0) {
         free(r);
         return rc;

@@ -6,6 +6,7 @@
  * a random instant, and a copy of the directory taken mid-snapshot), abort, grow, corruption,
  * encryption and concurrent writers during snapshots.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -33,8 +34,9 @@
 #include "vol/vol.h"
 #include "vol/vol_int.h" /* white-box: the cache's read-ahead */
 
-#define BS    ((size_t)VOL_BLOCK_SIZE)
-#define CACHE (8u << 20)
+#define BS         ((size_t)VOL_BLOCK_SIZE)
+#define CACHE      (8u << 20)
+#define DISK_CACHE (16u << 20)
 
 /* ---- helpers ---- */
 
@@ -87,7 +89,7 @@ static void rm_rf(const char *path)
 
 static void env_open_region(struct env *e)
 {
-    assert_int_equal(vol_region_open(e->region_dir, e->store, CACHE, &e->r), 0);
+    assert_int_equal(vol_region_open(e->region_dir, e->store, CACHE, DISK_CACHE, &e->r), 0);
 }
 
 static void env_init(struct env *e)
@@ -1003,7 +1005,7 @@ static void test_readahead(void **state)
     vol_map_unref(m);
 
     struct vol_cache *c;
-    assert_int_equal(vol_cache_new(e.store, 64 * BS, &c), 0);
+    assert_int_equal(vol_cache_new(e.store, 64 * BS, NULL, 0, &c), 0);
     chunk_path(&e, &ids[5], cp, sizeof(cp));
     assert_int_equal(unlink(cp), 0);
     for (int i = 0; i < 6; i++)
@@ -1029,6 +1031,74 @@ static void test_readahead(void **state)
         int rc = vol_cache_prefetch(c, &id, NULL);
         assert_true(rc == 0 || rc == -EAGAIN);
     }
+    vol_cache_free(c);
+    free(model);
+    free(buf);
+    env_fini(&e);
+}
+
+/* The disk tier (white box): with one chunk's room in memory and three on disk, chunks decoded
+ * once read back — whole and in pieces — after their store files are gone and memory holds
+ * another; a fourth pushes the coldest on disk off it. */
+static void test_cache_disk_tier(void **state)
+{
+    (void)state;
+    struct env e;
+    env_init(&e);
+    const uint64_t size = 5 * BS;
+    uint64_t seed = 11;
+    uint8_t *model = malloc(size), *buf = malloc(BS);
+    rng_fill(&seed, model, size);
+    struct vol *v = create_open(&e, "vol-dt", size, NULL, NULL);
+    assert_int_equal(bd_write(vol_blockdev(v), model, size, 0), 0);
+    struct vol_snapshot_stats st;
+    snapshot_now(v, "snap-dt", &st);
+    vol_close(v);
+    struct vol_map *m;
+    char path[600], cp[700];
+    vol_map_path(e.r, "snap-dt", path, sizeof(path));
+    assert_int_equal(vol_map_load(path, &m), 0);
+    struct chunk_id ids[5];
+    for (int i = 0; i < 5; i++)
+        assert_true(vol_map_get(m, (uint64_t)i, &ids[i]));
+    vol_map_unref(m);
+
+    struct vol_cache *c;
+    assert_int_equal(vol_cache_new(e.store, BS, e.region_dir, 3 * BS, &c), 0);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(vol_cache_read(c, &ids[i], NULL, buf, 0, BS), 0);
+        assert_memory_equal(buf, model + (size_t)i * BS, BS);
+    }
+    /* The store forgets them; memory holds only chunk 2; 0 and 1 come from disk. */
+    for (int i = 0; i < 3; i++) {
+        chunk_path(&e, &ids[i], cp, sizeof(cp));
+        assert_int_equal(unlink(cp), 0);
+    }
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < 3; i++) {
+            assert_int_equal(vol_cache_read(c, &ids[i], NULL, buf, 4096, 8192), 0);
+            assert_memory_equal(buf, model + (size_t)i * BS + 4096, 8192);
+            assert_int_equal(vol_cache_read(c, &ids[i], NULL, buf, 0, BS), 0);
+            assert_memory_equal(buf, model + (size_t)i * BS, BS);
+        }
+    }
+    /* No read-ahead for what is on disk already. */
+    assert_int_equal(vol_cache_prefetch(c, &ids[0], NULL), 0);
+    /* Chunk 2, decoded last, stayed in memory: its slot is the coldest on disk.  Chunk 3 takes
+     * that slot and memory, so chunk 2 is nowhere any more; 0, 1 and 3 are. */
+    assert_int_equal(vol_cache_read(c, &ids[3], NULL, buf, 0, BS), 0);
+    assert_memory_equal(buf, model + 3 * BS, BS);
+    assert_int_equal(vol_cache_read(c, &ids[2], NULL, buf, 0, BS), -EIO);
+    for (int i = 0; i < 4; i += (i == 1 ? 2 : 1)) {
+        assert_int_equal(vol_cache_read(c, &ids[i], NULL, buf, 0, BS), 0);
+        assert_memory_equal(buf, model + (size_t)i * BS, BS);
+    }
+    /* No file of the tier in the region's directory: it is unnamed. */
+    DIR *d = opendir(e.region_dir);
+    assert_non_null(d);
+    for (struct dirent *de; (de = readdir(d));)
+        assert_null(strstr(de->d_name, "decoded"));
+    closedir(d);
     vol_cache_free(c);
     free(model);
     free(buf);
@@ -1367,7 +1437,7 @@ static void test_crash_copy_mid_snapshot(void **state)
     snprintf(copy, sizeof(copy), "%s/copy", e.root);
     copy_tree(e.region_dir, copy);
     struct vol_region *r2;
-    assert_int_equal(vol_region_open(copy, e.store, CACHE, &r2), 0);
+    assert_int_equal(vol_region_open(copy, e.store, CACHE, DISK_CACHE, &r2), 0);
     struct vol *v2;
     assert_int_equal(vol_open(r2, "vol-k", NULL, &v2), 0);
     check_content(vol_blockdev(v2), model, size);
@@ -1421,7 +1491,7 @@ static void test_partial_after_lost_write(void **state)
     snprintf(copy, sizeof(copy), "%s/copy", e.root);
     copy_tree(e.region_dir, copy);
     struct vol_region *r2;
-    assert_int_equal(vol_region_open(copy, e.store, CACHE, &r2), 0);
+    assert_int_equal(vol_region_open(copy, e.store, CACHE, DISK_CACHE, &r2), 0);
     struct vol *v2;
     assert_int_equal(vol_open(r2, "vol-p", NULL, &v2), 0);
     struct blockdev *bd2 = vol_blockdev(v2);
@@ -1520,7 +1590,7 @@ static void test_partial_blocks(void **state)
     snprintf(copy, sizeof(copy), "%s/copy", e.root);
     copy_tree(e.region_dir, copy);
     struct vol_region *r2;
-    assert_int_equal(vol_region_open(copy, e.store, CACHE, &r2), 0);
+    assert_int_equal(vol_region_open(copy, e.store, CACHE, DISK_CACHE, &r2), 0);
     struct vol *v2;
     assert_int_equal(vol_open(r2, "vol-pb", NULL, &v2), 0);
     check_content(vol_blockdev(v2), flushed, size);
@@ -1572,7 +1642,7 @@ static void crash_child(const char *root, struct crash_shm *shm, uint64_t seed)
     struct store *st;
     struct vol_region *r;
     struct vol *v;
-    if (store_open_local(sdir, NULL, &st) || vol_region_open(rdir, st, CACHE, &r) ||
+    if (store_open_local(sdir, NULL, &st) || vol_region_open(rdir, st, CACHE, DISK_CACHE, &r) ||
         vol_open(r, "vol-crash", NULL, &v))
         abort();
     struct blockdev *bd = vol_blockdev(v);
@@ -1716,6 +1786,7 @@ int main(void)
         cmocka_unit_test(test_finish_out_of_order),
         cmocka_unit_test(test_two_volumes_one_instant),
         cmocka_unit_test(test_concurrency),
+        cmocka_unit_test(test_cache_disk_tier),
         cmocka_unit_test(test_crash_copy_mid_snapshot),
         cmocka_unit_test(test_partial_after_lost_write),
         cmocka_unit_test(test_partial_blocks),
