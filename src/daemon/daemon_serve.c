@@ -23,7 +23,9 @@ static int nbd_open(void *opaque, const char *name, unsigned flags, struct nbd_e
     ret->bd = core_bdev_dev(b);
     ret->name = NULL;
     ret->description = NULL;
-    ret->flags = 0;
+    /* A read-only device (a snapshot) is the same immutable bytes on every connection: clients
+     * may spread their reads over several (nbdcopy opens four). */
+    ret->flags = (ret->bd->flags & BLOCKDEV_READONLY) ? NBD_EXPORT_MULTI_CONN : 0;
     ret->cookie = b;
     return 0;
 }

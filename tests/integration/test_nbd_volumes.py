@@ -2,6 +2,7 @@
 and nbdinfo: bit-exact round trips, snapshots taken while a volume is written, incremental
 snapshots storing only changed blocks, one writer at a time, read-only snapshots."""
 import hashlib
+import json
 import os
 import subprocess
 import time
@@ -71,6 +72,16 @@ def test_write_snapshot_restore_bit_exact(amid, ec2, data_file, tmp_path):
         assert a.read() == bytes((1 << 30) - n)
     p = run('qemu-io', '-f', 'raw', '-c', 'write 0 4k', uri(amid, sid), check=False)
     assert p.returncode != 0 or b'error' in (p.stdout + p.stderr).lower()
+    # A snapshot may be read over several connections at once (NBD_FLAG_CAN_MULTI_CONN: the
+    # same immutable bytes on each); a volume, one writer at a time, does not say so.
+    assert json.loads(run('nbdinfo', '--json', uri(amid, sid)).stdout)['exports'][0][
+        'can_multi_conn'] is True
+    assert json.loads(info)['exports'][0]['can_multi_conn'] is False
+    out4 = tmp_path / 'out4.raw'
+    run('nbdcopy', '--connections=4', uri(amid, sid), str(out4))
+    with open(out4, 'rb') as a, open(data_file, 'rb') as b:
+        assert a.read(n) == b.read()
+    os.unlink(out4)
     # A volume made from the snapshot (bigger) has the same bytes.
     v2 = ec2.create_volume(AvailabilityZone='us-east-1a', Size=2, SnapshotId=sid)['VolumeId']
     out2 = tmp_path / 'out2.raw'
