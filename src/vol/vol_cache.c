@@ -505,8 +505,13 @@ int vol_cache_read(struct vol_cache *c, const struct chunk_id *id, const struct 
             int rc = dread(c, s, dst, off, len);
             pthread_mutex_lock(&c->lock);
             s->pins--;
-            if (rc < 0 && s->indexed)
+            if (rc < 0 && s->indexed) {
                 dunindex(c, s); /* unreadable: decode it again below */
+                if (!s->pins) {
+                    s->hnext = c->dfree;
+                    c->dfree = s;
+                }
+            }
             pthread_mutex_unlock(&c->lock);
             if (rc == 0)
                 return 0;
