@@ -48,6 +48,7 @@ extern char **environ;
 #define SECTOR          512
 #define SECTORS         (CORE_BLOCK_SIZE / SECTOR)
 #define DEFAULT_API_PAR 8
+#define DIRECT_ALIGN    4096 /* what O_DIRECT asks of buffers, offsets and lengths */
 
 /* ---- small shared helpers ---- */
 
@@ -597,7 +598,7 @@ static uint8_t *pipe_buf_get(struct pipe *pl)
         if (pl->nfree) {
             b = pl->free_bufs[--pl->nfree];
         } else {
-            b = malloc(CORE_BLOCK_SIZE);
+            b = aligned_alloc(DIRECT_ALIGN, CORE_BLOCK_SIZE); /* for O_DIRECT reads */
             if (b)
                 pl->nbufs++;
             else
@@ -680,10 +681,45 @@ static int pipe_linear(struct pipe *pl, uint8_t out[32])
 
 /* ---- producer 1: a raw image, read directly ---- */
 
+/* Reads block `off` (`want` bytes, the rest of the file when shorter than a block) of a raw image
+ * into `b`.  With *direct, by O_DIRECT (no copy through the page cache, and the device reads
+ * ahead of no one: every block is read once); where the file system refuses it, *direct goes
+ * false and the read is done again through the page cache.  0, or a negative errno with `msg`. */
+static int read_block(int fd, bool *direct, uint8_t *b, uint64_t off, size_t want, char *msg,
+                      size_t msglen)
+{
+    size_t got = 0;
+    while (got < want) {
+        /* O_DIRECT lengths are whole sectors: ask for the block; the file's end cuts it short. */
+        size_t ask = *direct ? CORE_BLOCK_SIZE - got : want - got;
+        ssize_t n = pread(fd, b + got, ask, (off_t)(off + got));
+        if (n < 0 && errno == EINTR && !cli_interrupted)
+            continue;
+        if (n < 0 && errno == EINVAL && *direct) {
+            *direct = false;
+            fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_DIRECT);
+            continue;
+        }
+        if (n <= 0 || (*direct && (size_t)n < ask && got + (size_t)n < want &&
+                       (size_t)n % DIRECT_ALIGN != 0)) {
+            snprintf(msg, msglen, "cannot read at offset %llu: %s", (unsigned long long)off,
+                     n < 0 ? strerror(errno) : "the file shrank");
+            return n < 0 ? -errno : -EIO;
+        }
+        got += (size_t)n;
+    }
+    return 0;
+}
+
 static int produce_raw(struct pipe *pl, int fd, uint64_t size, struct cli_progress *prog, char *msg,
                        size_t msglen)
 {
     posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    /* Regular files and block devices only (O_DIRECT on a pipe means packet mode). */
+    struct stat st;
+    int fl = fcntl(fd, F_GETFL);
+    bool direct = fstat(fd, &st) == 0 && (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)) && fl >= 0 &&
+                  fcntl(fd, F_SETFL, fl | O_DIRECT) == 0;
     uint64_t ds = 0, de = 0; /* the data extent at or after the current block */
     bool seek_ok = true;
     for (uint64_t off = 0; off < size; off += BS) {
@@ -716,19 +752,11 @@ static int produce_raw(struct pipe *pl, int fd, uint64_t size, struct cli_progre
         uint8_t *b = pipe_buf_get(pl);
         if (!b)
             return -EIO; /* the pipeline's error says why */
-        size_t got = 0, want = (size_t)(end - off);
-        while (got < want) {
-            ssize_t n = pread(fd, b + got, want - got, (off_t)(off + got));
-            if (n < 0 && errno == EINTR && !cli_interrupted)
-                continue;
-            if (n <= 0) {
-                int rc = n < 0 ? -errno : -EIO;
-                snprintf(msg, msglen, "cannot read at offset %llu: %s", (unsigned long long)off,
-                         n < 0 ? strerror(errno) : "the file shrank");
-                pipe_buf_put(pl, b);
-                return rc;
-            }
-            got += (size_t)n;
+        size_t want = (size_t)(end - off);
+        int rc = read_block(fd, &direct, b, off, want, msg, msglen);
+        if (rc < 0) {
+            pipe_buf_put(pl, b);
+            return rc;
         }
         if (want < BS)
             memset(b + want, 0, BS - want);
