@@ -425,15 +425,17 @@ int core_tx(struct app *app, int (*fn)(struct app *app, struct db *db, void *ctx
 
 int64_t core_now_ms(struct app *app)
 {
-    /* Another process (the CLI) may move the clock: re-read the offset at most once a second. */
+    /* Another process (the CLI) may move the clock: re-read the offset when it was last read
+     * over a second ago.  The new offset is published before the time it was read, so a thread
+     * that sees the fresh time never uses the old offset (threads racing in re-read too). */
     int64_t now_us = time_mono_us();
     if (now_us - app->clock_checked_us > 1000000) {
-        app->clock_checked_us = now_us;
         struct db *db = core_db_get(app);
         char off[32];
         if (db_setting_get(db, "clock_offset_ms", off, sizeof(off)) == 0)
             app->clock_offset_ms = strtoll(off, NULL, 10);
         core_db_put(app, db);
+        app->clock_checked_us = now_us;
     }
     return time_now_ms() + app->clock_offset_ms;
 }
