@@ -970,6 +970,28 @@ static void test_cache_and_corruption(void **state)
     env_fini(&e);
 }
 
+/* Snapshot "snap-NAME" of a volume "vol-NAME" of `n` blocks of random bytes (from `seed`, also
+ * into `model`), and the chunk ids of its blocks. */
+static void snapshot_of_random(struct env *e, const char *name, uint64_t seed, uint8_t *model,
+                               int n, struct chunk_id *ids)
+{
+    char vid[32], sid[32], path[600];
+    snprintf(vid, sizeof(vid), "vol-%s", name);
+    snprintf(sid, sizeof(sid), "snap-%s", name);
+    rng_fill(&seed, model, (size_t)n * BS);
+    struct vol *v = create_open(e, vid, (uint64_t)n * BS, NULL, NULL);
+    assert_int_equal(bd_write(vol_blockdev(v), model, (size_t)n * BS, 0), 0);
+    struct vol_snapshot_stats st;
+    snapshot_now(v, sid, &st);
+    vol_close(v);
+    struct vol_map *m;
+    vol_map_path(e->r, sid, path, sizeof(path));
+    assert_int_equal(vol_map_load(path, &m), 0);
+    for (int i = 0; i < n; i++)
+        assert_true(vol_map_get(m, (uint64_t)i, &ids[i]));
+    vol_map_unref(m);
+}
+
 /* Read-ahead (white box): the sequential detector, and the cache's background decodes, their
  * failures, a full queue and a cache freed with decodes still queued. */
 static void test_readahead(void **state)
@@ -987,22 +1009,10 @@ static void test_readahead(void **state)
     struct env e;
     env_init(&e);
     const uint64_t size = 6 * BS;
-    uint64_t seed = 5;
     uint8_t *model = malloc(size), *buf = malloc(BS);
-    rng_fill(&seed, model, size);
-    struct vol *v = create_open(&e, "vol-ra", size, NULL, NULL);
-    assert_int_equal(bd_write(vol_blockdev(v), model, size, 0), 0);
-    struct vol_snapshot_stats st;
-    snapshot_now(v, "snap-ra", &st);
-    vol_close(v);
-    struct vol_map *m;
-    char path[600], cp[700];
-    vol_map_path(e.r, "snap-ra", path, sizeof(path));
-    assert_int_equal(vol_map_load(path, &m), 0);
+    char cp[700];
     struct chunk_id ids[6];
-    for (int i = 0; i < 6; i++)
-        assert_true(vol_map_get(m, (uint64_t)i, &ids[i]));
-    vol_map_unref(m);
+    snapshot_of_random(&e, "ra", 5, model, 6, ids);
 
     struct vol_cache *c;
     assert_int_equal(vol_cache_new(e.store, 64 * BS, NULL, 0, &c), 0);
@@ -1046,22 +1056,10 @@ static void test_cache_disk_tier(void **state)
     struct env e;
     env_init(&e);
     const uint64_t size = 5 * BS;
-    uint64_t seed = 11;
     uint8_t *model = malloc(size), *buf = malloc(BS);
-    rng_fill(&seed, model, size);
-    struct vol *v = create_open(&e, "vol-dt", size, NULL, NULL);
-    assert_int_equal(bd_write(vol_blockdev(v), model, size, 0), 0);
-    struct vol_snapshot_stats st;
-    snapshot_now(v, "snap-dt", &st);
-    vol_close(v);
-    struct vol_map *m;
-    char path[600], cp[700];
-    vol_map_path(e.r, "snap-dt", path, sizeof(path));
-    assert_int_equal(vol_map_load(path, &m), 0);
+    char cp[700];
     struct chunk_id ids[5];
-    for (int i = 0; i < 5; i++)
-        assert_true(vol_map_get(m, (uint64_t)i, &ids[i]));
-    vol_map_unref(m);
+    snapshot_of_random(&e, "dt", 11, model, 5, ids);
 
     struct vol_cache *c;
     assert_int_equal(vol_cache_new(e.store, BS, e.region_dir, 3 * BS, &c), 0);
