@@ -22,6 +22,7 @@ test: build asan
 	@tests/run.sh
 
 run: build
+	@scripts/deps.sh run
 	@scripts/run.sh
 
 format:
