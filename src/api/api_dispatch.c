@@ -440,13 +440,18 @@ void api_handle(struct api *api, const struct api_request *req, struct api_respo
         if (proto == PROTO_JSON || proto == PROTO_REST_JSON)
             code = json_code(code);
         fail_full(resp, proto, svc, code, 0, msg, call.err.reason);
+        buf_free(&call.encoded);
         goto done;
     }
     switch (proto) {
     case PROTO_EC2:
     case PROTO_QUERY:
         resp->content_type = "text/xml;charset=UTF-8";
-        rc = api_xml_response(&resp->body, svc->model, call.mop, out, resp->request_id);
+        if (call.encoded_member)
+            rc = api_xml_response_encoded(&resp->body, svc->model, call.mop, out, resp->request_id,
+                                          call.encoded_member, &call.encoded);
+        else
+            rc = api_xml_response(&resp->body, svc->model, call.mop, out, resp->request_id);
         break;
     case PROTO_JSON:
         resp->content_type = "application/x-amz-json-1.1";
@@ -456,6 +461,10 @@ void api_handle(struct api *api, const struct api_request *req, struct api_respo
         rc = api_rest_encode(call.mop, out, resp);
         break;
     }
+    /* Only the XML protocols carry a list the handler encoded. */
+    if (call.encoded_member && proto != PROTO_EC2 && proto != PROTO_QUERY)
+        rc = -EINVAL;
+    buf_free(&call.encoded);
     if (rc < 0)
         fail(resp, proto, proto == PROTO_EC2 ? "InternalError" : "InternalFailure", 500,
              "The response could not be encoded");

@@ -8,8 +8,9 @@
  * name, state) narrow the walk in SQL, rows failing a filter on a plain column are dropped before
  * any output tree is built (api_filters_check), the mappings and tags of the rows kept are read a
  * chunk at a time (a few queries, not two per image), and keyset paging stops the walk as soon as
- * a page is full.  The API's filters (api_filters_check on the row, api_filters_match on the
- * item) stay the judges.
+ * a page is full.  The items kept are written straight into the response's XML (api_out), with no
+ * tree unless a filter on another member needs one.  The API's filters (api_filters_check on the
+ * row, api_filters_match on the item) stay the judges.
  */
 #include "api/api_int.h"
 #include "core/core.h"
@@ -27,170 +28,137 @@ static struct core_caller caller(struct api_call *c)
 
 /* ---- the Image shape ---- */
 
-/* Items are built with their members in the model's order (Image, BlockDeviceMapping,
- * EbsBlockDevice), which lets the XML writer walk them without a lookup per member. */
+/* Items are written member by member in the model's order (Image, BlockDeviceMapping,
+ * EbsBlockDevice) through api_out: straight into the response's XML, or into a tree when a
+ * filter needs one. */
 
-/* String members whose value is the same in most items of a listing. */
-enum {
-    R_PLATFORM,
-    R_USAGE,
-    R_HYPERVISOR,
-    R_ALIAS,
-    R_ROOT_DEVICE,
-    R_ROOT_TYPE,
-    R_VIRTUALIZATION,
-    R_PROTECTION,
-    R_STATE,
-    R_OWNER,
-    R_ARCHITECTURE,
-    R_TYPE,
-    R_DEVICE,
-    R_SNAPSHOT,
-    R_VOLUME_TYPE,
-    R_COUNT
-};
-
-/* What the items of one DescribeImages call share: for each member of the enum above, the last
- * value made, handed to the next item too when its value is the same (one reference more rather
- * than a new string), and the empty ProductCodes list. */
-struct image_builder {
-    json_t *last[R_COUNT];
-    json_t *product_codes;
-};
-
-static void image_builder_free(struct image_builder *ib)
+/* Writes the members of a BlockDeviceMapping. */
+static int bdm_write(struct api_out *o, const struct db_bdm *b)
 {
-    for (size_t i = 0; i < R_COUNT; i++)
-        json_decref(ib->last[i]);
-    json_decref(ib->product_codes);
-}
-
-/* A new reference to a string holding `s`: the builder's last one for `member` when equal (a new
- * string without a builder). */
-static json_t *repeated(struct image_builder *ib, int member, const char *s)
-{
-    json_t *v = ib ? ib->last[member] : NULL;
-    if (v && strcmp(json_string_value(v), s) == 0)
-        return json_incref(v);
-    v = json_string(s);
-    if (ib && v) {
-        json_decref(ib->last[member]);
-        ib->last[member] = json_incref(v);
-    }
-    return v;
-}
-
-/* Member names are literals: valid UTF-8 needs no checking. */
-static void put(json_t *o, const char *key, json_t *v)
-{
-    json_object_set_new_nocheck(o, key, v);
-}
-
-static void put_string(json_t *o, const char *key, const char *s)
-{
-    put(o, key, json_string(s));
-}
-
-/* A BlockDeviceMapping item (`ib` may be NULL). */
-static json_t *bdm_item(struct image_builder *ib, const struct db_bdm *b)
-{
-    json_t *o = json_object();
-    if (!o)
-        return NULL;
     bool none = strcmp(b->kind, "none") == 0, ephemeral = strcmp(b->kind, "ephemeral") == 0;
+    int rc = 0;
     if (!none && !ephemeral) {
-        json_t *ebs = json_object();
-        put(ebs, "DeleteOnTermination", json_boolean(b->delete_on_termination));
-        if (b->iops)
-            put(ebs, "Iops", json_integer(b->iops));
-        if (b->snapshot_id[0])
-            put(ebs, "SnapshotId", repeated(ib, R_SNAPSHOT, b->snapshot_id));
-        put(ebs, "VolumeSize", json_integer(b->volume_size));
-        put(ebs, "VolumeType", repeated(ib, R_VOLUME_TYPE, b->volume_type));
-        if (b->kms_key_id[0])
-            put_string(ebs, "KmsKeyId", b->kms_key_id);
-        if (b->throughput)
-            put(ebs, "Throughput", json_integer(b->throughput));
-        put(ebs, "Encrypted", json_boolean(b->encrypted));
-        put(o, "Ebs", ebs);
+        struct api_out ebs;
+        rc = api_out_open(o, "Ebs", &ebs);
+        if (rc == 0)
+            rc = api_out_bool(&ebs, "DeleteOnTermination", b->delete_on_termination);
+        if (rc == 0 && b->iops)
+            rc = api_out_int(&ebs, "Iops", b->iops);
+        if (rc == 0 && b->snapshot_id[0])
+            rc = api_out_string(&ebs, "SnapshotId", b->snapshot_id);
+        if (rc == 0)
+            rc = api_out_int(&ebs, "VolumeSize", b->volume_size);
+        if (rc == 0)
+            rc = api_out_string(&ebs, "VolumeType", b->volume_type);
+        if (rc == 0 && b->kms_key_id[0])
+            rc = api_out_string(&ebs, "KmsKeyId", b->kms_key_id);
+        if (rc == 0 && b->throughput)
+            rc = api_out_int(&ebs, "Throughput", b->throughput);
+        if (rc == 0)
+            rc = api_out_bool(&ebs, "Encrypted", b->encrypted);
+        if (rc == 0)
+            rc = api_out_end(&ebs);
     }
-    if (none)
-        put_string(o, "NoDevice", "");
-    put(o, "DeviceName", repeated(ib, R_DEVICE, b->device_name));
-    if (ephemeral)
-        put_string(o, "VirtualName", b->virtual_name);
-    return o;
+    if (rc == 0 && none)
+        rc = api_out_string(o, "NoDevice", "");
+    if (rc == 0)
+        rc = api_out_string(o, "DeviceName", b->device_name);
+    if (rc == 0 && ephemeral)
+        rc = api_out_string(o, "VirtualName", b->virtual_name);
+    return rc;
 }
 
-static int bdm_json(void *vctx, const struct db_bdm *b)
+/* Appends a BlockDeviceMapping item to the list `vctx` (a struct api_out). */
+static int bdm_append(void *vctx, const struct db_bdm *b)
 {
-    return json_array_append_new(vctx, bdm_item(NULL, b));
+    struct api_out item;
+    int rc = api_out_item(vctx, &item);
+    if (rc == 0)
+        rc = bdm_write(&item, b);
+    return rc < 0 ? rc : api_out_end(&item);
 }
 
-static json_t *iso(int64_t ms)
+/* A mapping of a DescribeImages chunk, chained to the next one of its image. */
+struct bdm_slot {
+    struct db_bdm b;
+    size_t next; /* index of the image's next mapping, SIZE_MAX after its last */
+};
+
+/* Writes the members of the Image of a row, with its mappings (the chain from pool[first]) and
+ * its tags (a list, or NULL for none). */
+static int image_write(struct api_out *o, struct api_call *c, const struct db_image *im,
+                       const char *alias, const struct bdm_slot *pool, size_t first, json_t *tags)
 {
+    struct api_out list, sub;
     char t[32];
-    time_format_iso(ms, t);
-    return json_string(t);
-}
-
-/* The Image item of a row with its mappings and its tags (a list, or NULL for none), whose
- * references it takes. */
-static json_t *image_item(struct api_call *c, struct image_builder *ib, const struct db_image *im,
-                          const char *alias, json_t *bdms, json_t *tags)
-{
-    json_t *o = json_object();
-    if (!o) {
-        json_decref(bdms);
-        json_decref(tags);
-        return NULL;
+    int rc = api_out_string(o, "PlatformDetails", "Linux/UNIX");
+    if (rc == 0)
+        rc = api_out_string(o, "UsageOperation", "RunInstances");
+    if (rc == 0)
+        rc = api_out_open(o, "BlockDeviceMappings", &list);
+    for (size_t i = first; i != SIZE_MAX && rc == 0; i = pool[i].next)
+        rc = bdm_append(&list, &pool[i].b);
+    if (rc == 0)
+        rc = api_out_end(&list);
+    if (rc == 0 && im->description[0])
+        rc = api_out_string(o, "Description", im->description);
+    if (rc == 0)
+        rc = api_out_bool(o, "EnaSupport", im->ena_support);
+    if (rc == 0)
+        rc = api_out_string(o, "Hypervisor", "xen");
+    if (rc == 0 && alias && *alias)
+        rc = api_out_string(o, "ImageOwnerAlias", alias);
+    if (rc == 0)
+        rc = api_out_string(o, "Name", im->name);
+    if (rc == 0)
+        rc = api_out_string(o, "RootDeviceName", im->root_device_name);
+    if (rc == 0)
+        rc = api_out_string(o, "RootDeviceType", "ebs");
+    if (rc == 0 && im->sriov_net_support[0])
+        rc = api_out_string(o, "SriovNetSupport", im->sriov_net_support);
+    if (rc == 0 && im->state_reason_code[0]) {
+        rc = api_out_open(o, "StateReason", &sub);
+        if (rc == 0)
+            rc = api_out_string(&sub, "Code", im->state_reason_code);
+        if (rc == 0)
+            rc = api_out_string(&sub, "Message", im->state_reason_message);
+        if (rc == 0)
+            rc = api_out_end(&sub);
     }
-    put(o, "PlatformDetails", repeated(ib, R_PLATFORM, "Linux/UNIX"));
-    put(o, "UsageOperation", repeated(ib, R_USAGE, "RunInstances"));
-    put(o, "BlockDeviceMappings", bdms);
-    if (im->description[0])
-        put_string(o, "Description", im->description);
-    put(o, "EnaSupport", json_boolean(im->ena_support));
-    put(o, "Hypervisor", repeated(ib, R_HYPERVISOR, "xen"));
-    if (alias && *alias)
-        put(o, "ImageOwnerAlias", repeated(ib, R_ALIAS, alias));
-    put_string(o, "Name", im->name);
-    put(o, "RootDeviceName", repeated(ib, R_ROOT_DEVICE, im->root_device_name));
-    put(o, "RootDeviceType", repeated(ib, R_ROOT_TYPE, "ebs"));
-    if (im->sriov_net_support[0])
-        put_string(o, "SriovNetSupport", im->sriov_net_support);
-    if (im->state_reason_code[0])
-        put(o, "StateReason",
-            json_pack("{s:s, s:s}", "Code", im->state_reason_code, "Message",
-                      im->state_reason_message));
-    if (tags)
-        put(o, "Tags", tags);
-    put(o, "VirtualizationType", repeated(ib, R_VIRTUALIZATION, im->virtualization_type));
-    if (im->boot_mode[0])
-        put_string(o, "BootMode", im->boot_mode);
-    if (im->tpm_support[0])
-        put_string(o, "TpmSupport", im->tpm_support);
-    if (im->deprecation_ms) {
+    if (rc == 0)
+        rc = api_out_json(o, "Tags", tags);
+    if (rc == 0)
+        rc = api_out_string(o, "VirtualizationType", im->virtualization_type);
+    if (rc == 0 && im->boot_mode[0])
+        rc = api_out_string(o, "BootMode", im->boot_mode);
+    if (rc == 0 && im->tpm_support[0])
+        rc = api_out_string(o, "TpmSupport", im->tpm_support);
+    if (rc == 0 && im->deprecation_ms) {
         /* EC2 writes the deprecation time without milliseconds. */
-        char t[32];
         time_format_iso(im->deprecation_ms, t);
-        snprintf(t + 19, sizeof(t) - 19, "Z");
-        put_string(o, "DeprecationTime", t);
+        t[19] = 'Z';
+        t[20] = '\0';
+        rc = api_out_string(o, "DeprecationTime", t);
     }
-    if (im->imds_support[0])
-        put_string(o, "ImdsSupport", im->imds_support);
-    if (im->source_instance_id[0])
-        put_string(o, "SourceInstanceId", im->source_instance_id);
+    if (rc == 0 && im->imds_support[0])
+        rc = api_out_string(o, "ImdsSupport", im->imds_support);
+    if (rc == 0 && im->source_instance_id[0])
+        rc = api_out_string(o, "SourceInstanceId", im->source_instance_id);
     char prot[64];
     core_image_protection_text(c->app, im, prot, sizeof(prot));
-    put(o, "DeregistrationProtection", repeated(ib, R_PROTECTION, prot));
-    if (im->last_launched_ms)
-        put(o, "LastLaunchedTime", iso(im->last_launched_ms));
-    if (im->source_image_id[0]) {
-        put_string(o, "SourceImageId", im->source_image_id);
-        put_string(o, "SourceImageRegion", im->source_region);
+    if (rc == 0)
+        rc = api_out_string(o, "DeregistrationProtection", prot);
+    if (rc == 0 && im->last_launched_ms) {
+        time_format_iso(im->last_launched_ms, t);
+        rc = api_out_string(o, "LastLaunchedTime", t);
     }
-    put_string(o, "ImageId", im->id);
+    if (rc == 0 && im->source_image_id[0]) {
+        rc = api_out_string(o, "SourceImageId", im->source_image_id);
+        if (rc == 0)
+            rc = api_out_string(o, "SourceImageRegion", im->source_region);
+    }
+    if (rc == 0)
+        rc = api_out_string(o, "ImageId", im->id);
     /* "owner/name", the owner by its alias when it has one (db_account.alias: under 72 bytes) */
     char location[128 + sizeof(im->name)];
     const char *who = alias && *alias ? alias : im->owner;
@@ -198,17 +166,26 @@ static json_t *image_item(struct api_call *c, struct image_builder *ib, const st
     memcpy(location, who, nw);
     location[nw] = '/';
     memcpy(location + nw + 1, im->name, nn + 1);
-    put(o, "ImageLocation", json_stringn(location, nw + 1 + nn));
-    put(o, "State", repeated(ib, R_STATE, im->state));
-    put(o, "OwnerId", repeated(ib, R_OWNER, im->owner));
-    put(o, "CreationDate", iso(im->creation_ms));
-    put(o, "Public", json_boolean(im->public));
-    if (!ib->product_codes)
-        ib->product_codes = json_array();
-    put(o, "ProductCodes", json_incref(ib->product_codes));
-    put(o, "Architecture", repeated(ib, R_ARCHITECTURE, im->architecture));
-    put(o, "ImageType", repeated(ib, R_TYPE, "machine"));
-    return o;
+    if (rc == 0)
+        rc = api_out_string(o, "ImageLocation", location);
+    if (rc == 0)
+        rc = api_out_string(o, "State", im->state);
+    if (rc == 0)
+        rc = api_out_string(o, "OwnerId", im->owner);
+    time_format_iso(im->creation_ms, t);
+    if (rc == 0)
+        rc = api_out_string(o, "CreationDate", t);
+    if (rc == 0)
+        rc = api_out_bool(o, "Public", im->public);
+    if (rc == 0)
+        rc = api_out_open(o, "ProductCodes", &list);
+    if (rc == 0)
+        rc = api_out_end(&list);
+    if (rc == 0)
+        rc = api_out_string(o, "Architecture", im->architecture);
+    if (rc == 0)
+        rc = api_out_string(o, "ImageType", "machine");
+    return rc;
 }
 
 /* ---- RegisterImage ---- */
@@ -423,15 +400,19 @@ static const struct api_filter_def image_filters[] = {
 /* A row that passed row_passes, waiting for its mappings and tags to become an item. */
 struct pending {
     struct db_image im;
-    json_t *bdms; /* BlockDeviceMappings */
-    json_t *tags; /* Tags, NULL while it has none */
+    size_t bdm_first, bdm_last; /* its chain of mappings in describe_ctx.bdms, or SIZE_MAX */
+    json_t *tags;               /* Tags, NULL while it has none */
 };
 
 struct describe_ctx {
     struct api_call *c;
     struct api_filters *f;
-    json_t *items;
-    int64_t limit; /* stop after this many (+1 to know there is more), -1: all */
+    bool tree_filters; /* a filter needs the item as a tree (api_filters_match_rest) */
+    const struct model_shape *image; /* the Image shape, for those trees */
+    struct api_out items;            /* the page's items, written into c->encoded */
+    size_t nitems;
+    char last_id[40]; /* the page's last image (at least as long as db_image.id) */
+    int64_t limit;    /* stop after this many (+1 to know there is more), -1: all */
     bool more;
     int64_t now;
     bool include_deprecated, include_disabled, by_id;
@@ -442,10 +423,11 @@ struct describe_ctx {
     struct pending *pend;    /* the chunk, of `cap` rows */
     struct pending **sorted; /* the chunk by id, for the batched reads */
     size_t npend, cap;
-    size_t want;     /* the walk stops when the chunk holds this many */
-    size_t nread;    /* rows the walk gave */
-    char cursor[40]; /* id of the last row the walk gave (at least as long as db_image.id) */
-    struct image_builder ib;
+    size_t want;           /* the walk stops when the chunk holds this many */
+    size_t nread;          /* rows the walk gave */
+    char cursor[40];       /* id of the last row the walk gave (at least as long as db_image.id) */
+    struct bdm_slot *bdms; /* the chunk's mappings, of `bdm_cap` */
+    size_t nbdms, bdm_cap;
 };
 
 static bool executable_by(struct describe_ctx *d, const struct db_image *im)
@@ -470,7 +452,7 @@ static bool executable_by(struct describe_ctx *d, const struct db_image *im)
     return false;
 }
 
-/* The filters row_passes applies to the very values image_item writes (not description: an empty
+/* The filters row_passes applies to the very values image_write writes (not description: an empty
  * one is left out of the item, where no pattern matches it). */
 static const char *const row_filters[] = { "name",         "image-id",  "owner-id",         "state",
                                            "architecture", "is-public", "root-device-name", NULL };
@@ -511,9 +493,7 @@ static int describe_row(void *vctx, const struct db_image *im)
     if (!row_passes(d, im))
         return 0;
     struct pending *p = &d->pend[d->npend];
-    p->bdms = json_array();
-    if (!p->bdms)
-        return -ENOMEM;
+    p->bdm_first = p->bdm_last = SIZE_MAX;
     p->im = *im;
     p->tags = NULL;
     d->npend++;
@@ -541,8 +521,24 @@ static int bdm_of(void *vctx, const char *image_id, const struct db_bdm *b)
 {
     struct describe_ctx *d = vctx;
     struct pending *p = pending_find(d, image_id);
-    if (p && json_array_append_new(p->bdms, bdm_item(&d->ib, b)) < 0)
-        return -ENOMEM;
+    if (!p)
+        return 0;
+    if (d->nbdms == d->bdm_cap) {
+        size_t cap = d->bdm_cap ? 2 * d->bdm_cap : DESCRIBE_CHUNK;
+        struct bdm_slot *v = realloc(d->bdms, cap * sizeof(*v));
+        if (!v)
+            return -ENOMEM;
+        d->bdms = v;
+        d->bdm_cap = cap;
+    }
+    size_t i = d->nbdms++;
+    d->bdms[i].b = *b;
+    d->bdms[i].next = SIZE_MAX;
+    if (p->bdm_last == SIZE_MAX)
+        p->bdm_first = i;
+    else
+        d->bdms[p->bdm_last].next = i;
+    p->bdm_last = i;
     return 0;
 }
 
@@ -560,11 +556,41 @@ static int tag_of(void *vctx, const struct db_tag *t)
 /* Drops the chunk's rows. */
 static void describe_clear(struct describe_ctx *d)
 {
-    for (size_t i = 0; i < d->npend; i++) {
-        json_decref(d->pend[i].bdms);
+    for (size_t i = 0; i < d->npend; i++)
         json_decref(d->pend[i].tags);
-    }
     d->npend = 0;
+    d->nbdms = 0;
+}
+
+/* Makes the item of a row of the chunk, keeping it when it passes every filter and the page has
+ * room for it (else there is more). */
+static int describe_item(struct describe_ctx *d, const struct pending *p)
+{
+    int rc = 0;
+    if (d->tree_filters) {
+        json_t *tree = json_object();
+        struct api_out o;
+        api_out_tree(&o, tree, d->image);
+        rc = tree ? image_write(&o, d->c, &p->im, d->alias, d->bdms, p->bdm_first, p->tags)
+                  : -ENOMEM;
+        bool keep = rc == 0 && api_filters_match_rest(d->f, tree, row_filters);
+        json_decref(tree);
+        if (!keep)
+            return rc;
+    }
+    if (d->limit >= 0 && (int64_t)d->nitems == d->limit) {
+        d->more = true;
+        return 0;
+    }
+    struct api_out item;
+    rc = api_out_item(&d->items, &item);
+    if (rc == 0)
+        rc = image_write(&item, d->c, &p->im, d->alias, d->bdms, p->bdm_first, p->tags);
+    if (rc == 0)
+        rc = api_out_end(&item);
+    d->nitems++;
+    memcpy(d->last_id, p->im.id, sizeof(p->im.id));
+    return rc;
 }
 
 /* Reads the mappings and tags of the chunk's rows (a few queries for all of them), makes their
@@ -592,17 +618,7 @@ static int describe_flush(struct describe_ctx *d, struct db *db)
             snprintf(d->alias_owner, sizeof(d->alias_owner), "%s", p->im.owner);
             core_account_alias(d->c->app, p->im.owner, d->alias, sizeof(d->alias));
         }
-        json_t *item = image_item(d->c, &d->ib, &p->im, d->alias, p->bdms, p->tags);
-        p->bdms = p->tags = NULL;
-        if (!item) {
-            rc = -ENOMEM;
-        } else if (api_filters_match_rest(d->f, item, row_filters)) {
-            if (d->limit >= 0 && (int64_t)json_array_size(d->items) == d->limit)
-                d->more = true;
-            else
-                json_array_append(d->items, item);
-        }
-        json_decref(item);
+        rc = describe_item(d, p);
     }
     describe_clear(d);
     return rc < 0 ? err_set(&d->c->err, rc, "InternalError", "cannot list images") : 0;
@@ -619,8 +635,8 @@ static int describe_walk(struct describe_ctx *d, struct db_image_query *q, const
     int rc = 0;
     for (;;) {
         size_t want = DESCRIBE_CHUNK;
-        if (d->limit >= 0 && (size_t)(d->limit + 1) - json_array_size(d->items) < want)
-            want = (size_t)(d->limit + 1) - json_array_size(d->items);
+        if (d->limit >= 0 && (size_t)(d->limit + 1) - d->nitems < want)
+            want = (size_t)(d->limit + 1) - d->nitems;
         d->want = q->limit = want;
         d->nread = 0;
         /* The walk moves d->cursor while SQLite reads the id it started after. */
@@ -665,7 +681,6 @@ int ec2_describe_images(struct api_call *c, json_t *in, json_t **ret)
     struct core_caller who = caller(c);
     struct describe_ctx d = {
         .c = c,
-        .items = json_array(),
         .limit = limit,
         .now = c->now_ms,
         .include_deprecated = jbool(in, "IncludeDeprecated", false),
@@ -676,11 +691,16 @@ int ec2_describe_images(struct api_call *c, json_t *in, json_t **ret)
     d.cap = limit >= 0 && limit + 1 < DESCRIBE_CHUNK ? (size_t)limit + 1 : DESCRIBE_CHUNK;
     d.pend = malloc(d.cap * sizeof(*d.pend));
     d.sorted = malloc(d.cap * sizeof(*d.sorted));
-    int rc = d.items && d.pend && d.sorted
-                 ? 0
-                 : err_set(&c->err, -ENOMEM, "InternalError", "out of memory");
+    int rc = d.pend && d.sorted ? 0 : err_set(&c->err, -ENOMEM, "InternalError", "out of memory");
     if (rc == 0)
         rc = api_filters_parse(in, image_filters, true, &d.f, &c->err);
+    /* The items go straight into the response's XML; trees only for filters needing them. */
+    const struct model_shape *list = model_member_find(c->mop->output, "Images")->shape;
+    d.image = list->member->shape;
+    d.tree_filters = !api_filters_within(d.f, row_filters);
+    buf_init(&c->encoded, c->resp->body.max);
+    c->encoded_member = "Images";
+    api_out_xml(&d.items, &c->encoded, list);
     json_t *owners = json_object_get(in, "Owners");
     if (rc == 0 && json_array_size(owners)) {
         d.owners = json_array();
@@ -741,17 +761,14 @@ int ec2_describe_images(struct api_call *c, json_t *in, json_t **ret)
     describe_clear(&d);
     free(d.pend);
     free(d.sorted);
-    image_builder_free(&d.ib);
+    free(d.bdms);
     api_filters_free(d.f);
     json_decref(d.owners);
-    if (rc < 0) {
-        json_decref(d.items);
+    if (rc < 0)
         return rc;
-    }
-    *ret = json_pack("{s:o}", "Images", d.items);
-    if (d.more && json_array_size(d.items)) {
-        char *next = api_token_make(
-            c, jstr(json_array_get(d.items, json_array_size(d.items) - 1), "ImageId"));
+    *ret = json_object();
+    if (d.more && d.nitems) {
+        char *next = api_token_make(c, d.last_id);
         if (next)
             json_object_set_new(*ret, "NextToken", json_string(next));
         free(next);
@@ -798,7 +815,9 @@ int ec2_describe_image_attribute(struct api_call *c, json_t *in, json_t **ret)
         json_object_set_new(o, "ProductCodes", json_array());
     } else if (strcmp(attr, "blockDeviceMapping") == 0) {
         json_t *l = json_array();
-        core_image_bdms(c->app, id, bdm_json, l);
+        struct api_out list;
+        api_out_tree(&list, l, model_member_find(c->mop->output, "BlockDeviceMappings")->shape);
+        core_image_bdms(c->app, id, bdm_append, &list);
         json_object_set_new(o, "BlockDeviceMappings", l);
     } else if (strcmp(attr, "sriovNetSupport") == 0) {
         json_object_set_new(o, "SriovNetSupport", value_of(im.sriov_net_support));

@@ -190,16 +190,28 @@ bool api_filters_match(const struct api_filters *f, json_t *item)
     return api_filters_match_rest(f, item, NULL);
 }
 
+/* Whether filter `x` is one of those named in `checked` (NULL-terminated, or NULL for none). */
+static bool among(const struct filter *x, const char *const *checked)
+{
+    for (size_t k = 0; x->kind == F_DEF && checked && checked[k]; k++)
+        if (strcmp(x->def->name, checked[k]) == 0)
+            return true;
+    return false;
+}
+
 bool api_filters_match_rest(const struct api_filters *f, json_t *item, const char *const *checked)
 {
-    for (size_t i = 0; f && i < f->n; i++) {
-        const struct filter *x = &f->v[i];
-        bool done = false;
-        for (size_t k = 0; x->kind == F_DEF && checked && checked[k] && !done; k++)
-            done = strcmp(x->def->name, checked[k]) == 0;
-        if (!done && !match_one(x, item))
+    for (size_t i = 0; f && i < f->n; i++)
+        if (!among(&f->v[i], checked) && !match_one(&f->v[i], item))
             return false;
-    }
+    return true;
+}
+
+bool api_filters_within(const struct api_filters *f, const char *const *checked)
+{
+    for (size_t i = 0; f && i < f->n; i++)
+        if (!among(&f->v[i], checked))
+            return false;
     return true;
 }
 

@@ -106,6 +106,11 @@ struct api_call {
     bool dry_run;
     int64_t now_ms;
     struct err err;
+    /* A list of the result the handler wrote as XML itself, item by item (api_out_xml), which
+     * the response carries as the result's member `encoded_member` (absent from the tree): EC2
+     * protocol only.  The handler initialises `encoded`; api_handle frees it. */
+    const char *encoded_member;
+    struct buf encoded;
 };
 
 /* An operation: takes the decoded input (borrowed), sets *ret_out to a new tree (or leaves it
@@ -151,6 +156,12 @@ int api_validate(const struct model_shape *shape, json_t *v, const char *path, b
 /* Writes <Action>Response for the EC2 protocol (`ec2`) or the Query protocol. */
 int api_xml_response(struct buf *b, const struct model_service *svc, const struct model_op *op,
                      json_t *out, const char *request_id);
+/* api_xml_response for an EC2 result whose list member `member` is already written: its items
+ * are `items` (see api_out_xml), which go where the tree's member would (the tree lacks it).
+ * -EINVAL when the result has no list member of that name. */
+int api_xml_response_encoded(struct buf *b, const struct model_service *svc,
+                             const struct model_op *op, json_t *out, const char *request_id,
+                             const char *member, const struct buf *items);
 /* Writes the EC2 error envelope or the Query protocol's <ErrorResponse>. */
 int api_xml_error(struct buf *b, bool ec2, const char *code, const char *msg,
                   const char *request_id);
@@ -169,6 +180,45 @@ int api_rest_decode(const struct model_op *op, const struct api_request *req, js
                     struct err *e);
 /* Encodes a REST-JSON result: header members as response headers, the payload or the JSON body. */
 int api_rest_encode(const struct model_op *op, json_t *out, struct api_response *resp);
+
+/* ---- writing items member by member (api_xml.c) ---- */
+
+/* A structure or list of an operation's output being written member by member, either into a
+ * tree or straight into EC2 XML (the very elements api_xml_response would write for that tree),
+ * so that a handler making many items (DescribeImages) writes each once, without building a tree
+ * when it needs none.  Members are named as in the tree (the model's member names) and must come
+ * in the shape's order: XML is written as they come.  Every function returns 0 or a negative
+ * errno: -ENOMEM, -E2BIG past the buffer's cap, -EINVAL for a member the shape lacks after the
+ * last one written (a bug in the caller).  The fields are the functions' own. */
+struct api_out {
+    json_t *tree;                    /* tree: the object or array filled (borrowed) */
+    struct buf *xml;                 /* XML: where elements go (borrowed) */
+    const struct model_shape *shape; /* the structure or list written */
+    unsigned next;                   /* the index of the first member that may come next */
+    const char *xname;               /* XML: its element, which api_out_end closes */
+    size_t mark;                     /* XML: where its content starts */
+};
+
+/* Starts writing the members of `tree` (an object of structure `shape`) or its items (an array
+ * of list `shape`). */
+void api_out_tree(struct api_out *o, json_t *tree, const struct model_shape *shape);
+/* Starts writing the items of a list of shape `list` (MT_LIST) as XML into `b`: the items'
+ * elements only, for api_xml_response_encoded to wrap. */
+void api_out_xml(struct api_out *o, struct buf *b, const struct model_shape *list);
+/* A member of the structure: a string, a boolean, an integer. */
+int api_out_string(struct api_out *o, const char *name, const char *s);
+int api_out_bool(struct api_out *o, const char *name, bool v);
+int api_out_int(struct api_out *o, const char *name, int64_t v);
+/* A member given as a tree (borrowed; NULL writes nothing). */
+int api_out_json(struct api_out *o, const char *name, json_t *v);
+/* Opens the structure or list member `name` and sets *ret to write its members or items, until
+ * api_out_end(ret); a list left without items is written empty. */
+int api_out_open(struct api_out *o, const char *name, struct api_out *ret);
+/* Opens a new structure item of the list `o` and sets *ret to write its members, until
+ * api_out_end(ret). */
+int api_out_item(struct api_out *o, struct api_out *ret);
+/* Closes what api_out_open or api_out_item opened. */
+int api_out_end(struct api_out *o);
 
 /* ---- errors (api_errors.c) ---- */
 
@@ -205,6 +255,9 @@ bool api_filters_match(const struct api_filters *f, json_t *item);
 /* api_filters_match without the filters named in `checked` (NULL-terminated): those the caller
  * has applied with api_filters_check to exactly the values the item carries for them. */
 bool api_filters_match_rest(const struct api_filters *f, json_t *item, const char *const *checked);
+/* Whether every filter is among those named in `checked` (NULL-terminated): then
+ * api_filters_match_rest decides without looking at the item, which need not be built. */
+bool api_filters_within(const struct api_filters *f, const char *const *checked);
 void api_filters_free(struct api_filters *f);
 /* A quick check before an item is built: 0 when a filter named `name` exists and `value` matches
  * none of its values, 1 otherwise.  api_filters_match still decides. */

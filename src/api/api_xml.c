@@ -3,6 +3,9 @@
  * shape: element names are the model's locationNames, EC2 lists are <xSet><item/></xSet>,
  * Query lists <x><member/></x>, timestamps ISO 8601 with milliseconds.  Members absent from the
  * tree are omitted, as AWS omits them.
+ *
+ * Also api_out: items written member by member either into a tree or straight into EC2 XML, the
+ * same elements the walk would write for their tree, for handlers that list many items.
  */
 #include "api/api_int.h"
 
@@ -118,32 +121,52 @@ static bool plain_text(const struct model_shape *s, json_t *v, char tmp[32], con
     }
 }
 
+/* Appends <name>text</name> in one piece (most elements are such leaves); `text` needs no
+ * escaping. */
+static int leaf(struct buf *b, const char *name, const char *text, size_t len)
+{
+    size_t n = strlen(name);
+    char *t;
+    int rc = buf_extend(b, 2 * n + 5 + len, &t);
+    if (rc < 0)
+        return rc;
+    *t++ = '<';
+    memcpy(t, name, n);
+    t += n;
+    *t++ = '>';
+    memcpy(t, text, len);
+    t += len;
+    *t++ = '<';
+    *t++ = '/';
+    memcpy(t, name, n);
+    t[n] = '>';
+    return 0;
+}
+
+/* Appends <name>text</name>, escaping `text` when it needs it. */
+static int text_element(struct buf *b, const char *name, const char *text, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        if (needs_escape[(unsigned char)text[i]]) {
+            int rc = tag(b, name, false, false);
+            if (rc == 0)
+                rc = api_xml_escape(b, text, len);
+            return rc < 0 ? rc : tag(b, name, true, false);
+        }
+    }
+    return leaf(b, name, text, len);
+}
+
 static int value(struct buf *b, const struct model_shape *s, json_t *v, bool ec2);
 
 static int element(struct buf *b, const char *name, const struct model_shape *s, json_t *v,
                    bool ec2)
 {
-    char tmp[32], *t;
+    char tmp[32];
     const char *text;
     size_t len;
-    if (plain_text(s, v, tmp, &text, &len)) {
-        /* <name>text</name> in one piece: most elements are such leaves. */
-        size_t n = strlen(name);
-        int rc = buf_extend(b, 2 * n + 5 + len, &t);
-        if (rc < 0)
-            return rc;
-        *t++ = '<';
-        memcpy(t, name, n);
-        t += n;
-        *t++ = '>';
-        memcpy(t, text, len);
-        t += len;
-        *t++ = '<';
-        *t++ = '/';
-        memcpy(t, name, n);
-        t[n] = '>';
-        return 0;
-    }
+    if (plain_text(s, v, tmp, &text, &len))
+        return leaf(b, name, text, len);
     if (s->type == MT_LIST && (ec2 || !s->flattened) && json_array_size(v) == 0)
         return tag(b, name, false, true);
     if (s->type == MT_LIST && !ec2 && s->flattened) {
@@ -163,9 +186,10 @@ static int element(struct buf *b, const char *name, const struct model_shape *s,
     return rc;
 }
 
+/* Member names are literals, which the linker often merges: the same pointer is the same name. */
 static bool same_name(const char *a, const char *b)
 {
-    return a[0] == b[0] && strcmp(a, b) == 0;
+    return a == b || (a[0] == b[0] && strcmp(a, b) == 0);
 }
 
 static int member(struct buf *b, const struct model_member *m, json_t *c, bool ec2)
@@ -272,19 +296,48 @@ static void namespace_of(const struct model_service *svc, char *out, size_t outl
     snprintf(out, outlen, "%s%s", ns, *ns && !str_endswith(ns, "/") ? "/" : "");
 }
 
-int api_xml_response(struct buf *b, const struct model_service *svc, const struct model_op *op,
-                     json_t *out, const char *request_id)
+/* The members of an EC2 result, the list member `part` written from `items`. */
+static int members_with_part(struct buf *b, const struct model_shape *s, json_t *out,
+                             const char *part, const struct buf *items)
+{
+    bool found = false;
+    for (unsigned i = 0; i < s->nmembers; i++) {
+        const struct model_member *m = &s->members[i];
+        int rc;
+        if (m->shape->type == MT_LIST && same_name(m->name, part)) {
+            /* As element() writes a list: <x/> when it has no items. */
+            found = true;
+            rc = tag(b, m->xname, false, items->len == 0);
+            if (rc == 0 && items->len)
+                rc = buf_append(b, items->data, items->len);
+            if (rc == 0 && items->len)
+                rc = tag(b, m->xname, true, false);
+        } else {
+            rc = member(b, m, json_object_get(out, m->name), true);
+        }
+        if (rc < 0)
+            return rc;
+    }
+    return found ? 0 : -EINVAL;
+}
+
+static int response(struct buf *b, const struct model_service *svc, const struct model_op *op,
+                    json_t *out, const char *request_id, const char *part, const struct buf *items)
 {
     char ns[160];
     namespace_of(svc, ns, sizeof(ns));
     bool ec2 = strcmp(svc->protocol, "ec2") == 0;
+    if (part && (!ec2 || !op->output))
+        return -EINVAL;
     int rc = buf_printf(b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<%sResponse xmlns=\"%s\">",
                         op->name, ns);
     if (rc < 0)
         return rc;
     if (ec2) {
         rc = buf_printf(b, "<requestId>%s</requestId>", request_id);
-        if (rc == 0 && op->output && op->output->nmembers && out)
+        if (rc == 0 && part)
+            rc = members_with_part(b, op->output, out, part, items);
+        else if (rc == 0 && op->output && op->output->nmembers && out)
             rc = members(b, op->output, out, true);
         else if (rc == 0 && !op->output)
             rc = buf_puts(b, "<return>true</return>");
@@ -303,6 +356,19 @@ int api_xml_response(struct buf *b, const struct model_service *svc, const struc
     if (rc == 0)
         rc = buf_printf(b, "</%sResponse>", op->name);
     return rc;
+}
+
+int api_xml_response(struct buf *b, const struct model_service *svc, const struct model_op *op,
+                     json_t *out, const char *request_id)
+{
+    return response(b, svc, op, out, request_id, NULL, NULL);
+}
+
+int api_xml_response_encoded(struct buf *b, const struct model_service *svc,
+                             const struct model_op *op, json_t *out, const char *request_id,
+                             const char *member, const struct buf *items)
+{
+    return response(b, svc, op, out, request_id, member, items);
 }
 
 int api_xml_error(struct buf *b, bool ec2, const char *code, const char *msg,
@@ -331,4 +397,126 @@ int api_xml_error(struct buf *b, bool ec2, const char *code, const char *msg,
         rc = buf_printf(b, "</Message></Error><RequestId>%s</RequestId></ErrorResponse>",
                         request_id);
     return rc;
+}
+
+/* ---- api_out ---- */
+
+void api_out_tree(struct api_out *o, json_t *tree, const struct model_shape *shape)
+{
+    *o = (struct api_out){ .tree = tree, .shape = shape };
+}
+
+void api_out_xml(struct api_out *o, struct buf *b, const struct model_shape *list)
+{
+    *o = (struct api_out){ .xml = b, .shape = list, .mark = b->len };
+}
+
+/* The structure's member `name`, at or after the last one written; NULL when there is none. */
+static const struct model_member *out_member(struct api_out *o, const char *name)
+{
+    const struct model_shape *s = o->shape;
+    for (unsigned i = o->next; s->type == MT_STRUCT && i < s->nmembers; i++) {
+        if (same_name(s->members[i].name, name)) {
+            o->next = i + 1;
+            return &s->members[i];
+        }
+    }
+    return NULL;
+}
+
+/* Sets the tree's member `name` to `v` (a new reference; NULL when out of memory). */
+static int out_set(struct api_out *o, const char *name, json_t *v)
+{
+    return json_object_set_new_nocheck(o->tree, name, v) < 0 ? -ENOMEM : 0;
+}
+
+int api_out_string(struct api_out *o, const char *name, const char *s)
+{
+    const struct model_member *m = out_member(o, name);
+    if (!m)
+        return -EINVAL;
+    return o->xml ? text_element(o->xml, m->xname, s, strlen(s)) : out_set(o, name, json_string(s));
+}
+
+int api_out_bool(struct api_out *o, const char *name, bool v)
+{
+    const struct model_member *m = out_member(o, name);
+    if (!m)
+        return -EINVAL;
+    if (!o->xml)
+        return out_set(o, name, json_boolean(v));
+    return v ? leaf(o->xml, m->xname, "true", 4) : leaf(o->xml, m->xname, "false", 5);
+}
+
+int api_out_int(struct api_out *o, const char *name, int64_t v)
+{
+    const struct model_member *m = out_member(o, name);
+    if (!m)
+        return -EINVAL;
+    if (!o->xml)
+        return out_set(o, name, json_integer(v));
+    char t[24];
+    const char *p = integer_text(t, (long long)v);
+    return leaf(o->xml, m->xname, p, (size_t)(t + 24 - p));
+}
+
+int api_out_json(struct api_out *o, const char *name, json_t *v)
+{
+    if (!v)
+        return 0;
+    const struct model_member *m = out_member(o, name);
+    if (!m)
+        return -EINVAL;
+    return o->xml ? member(o->xml, m, v, true) : out_set(o, name, json_incref(v));
+}
+
+/* Opens a structure or list of shape `s` in element `xname` (XML) or as tree `t`. */
+static int out_open(struct api_out *o, const struct model_shape *s, const char *xname, json_t *t,
+                    struct api_out *ret)
+{
+    if (!o->xml) {
+        api_out_tree(ret, t, s);
+        return t ? 0 : -ENOMEM;
+    }
+    api_out_xml(ret, o->xml, s);
+    ret->xname = xname;
+    int rc = tag(o->xml, xname, false, false);
+    ret->mark = o->xml->len;
+    return rc;
+}
+
+int api_out_open(struct api_out *o, const char *name, struct api_out *ret)
+{
+    const struct model_member *m = out_member(o, name);
+    if (!m || (m->shape->type != MT_STRUCT && m->shape->type != MT_LIST))
+        return -EINVAL;
+    json_t *t = NULL;
+    if (!o->xml) {
+        t = m->shape->type == MT_LIST ? json_array() : json_object();
+        if (out_set(o, name, t) < 0)
+            return -ENOMEM;
+    }
+    return out_open(o, m->shape, m->xname, t, ret);
+}
+
+int api_out_item(struct api_out *o, struct api_out *ret)
+{
+    if (o->shape->type != MT_LIST || o->shape->member->shape->type != MT_STRUCT)
+        return -EINVAL;
+    json_t *t = NULL;
+    if (!o->xml && json_array_append_new(o->tree, t = json_object()) < 0)
+        return -ENOMEM;
+    return out_open(o, o->shape->member->shape, o->shape->member->xname, t, ret);
+}
+
+int api_out_end(struct api_out *o)
+{
+    if (!o->xml || !o->xname)
+        return 0;
+    if (o->shape->type == MT_LIST && o->xml->len == o->mark) {
+        /* No items: <x/>, as the walk writes an empty list. */
+        buf_truncate(o->xml, o->mark - strlen(o->xname) - 2);
+        return tag(o->xml, o->xname, false, true);
+    }
+    return tag(o->xml, o->xname, true, false);
 }

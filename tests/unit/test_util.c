@@ -429,6 +429,32 @@ static void test_time(void **state)
     char out[32];
     time_format_iso(ms + 7, out);
     assert_string_equal(out, "2026-12-04T20:28:58.007Z");
+    /* Arithmetic calendar: the epoch, leap days (2000 is one, 2100 is not), before 1970 (floor
+     * of negative milliseconds), the last millisecond of a year, and the clamps. */
+    static const struct {
+        int64_t ms;
+        const char *iso;
+    } dates[] = {
+        { 0, "1970-01-01T00:00:00.000Z" },
+        { -1, "1969-12-31T23:59:59.999Z" },
+        { 951782400000LL, "2000-02-29T00:00:00.000Z" },
+        { 4107542400000LL, "2100-03-01T00:00:00.000Z" },
+        { 4107542399999LL, "2100-02-28T23:59:59.999Z" },
+        { 1798761599999LL, "2026-12-31T23:59:59.999Z" },
+        { -2208988800000LL, "1900-01-01T00:00:00.000Z" },
+        { 253402300799999LL, "9999-12-31T23:59:59.999Z" },
+    };
+    for (size_t i = 0; i < sizeof(dates) / sizeof(dates[0]); i++) {
+        time_format_iso(dates[i].ms, out);
+        assert_string_equal(out, dates[i].iso);
+        int64_t back;
+        assert_int_equal(time_parse_iso(out, &back), 0);
+        assert_int_equal(back, dates[i].ms);
+    }
+    time_format_iso(253402300800000LL, out); /* year 10000 */
+    assert_memory_equal(out, "9999-", 5);
+    time_format_iso(-62167219200001LL, out); /* before year 0 */
+    assert_memory_equal(out, "0000-", 5);
     assert_int_equal(time_parse_iso("20261204T202858Z", &ms), 0);
     assert_int_equal(ms, 1796416138000LL);
     assert_int_equal(time_parse_iso("2026-12-04T20:28:58.5+01:00", &ms), 0);
