@@ -333,6 +333,10 @@ int db_open(const char *path, bool create, struct db **ret)
     int rc = db_exec(db, "PRAGMA journal_mode=WAL");
     if (rc == 0)
         rc = db_exec(db, "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON");
+    /* Reads through a shared mapping of the file: every pooled connection reads the one page
+     * cache instead of filling a private 2 MiB cache each (writes still go through write()). */
+    if (rc == 0)
+        rc = db_exec(db, "PRAGMA mmap_size=268435456");
     if (rc == 0)
         rc = migrate(db);
     if (rc < 0) {
