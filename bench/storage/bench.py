@@ -7,7 +7,7 @@ are stopped by id at the end.
 Items (numbered as in the block storage issue):
   1 a 2 GiB ext4 image of real files from /usr, built with mke2fs -d (no mount)
   2 import: `amid import --data` (and through the daemon's EBS direct API) vs restic backup and
-    borg create --chunker-params fixed,524288 --compression zstd,1
+    borg create --chunker-params fixed,524288 --compression zstd,2
   3 incremental snapshot of a volume after 1% of its blocks changed, vs the full import
   4 export: `amid export --data` vs restic restore
   5 stored bytes after the import vs restic's repository
@@ -353,13 +353,13 @@ def bench_import(tmp, img, cache, table):
             keep['restic'] = repo
         else:
             later.append(repo)
-        # borg: fixed 512 KiB chunks like amid's blocks, zstd level 1 like amid's store, holes
+        # borg: fixed 512 KiB chunks like amid's blocks, zstd level 2 like amid's store, holes
         # skipped like amid's import, and no encryption (amid's chunks are clear too).
         repo = os.path.join(tmp, 'borg-%d' % r)
         run(['borg', 'init', '-e', 'none', repo], env=env)
         cache.prepare(img)
         wall, c = timed(['borg', 'create', '--chunker-params', 'fixed,524288', '--compression',
-                         'zstd,1', '--sparse', repo + '::bench', img], env=env)
+                         'zstd,2', '--sparse', repo + '::bench', img], env=env)
         times['borg'].append(wall)
         cpu['borg'].append(c)
         log('   round %d: borg create          %6.2f s  (%.1f CPU s)' % (r + 1, wall, c))
@@ -390,7 +390,7 @@ def bench_import(tmp, img, cache, table):
     for peer, target in (('restic', 3.0), ('borg', 2.0)):
         p = mibs(m[peer])
         table.add('2. import vs %s' % ('restic backup' if peer == 'restic' else
-                                       'borg create (fixed 512K, zstd,1)'),
+                                       'borg create (fixed 512K, zstd,2)'),
                   '%s (%.2f s)' % (fmt_rate(a), m['amid']), '%s (%.2f s)' % (fmt_rate(p), m[peer]),
                   '%.2fx' % (a / p), '>= %.0fx' % target, a / p >= target,
                   'medians of %d rounds; CPU s: amid %.1f, %s %.1f' % (ROUNDS, mc['amid'], peer,
@@ -412,7 +412,7 @@ def bench_stored(keep, table):
     ratio = amid_bytes / restic_bytes
     table.add('5. stored bytes vs restic repository', '%.1f MiB' % (amid_bytes / MIB),
               '%.1f MiB' % (restic_bytes / MIB), '%.3f' % ratio, '<= 1.1', ratio <= 1.1,
-              'amid du StoreBytes vs the files of the restic repository; borg (zstd,1): '
+              'amid du StoreBytes vs the files of the restic repository; borg (zstd,2): '
               '%.1f MiB' % (borg_bytes / MIB))
 
 

@@ -4,9 +4,13 @@
  *
  * Export lists the snapshot's non-zero blocks (ListSnapshotBlocks with its block tokens, or
  * core_snapshot_blocks with --data), then fetches them in parallel (GetSnapshotBlock, each
- * verified against its x-amz-Checksum SHA-256; or core_snapshot_read_block, verified against
- * the chunk id, which is the block's SHA-256 when unencrypted).  A raw FILE is sparse: the
- * file is sized to the volume and only non-zero blocks are written, at their offsets.  A qcow2
+ * verified against its x-amz-Checksum SHA-256: the network is checked end to end; or
+ * core_snapshot_read_block, which checks what the store does on every read — the zstd content
+ * checksum, and the GCM tag of an encrypted chunk — and, with --verify, also the chunk id, the
+ * block's SHA-256 when unencrypted: that costs as much CPU again, and finds only a chunk swapped
+ * for another valid one, which `amid verify --read-data` finds too).  A raw FILE is sparse: the
+ * file is sized to the volume and only non-zero blocks are written, at their offsets, with
+ * O_DIRECT in runs of adjacent blocks (no page-cache copy, nothing left for the fsync).  A qcow2
  * FILE is made by qemu-img reading the snapshot through a private NBD server (the "snapshot
  * reader" device below), whose block status reports the zero blocks as holes so that they
  * take no room in the image.  Either way the image is written to a temporary file next to
@@ -43,7 +47,8 @@ struct src {
     struct cli_direct *direct;
     const char *snap;
     int64_t size_gib;
-    bool verify_chunk; /* direct: the chunk id is the block's SHA-256 */
+    bool verify;       /* direct: --verify */
+    bool verify_chunk; /* direct: --verify, and the chunk id is the block's SHA-256 */
     struct blk *v;     /* by index */
     size_t n, cap;
     pthread_mutex_t lock; /* the fields below */
@@ -139,7 +144,7 @@ static int src_list(struct src *s)
     }
     if (rc == 0) {
         s->size_gib = snap.volume_size_gib;
-        s->verify_chunk = !snap.encrypted;
+        s->verify_chunk = s->verify && !snap.encrypted;
         rc = core_snapshot_blocks(s->direct->app, &s->direct->who, s->snap, 0, add_direct, s, &e);
     }
     if (rc < 0 && e.code)
@@ -230,39 +235,63 @@ struct raw_job {
     size_t next; /* __atomic: the next block to fetch */
 };
 
+/* Writes `n` bytes at `off`, all of them (O_DIRECT refused: through the page cache). */
+static int write_all(int fd, const uint8_t *buf, size_t n, off_t off)
+{
+    size_t done = 0;
+    while (done < n) {
+        ssize_t w = pwrite(fd, buf + done, n - done, off + (off_t)done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && errno == EINVAL && (fcntl(fd, F_GETFL) & O_DIRECT)) {
+            fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_DIRECT);
+            continue;
+        }
+        if (w <= 0)
+            return w < 0 ? -errno : -EIO;
+        done += (size_t)w;
+    }
+    return 0;
+}
+
+/* Each worker takes RAW_RUN listed blocks at a time and writes each run of adjacent ones with
+ * one call: larger writes for the device. */
+#define RAW_RUN 8
+
 static void *raw_worker(void *varg)
 {
     struct raw_job *j = varg;
     struct src *s = j->s;
-    uint8_t *buf = malloc(CORE_BLOCK_SIZE);
+    uint8_t *buf = aligned_alloc(4096, RAW_RUN * CORE_BLOCK_SIZE); /* O_DIRECT's alignment */
     if (!buf) {
         src_fail(s, -ENOMEM, "out of memory");
         return NULL;
     }
     for (;;) {
-        size_t i = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED);
-        if (i >= s->n || cli_interrupted)
+        size_t first = __atomic_fetch_add(&j->next, RAW_RUN, __ATOMIC_RELAXED);
+        if (first >= s->n || cli_interrupted)
             break;
+        size_t k = s->n - first < RAW_RUN ? s->n - first : RAW_RUN;
         pthread_mutex_lock(&s->lock);
         bool failed = s->err != 0;
         pthread_mutex_unlock(&s->lock);
-        if (failed || src_fetch(s, i, buf) < 0)
+        for (size_t i = 0; i < k && !failed; i++)
+            failed = src_fetch(s, first + i, buf + i * BS) < 0;
+        if (failed)
             break;
-        off_t off = (off_t)((uint64_t)s->v[i].idx * BS);
-        size_t done = 0;
-        while (done < BS) {
-            ssize_t n = pwrite(j->fd, buf + done, BS - done, off + (off_t)done);
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n <= 0) {
-                src_fail(s, n < 0 ? -errno : -EIO, "cannot write: %s",
-                         n < 0 ? strerror(errno) : "short write");
+        /* Runs of consecutive block indexes, one write each. */
+        for (size_t a = 0, b; a < k; a = b) {
+            for (b = a + 1; b < k && s->v[first + b].idx == s->v[first + b - 1].idx + 1; b++)
+                ;
+            int rc = write_all(j->fd, buf + a * BS, (b - a) * BS,
+                               (off_t)((uint64_t)s->v[first + a].idx * BS));
+            if (rc < 0) {
+                src_fail(s, rc, "cannot write: %s", rc == -EIO ? "short write" : strerror(-rc));
                 free(buf);
                 return NULL;
             }
-            done += (size_t)n;
         }
-        cli_progress_add(s->prog, BS);
+        cli_progress_add(s->prog, k * BS);
     }
     free(buf);
     return NULL;
@@ -271,6 +300,11 @@ static void *raw_worker(void *varg)
 static int export_raw(struct src *s, int fd, unsigned nworkers)
 {
     struct raw_job j = { s, fd, 0 };
+    /* Whole aligned blocks go to the disk directly: no copy into the page cache, and nothing
+     * left for the final fsync to write back. */
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0)
+        fcntl(fd, F_SETFL, fl | O_DIRECT);
     pthread_t *t = calloc(nworkers, sizeof(*t));
     if (!t)
         return -ENOMEM;
@@ -435,7 +469,7 @@ static int export_qcow2(struct src *s, const char *tmp, unsigned nworkers, char 
 static int export_usage(void)
 {
     fprintf(stderr, "usage: amid export SNAPSHOT FILE [--image-format raw|qcow2] [--parallel N] "
-                    "[--data DIR [--account ID]] [--region R] [--format env|json] "
+                    "[--data DIR [--account ID] [--verify]] [--region R] [--format env|json] "
                     "[--no-progress]\n");
     return 2;
 }
@@ -475,11 +509,12 @@ int cmd_export(int argc, char **argv)
         { "region", required_argument, NULL, 'r' },
         { "format", required_argument, NULL, 'f' },
         { "no-progress", no_argument, NULL, 'P' },
+        { "verify", no_argument, NULL, 'V' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
     const char *data = NULL, *account = NULL, *region = NULL;
-    bool qcow2 = false, progress = true;
+    bool qcow2 = false, progress = true, verify = false;
     long parallel = 0;
     int fmt = FMT_ENV, c;
     while ((c = getopt_long(argc, argv, "f:d:h", opts, NULL)) != -1) {
@@ -510,16 +545,21 @@ int cmd_export(int argc, char **argv)
         case 'P':
             progress = false;
             break;
+        case 'V':
+            verify = true;
+            break;
         case 'h':
             printf("usage: amid export SNAPSHOT FILE [--image-format raw|qcow2] [--parallel N] "
-                   "[--data DIR [--account ID]] [--region R] [--format env|json] "
+                   "[--data DIR [--account ID] [--verify]] [--region R] [--format env|json] "
                    "[--no-progress]\n");
             return 0;
         default:
             return export_usage();
         }
     }
-    if (optind + 2 != argc || (account && !data))
+    /* --verify is direct mode's: through the API every block is checked against its
+     * x-amz-Checksum anyway. */
+    if (optind + 2 != argc || (account && !data) || (verify && !data))
         return export_usage();
     const char *snap = argv[optind], *file = argv[optind + 1];
     /* FILE is replaced by rename: never do that to a device node or a directory. */
@@ -537,6 +577,7 @@ int cmd_export(int argc, char **argv)
     memset(&s, 0, sizeof(s));
     pthread_mutex_init(&s.lock, NULL);
     s.snap = snap;
+    s.verify = verify;
     s.maxidle = nworkers;
     s.idle = calloc(nworkers, sizeof(*s.idle));
     if (!s.idle) {

@@ -54,7 +54,9 @@ struct store_batch;
 
 /* Options for store_open_local. */
 struct store_opts {
-    int zstd_level; /* 1 by default (0 means default) */
+    /* 2 by default (0 means default): on a 2 GiB disk of real files, 3.7% fewer stored bytes
+     * than level 1 for 9% more import time (level 3: 7.2% fewer for 32% more). */
+    int zstd_level;
 };
 
 /* Opens (creating the directories when absent) the local chunk store rooted at `dir`.  Leftover

@@ -75,7 +75,7 @@ static void ctx_put(struct store *s, struct store_ctx *cx)
 
 static int check_opts(const struct store_opts *opts, int *ret_level)
 {
-    int level = opts && opts->zstd_level ? opts->zstd_level : 1;
+    int level = opts && opts->zstd_level ? opts->zstd_level : 2;
 
     if (level < ZSTD_minCLevel() || level > ZSTD_maxCLevel())
         return -EINVAL;

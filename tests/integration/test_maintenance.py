@@ -113,6 +113,14 @@ def test_verify_finds_damaged_chunks(st):
     assert p.returncode != 0
     p = run('qemu-img', 'convert', '-f', 'raw', '-O', 'raw', st.uri(sid), out, check=False)
     assert p.returncode != 0
+    # amid export (direct, with or without --verify) fails too, and leaves no file.
+    exported = os.path.join(st.tmp, 'exported.raw')
+    for extra in ([], ['--verify']):
+        p = run(AMID, 'export', sid, exported, '--data', st.datadir, '--no-progress', *extra,
+                check=False)
+        assert p.returncode == 1 and b'block ' in p.stderr, p.stderr
+        assert not os.path.exists(exported)
+        assert not [n for n in os.listdir(st.tmp) if '.amid-' in n]  # no temporary left
     # GetSnapshotBlock answers 5xx for them, the data for the others.
     tokens = {b['BlockIndex']: b['BlockToken']
               for b in st.ebs.list_snapshot_blocks(SnapshotId=sid)['Blocks']}
@@ -127,6 +135,32 @@ def test_verify_finds_damaged_chunks(st):
     # du counts the missing chunk.
     (d,) = [s for s in st.du()['Snapshots'] if s['SnapshotId'] == sid]
     assert d['MissingChunks'] == 1 and d['Blocks'] == 5
+
+
+def test_export_verify_finds_a_swapped_chunk(st):
+    """A chunk file replaced by another valid chunk (its own checksums intact) holds other bytes
+    than its name says: a plain direct export trusts the store's checks, as NBD reads do;
+    `amid export --verify` re-hashes every block and refuses; verify --read-data reports it."""
+    blocks = {0: os.urandom(BLOCK), 1: os.urandom(BLOCK)}
+    sid = st.upload(blocks)
+    a, b = st.chunk_path(chunk_hex(blocks[0])), st.chunk_path(chunk_hex(blocks[1]))
+    with open(b, 'rb') as f:
+        other = f.read()
+    with open(a, 'wb') as f:
+        f.write(other)
+    out = os.path.join(st.tmp, 'swapped.raw')
+    p = run(AMID, 'export', sid, out, '--data', st.datadir, '--no-progress', '--verify',
+            check=False)
+    assert p.returncode == 1 and b'does not match its SHA-256' in p.stderr, p.stderr
+    assert not os.path.exists(out)
+    run(AMID, 'export', sid, out, '--data', st.datadir, '--no-progress')
+    with open(out, 'rb') as f:
+        assert f.read(BLOCK) == blocks[1]  # what the swapped file holds
+    os.unlink(out)
+    rc, doc = st.verify(read_data=True)
+    assert rc == 1 and [p['Chunk'] for p in problems(doc)] == [chunk_hex(blocks[0])], doc
+    # --verify is direct mode's (the API path checks x-amz-Checksum always).
+    assert run(AMID, 'export', sid, out, '--verify', check=False).returncode == 2
 
 
 def test_verify_finds_dangling_references(st):
