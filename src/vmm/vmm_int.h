@@ -42,9 +42,10 @@
 struct vmm_qmp;
 
 /* Takes ownership of the connected stream socket `fd` (closed on failure too), reads the
- * greeting and negotiates capabilities (qmp_capabilities), all within timeout_ms.  max_msg 0:
- * VMM_QMP_MAX_MSG.  Returns 0 and *ret (vmm_qmp_close()), -EPROTO (not a QMP greeting or
- * garbage), -EMSGSIZE, -ETIMEDOUT, -ECONNRESET (peer closed), or a negative errno. */
+ * greeting (skipping up to VMM_QMP_MAX_EVENTS lines before it: output QEMU still had for the
+ * previous client) and negotiates capabilities (qmp_capabilities), all within timeout_ms.
+ * max_msg 0: VMM_QMP_MAX_MSG.  Returns 0 and *ret (vmm_qmp_close()), -EPROTO (lines came but no
+ * greeting), -EMSGSIZE, -ETIMEDOUT, -ECONNRESET (peer closed), or a negative errno. */
 int vmm_qmp_open_fd(int fd, int timeout_ms, size_t max_msg, struct vmm_qmp **ret, struct err *e);
 /* Connects to a QMP Unix socket, then as vmm_qmp_open_fd().  -ENOENT/-ECONNREFUSED when
  * nobody listens. */

@@ -31,7 +31,8 @@ struct vmm_qmp {
     size_t nevents;
     size_t dropped;
     json_int_t next_id;
-    int broken; /* 0, or the negative errno every later call returns */
+    int broken;       /* 0, or the negative errno every later call returns */
+    unsigned skipped; /* lines dropped while waiting for the greeting */
 };
 
 int vmm_ms_left(int64_t end_us)
@@ -55,8 +56,10 @@ static int qmp_break(struct vmm_qmp *q, int rc)
     return rc;
 }
 
-/* Reads until a complete line is buffered; parses and returns it (new reference, an object). */
-static int qmp_read_msg(struct vmm_qmp *q, int64_t end_us, json_t **ret)
+/* Reads until a complete line is buffered; parses and returns it (new reference, an object).
+ * With `skip_bad`, a line that is not a JSON object is dropped instead of breaking the
+ * connection. */
+static int qmp_read_msg(struct vmm_qmp *q, int64_t end_us, bool skip_bad, json_t **ret)
 {
     if (q->broken)
         return q->broken;
@@ -82,6 +85,10 @@ static int qmp_read_msg(struct vmm_qmp *q, int64_t end_us, json_t **ret)
             q->rlen -= used;
             if (!msg || !json_is_object(msg)) {
                 json_decref(msg);
+                if (skip_bad) {
+                    q->skipped++;
+                    continue;
+                }
                 return qmp_break(q, -EPROTO);
             }
             *ret = msg;
@@ -214,7 +221,7 @@ int vmm_qmp_exec(struct vmm_qmp *q, const char *cmd, json_t *args, int timeout_m
     for (;;) {
         json_t *m = NULL, *idv, *val;
 
-        rc = qmp_read_msg(q, end_us, &m);
+        rc = qmp_read_msg(q, end_us, false, &m);
         if (rc < 0)
             return err_set(e, rc, "InternalError", "qmp %s: %s", cmd,
                            rc == -ETIMEDOUT ? "no reply in time" : strerror(-rc));
@@ -282,7 +289,7 @@ int vmm_qmp_wait_event(struct vmm_qmp *q, const char *name, const char *key, con
     }
     for (;;) {
         json_t *m = NULL;
-        int rc = qmp_read_msg(q, end_us, &m);
+        int rc = qmp_read_msg(q, end_us, false, &m);
 
         if (rc < 0)
             return rc;
@@ -339,10 +346,24 @@ int vmm_qmp_open_fd(int fd, int timeout_ms, size_t max_msg, struct vmm_qmp **ret
         vmm_qmp_close(q);
         return err_set(e, rc, "InternalError", "qmp: %s", strerror(-rc));
     }
-    rc = qmp_read_msg(q, end_us, &greeting);
-    if (rc == 0 && !json_is_object(json_object_get(greeting, "QMP")))
-        rc = -EPROTO;
+    /* Before the greeting, QEMU may still flush output queued for the previous client (an event
+     * of a guest shutting down, or the tail of one): lines that are not the greeting are
+     * skipped, a few of them, until the deadline. */
+    for (;;) {
+        rc = qmp_read_msg(q, end_us, true, &greeting);
+        if (rc < 0 || json_is_object(json_object_get(greeting, "QMP")))
+            break;
+        json_decref(greeting);
+        greeting = NULL;
+        if (++q->skipped > VMM_QMP_MAX_EVENTS) {
+            rc = -EPROTO;
+            break;
+        }
+    }
     json_decref(greeting);
+    /* Something came, but never a greeting: not a QMP server (rather than its EOF or silence). */
+    if (rc < 0 && rc != -ENOMEM && q->skipped)
+        rc = -EPROTO;
     if (rc < 0) {
         vmm_qmp_close(q);
         return err_set(e, rc, "InternalError", "qmp: no greeting: %s",

@@ -410,6 +410,16 @@ static void script_garbage_later(struct peer *p)
     json_decref(c);
 }
 
+/* QEMU flushing what it queued for the previous client before greeting the next: an event of a
+ * guest shutting down, and the tail of one cut short. */
+static void script_stale_then_hello(struct peer *p)
+{
+    peer_send(p, "{\"timestamp\": {\"seconds\": 1, \"microseconds\": 2}, "
+                 "\"event\": \"SHUTDOWN\", \"data\": {\"guest\": true}}\r\n");
+    peer_send(p, "seconds\": 3}, \"event\": \"STOP\"}\r\n");
+    peer_hello(p);
+}
+
 static void test_qmp_bad_peers(void **state)
 {
     struct peer p;
@@ -426,6 +436,10 @@ static void test_qmp_bad_peers(void **state)
     peer_join(&p);
     fd = peer_start(&p, script_silent);
     assert_int_equal(vmm_qmp_open_fd(fd, 100, 0, &q, &e), -ETIMEDOUT);
+    peer_join(&p);
+    fd = peer_start(&p, script_stale_then_hello);
+    assert_int_equal(vmm_qmp_open_fd(fd, 2000, 0, &q, &e), 0);
+    vmm_qmp_close(q);
     peer_join(&p);
     fd = peer_start(&p, script_garbage_later);
     assert_int_equal(vmm_qmp_open_fd(fd, 2000, 0, &q, &e), 0);
