@@ -164,6 +164,24 @@ static const char *const migrations[] = {
     "DROP TABLE tags;"
     "ALTER TABLE tags8 RENAME TO tags;"
     "CREATE INDEX tags_owner ON tags(region, owner, resource_id);",
+
+    /* 9: block device mappings clustered by their primary key (WITHOUT ROWID): a page of images
+     * reads its mappings from the key's b-tree alone, not an index and then the table. */
+    "CREATE TABLE image_bdms9 (image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,"
+    "  idx INTEGER NOT NULL, device_name TEXT NOT NULL, kind TEXT NOT NULL,"
+    "  virtual_name TEXT NOT NULL DEFAULT '', snapshot_id TEXT NOT NULL DEFAULT '',"
+    "  volume_size INTEGER NOT NULL DEFAULT 0, volume_type TEXT NOT NULL DEFAULT '',"
+    "  iops INTEGER NOT NULL DEFAULT 0, throughput INTEGER NOT NULL DEFAULT 0,"
+    "  delete_on_termination INTEGER NOT NULL DEFAULT 1, encrypted INTEGER NOT NULL DEFAULT 0,"
+    "  kms_key_id TEXT NOT NULL DEFAULT '', PRIMARY KEY (image_id, idx)) STRICT, WITHOUT ROWID;"
+    "INSERT INTO image_bdms9 (image_id, idx, device_name, kind, virtual_name, snapshot_id,"
+    "  volume_size, volume_type, iops, throughput, delete_on_termination, encrypted, kms_key_id)"
+    "  SELECT image_id, idx, device_name, kind, virtual_name, snapshot_id, volume_size,"
+    "  volume_type, iops, throughput, delete_on_termination, encrypted, kms_key_id"
+    "  FROM image_bdms;"
+    "DROP TABLE image_bdms;"
+    "ALTER TABLE image_bdms9 RENAME TO image_bdms;"
+    "CREATE INDEX image_bdms_snapshot ON image_bdms(snapshot_id);",
 };
 
 int db_schema_version(void)

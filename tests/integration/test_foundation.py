@@ -8,6 +8,7 @@ import socket
 import sqlite3
 import stat
 import subprocess
+import time
 import urllib.parse
 
 import botocore.exceptions
@@ -537,9 +538,10 @@ def test_access_log_has_one_line_per_request_and_no_secrets(amid):
     assert 'X-Amz-Signature' not in log and 'X-Amz-Credential' not in log
 
 
-def test_schema_7_tags_upgrade_to_per_account_tags(tmpdir_amid):
-    """A data directory from schema 7 (one tag set per resource) keeps its tags on upgrade, and
-    afterwards two accounts hold the same key on one resource, each its own."""
+def test_schema_7_upgrades(tmpdir_amid):
+    """A data directory from schema 7 (one tag set per resource, mappings in a rowid table)
+    keeps its tags and images' mappings on upgrade, and afterwards two accounts hold the same
+    tag key on one resource, each its own."""
     d = os.path.join(tmpdir_amid, 'data')
     a = Creds(json.loads(run_amid('init', '--data', d, '--format', 'json').stdout))
     b = Creds(json.loads(run_amid('account', 'create', 'b', '--data', d, '--format',
@@ -548,6 +550,16 @@ def test_schema_7_tags_upgrade_to_per_account_tags(tmpdir_amid):
     ea = daemon.client('ec2', a)
     vol = ea.create_volume(AvailabilityZone='us-east-1a', Size=1)['VolumeId']
     ea.create_tags(Resources=[vol], Tags=[{'Key': 'team', 'Value': 'blue'}])
+    snap0 = ea.create_snapshot(VolumeId=vol)['SnapshotId']
+    for _ in range(200):
+        if ea.describe_snapshots(SnapshotIds=[snap0])['Snapshots'][0]['State'] == 'completed':
+            break
+        time.sleep(0.05)
+    ami = ea.register_image(
+        Name='upgrade-me', RootDeviceName='/dev/xvda',
+        BlockDeviceMappings=[{'DeviceName': '/dev/xvda', 'Ebs': {'SnapshotId': snap0}},
+                             {'DeviceName': '/dev/sdb', 'VirtualName': 'ephemeral0'}])['ImageId']
+    mappings = ea.describe_images(ImageIds=[ami])['Images'][0]['BlockDeviceMappings']
     daemon.stop()
     # Back to schema 7's table, as amid 7 left it.
     conn = sqlite3.connect(os.path.join(d, 'amid.db'))
@@ -558,6 +570,18 @@ def test_schema_7_tags_upgrade_to_per_account_tags(tmpdir_amid):
         '  resource_type TEXT NOT NULL, owner TEXT NOT NULL, key TEXT NOT NULL,'
         '  value TEXT NOT NULL, PRIMARY KEY (region, resource_id, key)) STRICT;'
         'CREATE INDEX tags_owner ON tags(region, owner, resource_id);'
+        'CREATE TABLE bdms7 AS SELECT * FROM image_bdms;'
+        'DROP TABLE image_bdms;'
+        'CREATE TABLE image_bdms (image_id TEXT NOT NULL REFERENCES images(id) ON DELETE '
+        '  CASCADE, idx INTEGER NOT NULL, device_name TEXT NOT NULL, kind TEXT NOT NULL,'
+        "  virtual_name TEXT NOT NULL DEFAULT '', snapshot_id TEXT NOT NULL DEFAULT '',"
+        "  volume_size INTEGER NOT NULL DEFAULT 0, volume_type TEXT NOT NULL DEFAULT '',"
+        '  iops INTEGER NOT NULL DEFAULT 0, throughput INTEGER NOT NULL DEFAULT 0,'
+        '  delete_on_termination INTEGER NOT NULL DEFAULT 1, encrypted INTEGER NOT NULL '
+        "  DEFAULT 0, kms_key_id TEXT NOT NULL DEFAULT '', PRIMARY KEY (image_id, idx)) STRICT;"
+        'INSERT INTO image_bdms SELECT * FROM bdms7;'
+        'DROP TABLE bdms7;'
+        'CREATE INDEX image_bdms_snapshot ON image_bdms(snapshot_id);'
         'PRAGMA user_version = 7;')
     conn.executemany('INSERT INTO tags VALUES (?, ?, ?, ?, ?, ?)', rows)
     conn.commit()
@@ -567,6 +591,10 @@ def test_schema_7_tags_upgrade_to_per_account_tags(tmpdir_amid):
         ea = daemon.client('ec2', a)
         [v] = ea.describe_volumes(VolumeIds=[vol])['Volumes']
         assert v['Tags'] == [{'Key': 'team', 'Value': 'blue'}]
+        assert ea.describe_images(ImageIds=[ami])['Images'][0]['BlockDeviceMappings'] == \
+            mappings
+        assert [i['ImageId'] for i in ea.describe_images(Filters=[
+            {'Name': 'block-device-mapping.snapshot-id', 'Values': [snap0]}])['Images']] == [ami]
         snap = ea.create_snapshot(VolumeId=vol)['SnapshotId']
         ea.modify_snapshot_attribute(SnapshotId=snap, Attribute='createVolumePermission',
                                      OperationType='add', UserIds=[b.account_id])
