@@ -56,6 +56,7 @@ static void layer_free(struct vol_layer *l)
     free(l->dirty);
     pthread_mutex_destroy(&l->page_lock);
     pthread_mutex_destroy(&l->flush_lock);
+    pthread_mutex_destroy(&l->write_lock);
     free(l);
 }
 
@@ -142,6 +143,7 @@ int vol_layer_open(const char *dir, uint64_t seq, uint64_t nblocks, bool create,
     l->fd_data = l->fd_bitmap = -1;
     pthread_mutex_init(&l->page_lock, NULL);
     pthread_mutex_init(&l->flush_lock, NULL);
+    pthread_mutex_init(&l->write_lock, NULL);
     int rc = 0;
     if (snprintf(l->data_path, sizeof(l->data_path), "%s/L%" PRIu64 ".data", dir, seq) >=
             (int)sizeof(l->data_path) ||
@@ -345,7 +347,9 @@ bool vol_layer_fresh(const struct vol_layer *l, uint64_t idx)
 
 int vol_layer_write(struct vol_layer *l, const void *buf, size_t n, uint64_t off)
 {
+    pthread_mutex_lock(&l->write_lock);
     int rc = vol_pwrite_all(l->fd_data, buf, n, off);
+    pthread_mutex_unlock(&l->write_lock);
     if (rc < 0)
         atomic_store(&l->fresh_from, UINT64_MAX);
     /* Before the state changes: a flush that stages the state also syncs this data. */
