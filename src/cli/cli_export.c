@@ -235,23 +235,16 @@ struct raw_job {
     size_t next; /* __atomic: the next block to fetch */
 };
 
-/* Writes `n` bytes at `off`, all of them (O_DIRECT refused: through the page cache). */
-static int write_all(int fd, const uint8_t *buf, size_t n, off_t off)
+/* Writes `n` bytes at `off`, all of them; where the file system refuses O_DIRECT writes, again
+ * through the page cache. */
+static int write_all(int fd, const uint8_t *buf, size_t n, uint64_t off)
 {
-    size_t done = 0;
-    while (done < n) {
-        ssize_t w = pwrite(fd, buf + done, n - done, off + (off_t)done);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0 && errno == EINVAL && (fcntl(fd, F_GETFL) & O_DIRECT)) {
-            fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_DIRECT);
-            continue;
-        }
-        if (w <= 0)
-            return w < 0 ? -errno : -EIO;
-        done += (size_t)w;
+    int rc = fd_pwrite_all(fd, buf, n, off);
+    if (rc == -EINVAL && (fcntl(fd, F_GETFL) & O_DIRECT)) {
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_DIRECT);
+        rc = fd_pwrite_all(fd, buf, n, off);
     }
-    return 0;
+    return rc;
 }
 
 /* Each worker takes RAW_RUN listed blocks at a time and writes each run of adjacent ones with
@@ -283,10 +276,10 @@ static void *raw_worker(void *varg)
         for (size_t a = 0, b; a < k; a = b) {
             for (b = a + 1; b < k && s->v[first + b].idx == s->v[first + b - 1].idx + 1; b++)
                 ;
-            int rc = write_all(j->fd, buf + a * BS, (b - a) * BS,
-                               (off_t)((uint64_t)s->v[first + a].idx * BS));
+            int rc =
+                write_all(j->fd, buf + a * BS, (b - a) * BS, (uint64_t)s->v[first + a].idx * BS);
             if (rc < 0) {
-                src_fail(s, rc, "cannot write: %s", rc == -EIO ? "short write" : strerror(-rc));
+                src_fail(s, rc, "cannot write: %s", strerror(-rc));
                 free(buf);
                 return NULL;
             }

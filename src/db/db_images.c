@@ -506,20 +506,7 @@ int db_image_tags_each(struct db *db, const char *region, const char *owner, con
         BIND_TEXT(st, 1, region);
         BIND_TEXT(st, 66, owner);
         bind_ids(st, 2, ids + at, n - at < IDS_PER_QUERY ? n - at : IDS_PER_QUERY);
-        int rc, out = 0;
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-            struct db_tag t;
-            db_copy_text(st, 0, t.resource_id, sizeof(t.resource_id));
-            db_copy_text(st, 1, t.resource_type, sizeof(t.resource_type));
-            db_copy_text(st, 2, t.key, sizeof(t.key));
-            db_copy_text(st, 3, t.value, sizeof(t.value));
-            out = fn(ctx, &t);
-            if (out)
-                break;
-        }
-        if (!out && rc != SQLITE_DONE)
-            out = db_rc(rc);
-        sqlite3_reset(st);
+        int out = db_tag_rows(st, fn, ctx);
         if (out)
             return out;
     }

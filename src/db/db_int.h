@@ -72,4 +72,7 @@ int db_step_done(sqlite3_stmt *st);
         return out_;                                     \
     } while (0)
 
+/* EACH_ROW over tag rows (resource_id, resource_type, key, value), for every tag query. */
+int db_tag_rows(sqlite3_stmt *st, int (*fn)(void *ctx, const struct db_tag *t), void *ctx);
+
 #endif

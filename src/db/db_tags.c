@@ -69,23 +69,17 @@ int db_tag_count(struct db *db, const char *region, const char *owner, const cha
     return rc == SQLITE_ROW ? n : (n < 0 ? n : -EIO);
 }
 
-static int tag_rows(sqlite3_stmt *st, int (*fn)(void *ctx, const struct db_tag *t), void *ctx)
+static void tag_row(sqlite3_stmt *st, struct db_tag *t)
 {
-    int rc, out = 0;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        struct db_tag t;
-        db_copy_text(st, 0, t.resource_id, sizeof(t.resource_id));
-        db_copy_text(st, 1, t.resource_type, sizeof(t.resource_type));
-        db_copy_text(st, 2, t.key, sizeof(t.key));
-        db_copy_text(st, 3, t.value, sizeof(t.value));
-        out = fn(ctx, &t);
-        if (out)
-            break;
-    }
-    if (!out && rc != SQLITE_DONE)
-        out = db_rc(rc);
-    sqlite3_reset(st);
-    return out;
+    db_copy_text(st, 0, t->resource_id, sizeof(t->resource_id));
+    db_copy_text(st, 1, t->resource_type, sizeof(t->resource_type));
+    db_copy_text(st, 2, t->key, sizeof(t->key));
+    db_copy_text(st, 3, t->value, sizeof(t->value));
+}
+
+int db_tag_rows(sqlite3_stmt *st, int (*fn)(void *ctx, const struct db_tag *t), void *ctx)
+{
+    EACH_ROW(st, struct db_tag, tag_row, fn, ctx);
 }
 
 int db_tag_each_of(struct db *db, const char *region, const char *owner, const char *resource_id,
@@ -99,7 +93,7 @@ int db_tag_each_of(struct db *db, const char *region, const char *owner, const c
     sqlite3_bind_text(st, 1, region, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, resource_id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 3, owner, -1, SQLITE_STATIC);
-    return tag_rows(st, fn, ctx);
+    return db_tag_rows(st, fn, ctx);
 }
 
 int db_tag_each_owned(struct db *db, const char *region, const char *owner,
@@ -111,7 +105,7 @@ int db_tag_each_owned(struct db *db, const char *region, const char *owner,
         return -EIO;
     sqlite3_bind_text(st, 1, region, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, owner, -1, SQLITE_STATIC);
-    return tag_rows(st, fn, ctx);
+    return db_tag_rows(st, fn, ctx);
 }
 
 int db_tag_find(struct db *db, const char *region, const char *owner, const char *type,

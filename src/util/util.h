@@ -120,6 +120,12 @@ int rand_uuid(char out[37]);
 /* Whether `s` is an AWS account id: exactly 12 decimal digits. */
 bool account_id_valid(const char *s);
 
+/* ---- files ---- */
+
+/* Writes all `n` bytes of `buf` at offset `off` of `fd` (retrying short writes and EINTR).
+ * Returns 0, or the -errno of the pwrite that failed (what was written before stays). */
+int fd_pwrite_all(int fd, const void *buf, size_t n, uint64_t off);
+
 /* ---- domain errors ---- */
 
 /* A domain error on its way to the API edge: an AWS error code ("InvalidVolume.NotFound") and a

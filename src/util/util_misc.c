@@ -1,5 +1,6 @@
 /*
- * util_misc.c — randomness, resource ids, the domain error struct and the log line writer.
+ * util_misc.c — randomness, resource ids, whole-buffer file writes, the domain error struct and
+ * the log line writer.
  */
 #include "util/util.h"
 
@@ -23,6 +24,23 @@ int rand_bytes(void *buf, size_t n)
         }
         p += r;
         n -= (size_t)r;
+    }
+    return 0;
+}
+
+int fd_pwrite_all(int fd, const void *buf, size_t n, uint64_t off)
+{
+    const unsigned char *p = buf;
+    while (n > 0) {
+        ssize_t w = pwrite(fd, p, n, (off_t)off);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        p += w;
+        n -= (size_t)w;
+        off += (uint64_t)w;
     }
     return 0;
 }

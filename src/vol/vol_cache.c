@@ -351,23 +351,14 @@ static void spill(struct vol_cache *c, struct cache_ent *e)
     if (c->dfd < 0 || memcmp(e->kid, clear, sizeof(clear)) != 0)
         return;
     pthread_mutex_lock(&c->lock);
-    struct dslot *s = c->dfd >= 0 && !dfind(c, &e->id) ? dtake(c) : NULL;
+    struct dslot *s = dfind(c, &e->id) ? NULL : dtake(c);
     pthread_mutex_unlock(&c->lock);
     if (!s)
         return;
-    off_t at = (off_t)((size_t)(s - c->ds) * VOL_BLOCK_SIZE);
-    size_t done = 0;
-    while (done < e->len) {
-        ssize_t n = pwrite(c->dfd, e->data + done, e->len - done, at + (off_t)done);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        done += (size_t)n;
-    }
+    bool ok = vol_pwrite_all(c->dfd, e->data, e->len, (uint64_t)(s - c->ds) * VOL_BLOCK_SIZE) == 0;
     pthread_mutex_lock(&c->lock);
     s->writing = false;
-    if (done == e->len && !dfind(c, &e->id)) {
+    if (ok && !dfind(c, &e->id)) {
         s->id = e->id;
         s->len = e->len;
         s->indexed = true;
@@ -379,7 +370,7 @@ static void spill(struct vol_cache *c, struct cache_ent *e)
         s->hnext = c->dfree;
         c->dfree = s;
         /* Disk full or failing: no more spills (what is indexed stays readable). */
-        c->doff = c->doff || done != e->len;
+        c->doff = c->doff || !ok;
     }
     pthread_mutex_unlock(&c->lock);
 }

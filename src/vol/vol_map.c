@@ -59,19 +59,8 @@ bool vol_id_valid(const char *id)
 
 int vol_pwrite_all(int fd, const void *buf, size_t n, uint64_t off)
 {
-    const uint8_t *p = buf;
-    while (n > 0) {
-        ssize_t w = pwrite(fd, p, n, (off_t)off);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return errno == ENOSPC || errno == EDQUOT ? -ENOSPC : -EIO;
-        }
-        p += w;
-        n -= (size_t)w;
-        off += (uint64_t)w;
-    }
-    return 0;
+    int rc = fd_pwrite_all(fd, buf, n, off);
+    return rc == 0 ? 0 : rc == -ENOSPC || rc == -EDQUOT ? -ENOSPC : -EIO;
 }
 
 int vol_pread_full(int fd, void *buf, size_t n, uint64_t off)
