@@ -94,7 +94,8 @@ static int worker_buf(struct nbd_worker *w, size_t len)
         w->budget = len;
     }
     free(w->buf);
-    w->buf = malloc(len);
+    /* Page-aligned, so that large writes can go to a layer file with O_DIRECT. */
+    w->buf = aligned_alloc(4096, (len + 4095) / 4096 * 4096);
     w->cap = w->buf ? len : 0;
     if (!w->buf) {
         if (w->budget) {

@@ -154,6 +154,7 @@ struct vol_layer {
     atomic_int refs;
     uint64_t seq;
     int fd_data;
+    int fd_direct; /* the data file opened O_DIRECT, for large aligned writes; -1 where refused */
     int fd_bitmap;
     char data_path[PATH_MAX];
     char bitmap_path[PATH_MAX];
@@ -203,6 +204,11 @@ bool vol_layer_fresh(const struct vol_layer *l, uint64_t idx);
 /* Writes `n` bytes at byte offset `off` of the data file, marking it as needing a sync; a failure
  * ends vol_layer_fresh's trust in every block. */
 int vol_layer_write(struct vol_layer *l, const void *buf, size_t n, uint64_t off);
+
+/* Writes of at least VOL_DIRECT_MIN bytes with buffer, offset and length multiples of
+ * VOL_DIRECT_ALIGN bypass the page cache (O_DIRECT) where the file system allows it. */
+#define VOL_DIRECT_MIN   (64u * 1024)
+#define VOL_DIRECT_ALIGN 4096u
 
 /* ---- volumes (vol_volume.c) ---- */
 

@@ -43,6 +43,8 @@ static void layer_free(struct vol_layer *l)
 {
     if (l->fd_data >= 0)
         close(l->fd_data);
+    if (l->fd_direct >= 0)
+        close(l->fd_direct);
     if (l->fd_bitmap >= 0)
         close(l->fd_bitmap);
     if (l->unlink_on_free) {
@@ -140,7 +142,7 @@ int vol_layer_open(const char *dir, uint64_t seq, uint64_t nblocks, bool create,
         return -ENOMEM;
     atomic_init(&l->refs, 1);
     l->seq = seq;
-    l->fd_data = l->fd_bitmap = -1;
+    l->fd_data = l->fd_direct = l->fd_bitmap = -1;
     pthread_mutex_init(&l->page_lock, NULL);
     pthread_mutex_init(&l->flush_lock, NULL);
     pthread_mutex_init(&l->write_lock, NULL);
@@ -161,6 +163,8 @@ int vol_layer_open(const char *dir, uint64_t seq, uint64_t nblocks, bool create,
         if (l->fd_data < 0)
             rc = -errno;
     }
+    if (rc == 0) /* -1 where the file system refuses it (tmpfs): every write is buffered */
+        l->fd_direct = open(l->data_path, O_RDWR | O_DIRECT | O_CLOEXEC);
     if (rc == 0) {
         l->fd_bitmap = open(l->bitmap_path, O_RDWR | (create ? O_CREAT : 0) | O_CLOEXEC, 0600);
         if (l->fd_bitmap < 0 && errno == ENOENT)
@@ -345,11 +349,27 @@ bool vol_layer_fresh(const struct vol_layer *l, uint64_t idx)
     return idx >= atomic_load(&l->fresh_from);
 }
 
+/* Whether a write may bypass the page cache: large, and buffer, offset and length aligned. */
+static bool direct_ok(const struct vol_layer *l, const void *buf, size_t n, uint64_t off)
+{
+    return l->fd_direct >= 0 && n >= VOL_DIRECT_MIN &&
+           (n | off | (uintptr_t)buf) % VOL_DIRECT_ALIGN == 0;
+}
+
 int vol_layer_write(struct vol_layer *l, const void *buf, size_t n, uint64_t off)
 {
-    pthread_mutex_lock(&l->write_lock);
-    int rc = vol_pwrite_all(l->fd_data, buf, n, off);
-    pthread_mutex_unlock(&l->write_lock);
+    int rc = -EINVAL;
+    /* Large writes go straight to the disk (as QEMU's cache=none does): streaming a disk in
+     * does not fill memory with page cache that the next flush writes back anyway.  The kernel
+     * keeps the two descriptors coherent (a direct write writes back and drops cached pages of
+     * its range first). */
+    if (direct_ok(l, buf, n, off))
+        rc = vol_pwrite_all(l->fd_direct, buf, n, off);
+    if (rc == -EINVAL) {
+        pthread_mutex_lock(&l->write_lock);
+        rc = vol_pwrite_all(l->fd_data, buf, n, off);
+        pthread_mutex_unlock(&l->write_lock);
+    }
     if (rc < 0)
         atomic_store(&l->fresh_from, UINT64_MAX);
     /* Before the state changes: a flush that stages the state also syncs this data. */

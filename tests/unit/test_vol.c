@@ -539,9 +539,13 @@ static void random_op(struct blockdev *bd, uint8_t *model, uint64_t size, uint64
     } else if (r < 50) { /* crossing blocks */
         len = 1 + rng_below(seed, 2 * BS);
         off = rng_below(seed, size - len);
-    } else if (r < 60) { /* whole blocks */
+    } else if (r < 55) { /* whole blocks */
         len = BS * (1 + rng_below(seed, 2));
         off = BS * rng_below(seed, size / BS - 1);
+    } else if (r < 60) { /* page-aligned runs: with a page-aligned buf, written with O_DIRECT */
+        len = VOL_DIRECT_MIN +
+              VOL_DIRECT_ALIGN * rng_below(seed, (2 * BS - VOL_DIRECT_MIN) / VOL_DIRECT_ALIGN);
+        off = VOL_DIRECT_ALIGN * rng_below(seed, (size - len) / VOL_DIRECT_ALIGN);
     } else if (r < 70) { /* zero ranges */
         len = rng_below(seed, 2) ? BS * (1 + rng_below(seed, 3)) : 1 + rng_below(seed, BS + 7);
         off = len % BS ? rng_below(seed, size - len) : BS * rng_below(seed, size / BS - 3);
@@ -595,7 +599,10 @@ static void test_vol_random_io(void **state)
     env_init(&e);
     const uint64_t size = 24 * BS;
     uint64_t seed = 1234;
-    uint8_t *model = calloc(1, size), *snapmodel = malloc(size), *buf = malloc(3 * BS);
+    /* buf page-aligned: its aligned writes take the layer's O_DIRECT path, interleaved with
+     * buffered ones over the same blocks (the kernel must keep the two coherent). */
+    uint8_t *model = calloc(1, size), *snapmodel = malloc(size),
+            *buf = aligned_alloc(VOL_DIRECT_ALIGN, 3 * BS);
 
     /* A base snapshot with data in half the blocks, so copy-up reads from the base too. */
     struct vol *b = create_open(&e, "vol-base", size, NULL, NULL);
