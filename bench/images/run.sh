@@ -3,7 +3,9 @@
 # across 10 accounts, from parallel keep-alive clients (wrk; every connection cycles through the
 # 10 accounts' signed requests), amid against moto_server holding the same images under the same
 # account ids, in one run: requests/s, p99 latency, server memory (RSS of the server's process
-# tree after seeding and load), and the ratios against the issue's targets.
+# tree after seeding and load), and the ratios against the issue's targets.  amid runs as
+# configured by default (repeated questions answered from its response cache) and once more
+# with --response-cache 0 (every request answered from the database), reported beside it.
 # Usage: bench/images/run.sh [IMAGES_PER_ACCOUNT] [SECONDS] [CONNECTIONS]
 set -eu
 cd "$(dirname "$0")/../.."
@@ -73,6 +75,20 @@ echo "amid: DescribeImages, $CONNS connections, ${DUR}s; load: $(uptime | sed 's
 a=$(load amid $aport $apid)
 amem=$(rss_kb $apid)
 echo "amid  $a rss_kb=$amem (after seeding, before load: $amem0; peak: $(hwm_kb $apid))"
+# The same data served without the response cache: what every request costs when it has to be
+# answered from the database (the first asking of each question, or after every write).
+kill $apid
+wait $apid 2>/dev/null || true
+./build/amid serve --data "$tmp/data" --listen 127.0.0.1:$aport --quiet --response-cache 0 \
+    2>>"$tmp/amid.log" &
+apid=$!
+for i in $(seq 100); do
+    curl -s -o /dev/null "http://127.0.0.1:$aport/" 2>/dev/null && break
+    sleep 0.1
+done
+echo "amid without the response cache (--response-cache 0): DescribeImages, $CONNS connections, ${DUR}s"
+n=$(load amid-nocache $aport $apid)
+echo "amid-nocache  $n rss_kb=$(rss_kb $apid)"
 if ! command -v moto_server >/dev/null 2>&1; then
     echo "moto_server not found (it lives in the machine's default python3): no ratios"
     echo "load after: $(uptime)"
@@ -100,11 +116,14 @@ awk -v a="$(field "$a" rps)" -v m="$(field "$m" rps)" -v ap="$(field "$a" p99_ms
     -v mp="$(field "$m" p99_ms)" -v ae="$(field "$a" errors)" -v me="$(field "$m" errors)" \
     -v ac="$(field "$a" server_cpu_ms_per_request)" \
     -v mc="$(field "$m" server_cpu_ms_per_request)" -v ncpu="$(nproc)" \
-    -v am="$amem" -v mm="$mmem" 'BEGIN {
+    -v am="$amem" -v mm="$mmem" -v n="$(field "$n" rps)" -v np="$(field "$n" p99_ms)" \
+    -v nc="$(field "$n" server_cpu_ms_per_request)" 'BEGIN {
     ok = "met"; no = "NOT met"
     printf "amid: %.0f req/s (target >= 1000: %s), p99 %.2f ms (target <= 50: %s), %d errors\n",
         a, (a >= 1000 ? ok : no), ap, (ap <= 50 ? ok : no), ae
     printf "moto: %.1f req/s, p99 %.2f ms, %d errors\n", m, mp, me
+    printf "amid without the response cache: %.0f req/s, p99 %.2f ms, server CPU %.2f ms/request: %.0fx moto\n",
+        n, np, nc, (m > 0 ? n / m : 0)
     printf "server CPU per request: amid %.2f ms (<= %.0f req/s on %d idle CPUs), moto %.1f ms\n",
         ac, (ac > 0 ? ncpu * 1000 / ac : 0), ncpu, mc
     r = (m > 0 ? a / m : 0)

@@ -26,6 +26,7 @@ struct api_config {
     unsigned threads;         /* worker threads */
     int time_window_s;        /* SigV4 clock skew allowed, seconds (default 900) */
     bool access_log;          /* one key=value line per request on stderr */
+    size_t response_cache;    /* bytes of answers to repeated reads kept (0: none) */
 };
 
 /* Fills `cfg` with the defaults. */

@@ -87,7 +87,7 @@ static const struct api_op ec2_ops[] = {
     { "DescribeAccountAttributes", ec2_describe_account_attributes, 0 },
     { "DescribeAvailabilityZones", ec2_describe_availability_zones, 0 },
     { "DescribeImageAttribute", ec2_describe_image_attribute, API_OP_MUTATING },
-    { "DescribeImages", ec2_describe_images, 0 },
+    { "DescribeImages", ec2_describe_images, API_OP_CACHED },
     { "DescribeInstanceAttribute", ec2_describe_instance_attribute, 0 },
     { "DescribeInstanceStatus", ec2_describe_instance_status, 0 },
     { "DescribeInstanceTypes", ec2_describe_instance_types, 0 },
@@ -334,6 +334,26 @@ static bool authenticate(struct api *api, const struct api_request *req, struct 
     return true;
 }
 
+/* The response cache's key: what decides a read's answer besides the database and the time —
+ * the caller's account, the region and the parameters, in order. */
+static int cache_key(const struct api_call *call, const struct api_params *params, struct buf *key)
+{
+    buf_init(key, (size_t)4 << 20);
+    int rc = buf_append(key, call->account_id, strlen(call->account_id) + 1);
+    if (rc == 0)
+        rc = buf_append(key, call->region, strlen(call->region) + 1);
+    for (size_t i = 0; i < params->n && rc == 0; i++) {
+        /* Names are C strings; values carry their length (a value may hold a NUL). */
+        uint64_t vlen = params->v[i].value_len;
+        rc = buf_append(key, params->v[i].name, strlen(params->v[i].name) + 1);
+        if (rc == 0)
+            rc = buf_append(key, &vlen, sizeof(vlen));
+        if (rc == 0)
+            rc = buf_append(key, params->v[i].value, params->v[i].value_len);
+    }
+    return rc;
+}
+
 void api_handle(struct api *api, const struct api_request *req, struct api_response *resp)
 {
     memset(resp, 0, sizeof(*resp));
@@ -343,6 +363,8 @@ void api_handle(struct api *api, const struct api_request *req, struct api_respo
     api->requests++;
 
     struct api_params params = { 0 };
+    struct buf ckey = { 0 };
+    uint64_t data_version = 0;
     json_t *in = NULL, *out = NULL;
     enum api_proto proto = PROTO_EC2;
     int rc = api_params_parse(&params, req->query, strlen(req->query), true);
@@ -416,6 +438,17 @@ void api_handle(struct api *api, const struct api_request *req, struct api_respo
     }
     snprintf(resp->action, sizeof(resp->action), "%s", op->name);
 
+    /* A repeated read may have its answer in the response cache; the data version is taken
+     * before the handler reads anything, so an answer is never newer than its version. */
+    bool cacheable = api->cache && (op->flags & API_OP_CACHED) && proto == PROTO_EC2 &&
+                     core_data_version(api->app, &data_version) == 0 &&
+                     cache_key(&call, &params, &ckey) == 0;
+    if (cacheable && api_cache_get(api->cache, &ckey, data_version, call.now_ms, resp->request_id,
+                                   &resp->body)) {
+        resp->content_type = "text/xml;charset=UTF-8";
+        goto done;
+    }
+
     switch (proto) {
     case PROTO_EC2:
     case PROTO_QUERY:
@@ -468,7 +501,11 @@ void api_handle(struct api *api, const struct api_request *req, struct api_respo
     if (rc < 0)
         fail(resp, proto, proto == PROTO_EC2 ? "InternalError" : "InternalFailure", 500,
              "The response could not be encoded");
+    else if (cacheable && call.cache_until_ms > call.now_ms)
+        api_cache_put(api->cache, &ckey, data_version, call.now_ms, call.cache_until_ms,
+                      resp->body.data, resp->body.len, resp->request_id);
 done:
+    buf_free(&ckey);
     json_decref(in);
     json_decref(out);
     api_params_free(&params);

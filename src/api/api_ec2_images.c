@@ -415,6 +415,7 @@ struct describe_ctx {
     int64_t limit;    /* stop after this many (+1 to know there is more), -1: all */
     bool more;
     int64_t now;
+    int64_t until; /* the first time after `now` at which a row seen would answer otherwise */
     bool include_deprecated, include_disabled, by_id;
     json_t *owners;     /* account ids (resolved), or NULL */
     json_t *executable; /* "self", "all" or account ids, or NULL */
@@ -485,10 +486,24 @@ static bool row_passes(struct describe_ctx *d, const struct db_image *im)
 
 /* A row of the walk (or an image asked for by id): it joins the chunk when it passes.  Returns 1
  * to stop the walk when the chunk holds `want` rows. */
+/* Lowers d->until to the times at which this row would be described otherwise by time alone:
+ * its deprecation (hidden from others' listings), the end of its deregistered grace (hidden by
+ * id too) and of its protection cooldown (DeregistrationProtection's text). */
+static void note_time_limits(struct describe_ctx *d, const struct db_image *im)
+{
+    int64_t t[3] = { im->deprecation_ms, im->protection_until_ms, 0 };
+    if (strcmp(im->state, "deregistered") == 0)
+        t[2] = im->deregistered_ms + CORE_DEREGISTERED_VISIBLE_MS + 1;
+    for (int i = 0; i < 3; i++)
+        if (t[i] > d->now && t[i] < d->until)
+            d->until = t[i];
+}
+
 static int describe_row(void *vctx, const struct db_image *im)
 {
     struct describe_ctx *d = vctx;
     d->nread++;
+    note_time_limits(d, im);
     memcpy(d->cursor, im->id, sizeof(im->id)); /* a string within its array */
     if (!row_passes(d, im))
         return 0;
@@ -683,6 +698,7 @@ int ec2_describe_images(struct api_call *c, json_t *in, json_t **ret)
         .c = c,
         .limit = limit,
         .now = c->now_ms,
+        .until = INT64_MAX,
         .include_deprecated = jbool(in, "IncludeDeprecated", false),
         .include_disabled = jbool(in, "IncludeDisabled", false),
         .by_id = json_array_size(ids) > 0,
@@ -766,6 +782,9 @@ int ec2_describe_images(struct api_call *c, json_t *in, json_t **ret)
     json_decref(d.owners);
     if (rc < 0)
         return rc;
+    /* Every row that could have changed the answer passed describe_row: the rest were left out
+     * by owner, name, id or state, none of which time changes. */
+    c->cache_until_ms = d.until;
     *ret = json_object();
     if (d.more && d.nitems) {
         char *next = api_token_make(c, d.last_id);

@@ -38,6 +38,7 @@ void api_config_default(struct api_config *cfg)
     cfg->threads = 4;
     cfg->time_window_s = 900;
     cfg->access_log = true;
+    cfg->response_cache = (size_t)64 << 20;
 }
 
 int api_new(struct app *app, const struct api_config *cfg, struct api **ret)
@@ -50,6 +51,10 @@ int api_new(struct app *app, const struct api_config *cfg, struct api **ret)
     snprintf(api->listen_copy, sizeof(api->listen_copy), "%s", cfg->listen);
     api->cfg.listen = api->listen_copy;
     core_subkey(app, "amid.pagination-tokens.v1", api->token_key);
+    if (cfg->response_cache && api_cache_new(cfg->response_cache, &api->cache) < 0) {
+        free(api);
+        return -ENOMEM;
+    }
     *ret = api;
     return 0;
 }
@@ -324,5 +329,6 @@ void api_free(struct api *api)
         return;
     api_stop(api);
     crypto_wipe(api->token_key, sizeof(api->token_key));
+    api_cache_free(api->cache);
     free(api);
 }

@@ -111,6 +111,10 @@ struct api_call {
      * protocol only.  The handler initialises `encoded`; api_handle frees it. */
     const char *encoded_member;
     struct buf encoded;
+    /* Set by a handler whose answer depends only on the database, the caller, the region, the
+     * parameters and the time: the answer holds until this time (INT64_MAX: until the database
+     * changes), so api_handle may keep it in the response cache (api_cache.c).  0: it may not. */
+    int64_t cache_until_ms;
 };
 
 /* An operation: takes the decoded input (borrowed), sets *ret_out to a new tree (or leaves it
@@ -118,6 +122,7 @@ struct api_call {
 typedef int (*api_handler)(struct api_call *call, json_t *in, json_t **ret_out);
 
 #define API_OP_MUTATING (1u << 0) /* handles DryRun itself, before changing anything */
+#define API_OP_CACHED   (1u << 1) /* a read whose handler may set cache_until_ms */
 
 struct api_op {
     const char *name;
@@ -289,9 +294,27 @@ int api_page_into(struct api_call *call, json_t *in, json_t *items, const char *
 
 /* ---- the front door ---- */
 
+/* ---- the response cache (api_cache.c) ---- */
+
+struct api_cache;
+/* A cache holding at most `max_bytes` of keys and bodies.  -ENOMEM. */
+int api_cache_new(size_t max_bytes, struct api_cache **ret);
+void api_cache_free(struct api_cache *c); /* accepts NULL */
+/* If an entry for `key` was made at data version `version` and holds at time `now`, appends its
+ * body to `out` with `request_id` (36 characters) in place of the one it was made with, and
+ * returns true.  An entry that no longer holds is dropped.  Thread-safe; `c` may be NULL. */
+bool api_cache_get(struct api_cache *c, const struct buf *key, uint64_t version, int64_t now,
+                   const char *request_id, struct buf *out);
+/* Keeps `body` (which carries `request_id` within its first 512 bytes, or it is not kept) as the
+ * answer for `key` at data version `version`, holding from time `from` until `until`.  Bodies
+ * over a quarter of the cache are not kept; least recently used entries make room. */
+void api_cache_put(struct api_cache *c, const struct buf *key, uint64_t version, int64_t from,
+                   int64_t until, const char *body, size_t len, const char *request_id);
+
 struct api {
     struct app *app;
     struct api_config cfg;
+    struct api_cache *cache; /* NULL when cfg.response_cache is 0 */
     char listen_copy[128];
     uint8_t token_key[32];
     void *mhd; /* struct MHD_Daemon */

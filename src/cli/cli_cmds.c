@@ -139,16 +139,17 @@ int cmd_serve(int argc, char **argv)
         { "time-window", required_argument, NULL, 't' },
         { "threads", required_argument, NULL, 'T' },
         { "max-body", required_argument, NULL, 'b' },
+        { "response-cache", required_argument, NULL, 'R' },
         { "quiet", no_argument, NULL, 'q' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
     const char *usage = "--data DIR [--listen HOST:PORT] [--time-window SECONDS] "
-                        "[--threads N] [--max-body BYTES] [--quiet]";
+                        "[--threads N] [--max-body BYTES] [--response-cache MIB] [--quiet]";
     struct daemon_opts o = { 0 };
     api_config_default(&o.api);
     int c;
-    while ((c = getopt_long(argc, argv, "d:l:t:T:b:qh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "d:l:t:T:b:R:qh", opts, NULL)) != -1) {
         char *end;
         switch (c) {
         case 'd':
@@ -172,6 +173,13 @@ int cmd_serve(int argc, char **argv)
             if (*end || o.api.max_body < 4096)
                 return bad_usage("serve", usage);
             break;
+        case 'R': {
+            unsigned long mib = strtoul(optarg, &end, 10);
+            if (*end || !*optarg || mib > 65536)
+                return bad_usage("serve", usage);
+            o.api.response_cache = (size_t)mib << 20;
+            break;
+        }
         case 'q':
             o.api.access_log = false;
             break;

@@ -287,6 +287,7 @@ int core_open(const char *dir, struct app **ret, struct err *e)
     pthread_cond_init(&app->job_cond, NULL);
     pthread_cond_init(&app->sup_cond, NULL);
     pthread_mutex_init(&app->inst_lock, NULL);
+    pthread_mutex_init(&app->watch_lock, NULL);
     int rc = 0;
     char *keypath = path_join(app->datadir, "master.key");
     if (!app->datadir || !app->dbpath || !keypath) {
@@ -354,6 +355,8 @@ void core_close(struct app *app)
     core_storage_close(app);
     for (int i = 0; i < app->nfree; i++)
         db_close(app->pool_free[i]);
+    db_close(app->watch);
+    pthread_mutex_destroy(&app->watch_lock);
     masterkey_wipe(&app->mk);
     crypto_wipe(app->secrets_key, sizeof(app->secrets_key));
     crypto_wipe(app->block_token_key, sizeof(app->block_token_key));
@@ -368,6 +371,16 @@ void core_close(struct app *app)
     free(app->datadir);
     free(app->dbpath);
     free(app);
+}
+
+int core_data_version(struct app *app, uint64_t *out)
+{
+    pthread_mutex_lock(&app->watch_lock);
+    int rc = app->watch ? 0 : db_open(app->dbpath, false, &app->watch);
+    if (rc == 0)
+        rc = db_data_version(app->watch, out);
+    pthread_mutex_unlock(&app->watch_lock);
+    return rc < 0 ? -EIO : 0;
 }
 
 struct db *core_db_get(struct app *app)

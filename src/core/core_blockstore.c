@@ -465,6 +465,7 @@ struct delete_ctx {
     const struct core_caller *who;
     const char *id;
     bool files;
+    bool opened; /* refused only because the volume was open */
     struct err *e;
 };
 
@@ -487,9 +488,11 @@ static int volume_delete_tx(struct app *app, struct db *db, void *vctx)
     int rc = volume_lookup(db, c->who, c->id, &v, c->e);
     if (rc < 0)
         return rc;
-    if (strcmp(v.state, "in-use") == 0 || core_vol_busy(app, v.id))
+    if (strcmp(v.state, "in-use") == 0 || core_vol_busy(app, v.id)) {
+        c->opened = strcmp(v.state, "in-use") != 0;
         return err_set(c->e, -EBUSY, "VolumeInUse", "Volume %s is currently attached or in use.",
                        v.id);
+    }
     if (strcmp(v.state, "available") != 0)
         return err_set(c->e, -EINVAL, "IncorrectState", "The volume '%s' is %s.", v.id, v.state);
     if (c->who->dry_run)
@@ -512,8 +515,14 @@ static int volume_delete_tx(struct app *app, struct db *db, void *vctx)
 int core_volume_delete(struct app *app, const struct core_caller *who, const char *id,
                        struct err *e)
 {
-    struct delete_ctx c = { who, id, false, e };
+    struct delete_ctx c = { who, id, false, false, e };
     int rc = core_tx(app, volume_delete_tx, &c);
+    if (rc == -EBUSY && c.opened) {
+        /* Open by amid itself (a snapshot's capture letting go): once more when it has. */
+        core_vol_settle(app, id, 3000);
+        c.opened = false;
+        rc = core_tx(app, volume_delete_tx, &c);
+    }
     if (rc == 0 && c.files) {
         struct vol_region *vr;
         if (core_region_storage(app, who->region, NULL, &vr) == 0)

@@ -157,6 +157,7 @@ void core_vol_put(struct app *app, struct core_openvol *ov, bool writer)
         pthread_cond_broadcast(&app->rt_cond);
     }
     if (--ov->refs == 0) {
+        pthread_cond_broadcast(&app->rt_cond); /* core_vol_settle waits for this */
         for (struct core_openvol **pp = &app->openvols; *pp; pp = &(*pp)->next) {
             if (*pp == ov) {
                 *pp = ov->next;
@@ -177,6 +178,28 @@ bool core_vol_busy(struct app *app, const char *id)
         busy = strcmp(ov->id, id) == 0;
     pthread_mutex_unlock(&app->rt_lock);
     return busy;
+}
+
+void core_vol_settle(struct app *app, const char *id, int ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&app->rt_lock);
+    for (;;) {
+        struct core_openvol *ov = app->openvols;
+        while (ov && strcmp(ov->id, id) != 0)
+            ov = ov->next;
+        if (!ov || ov->writer ||
+            pthread_cond_timedwait(&app->rt_cond, &app->rt_lock, &until) == ETIMEDOUT)
+            break;
+    }
+    pthread_mutex_unlock(&app->rt_lock);
 }
 
 int core_map_get(struct app *app, const char *region, const char *snapshot_id, struct vol_map **ret)

@@ -376,6 +376,18 @@ void db_close(struct db *db)
     free(db);
 }
 
+int db_data_version(struct db *db, uint64_t *out)
+{
+    sqlite3_stmt *st = db_stmt(db, "PRAGMA data_version");
+    if (!st)
+        return -EIO;
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *out = (uint64_t)sqlite3_column_int64(st, 0);
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW ? 0 : db_rc(rc);
+}
+
 int db_begin(struct db *db)
 {
     return db_exec(db, "BEGIN IMMEDIATE");
