@@ -352,6 +352,78 @@ static void test_tokens_and_paging(void **state)
     json_decref(items);
 }
 
+/* The response cache: an entry answers only its key, at its data version and within its time
+ * window, with the asker's request id; the least recently used go first when it is full. */
+static void test_response_cache(void **state)
+{
+    (void)state;
+    struct api_cache *c;
+    assert_int_equal(api_cache_new(64 * 1024, &c), 0);
+    const char *rid1 = "11111111-1111-4111-8111-111111111111";
+    const char *rid2 = "22222222-2222-4222-8222-222222222222";
+    char body[600];
+    snprintf(body, sizeof(body), "<R><requestId>%s</requestId><x>%0500d</x></R>", rid1, 7);
+    struct buf k1, k2, out;
+    buf_init(&k1, 1024);
+    buf_init(&k2, 1024);
+    buf_init(&out, 1 << 20);
+    buf_append(&k1, "acct\0us-east-1\0A", 16);
+    buf_append(&k2, "acct\0us-east-1\0B", 16);
+
+    assert_false(api_cache_get(c, &k1, 5, 1000, rid2, &out)); /* empty */
+    api_cache_put(c, &k1, 5, 1000, 2000, body, strlen(body), rid1);
+    assert_false(api_cache_get(c, &k2, 5, 1000, rid2, &out)); /* another key */
+    assert_true(api_cache_get(c, &k1, 5, 1500, rid2, &out));
+    assert_int_equal(out.len, strlen(body));
+    char want[600];
+    snprintf(want, sizeof(want), "<R><requestId>%s</requestId><x>%0500d</x></R>", rid2, 7);
+    assert_memory_equal(out.data, want, out.len);
+    /* Before its time, at its end, at another version: no answer (and it is dropped). */
+    buf_reset(&out);
+    assert_false(api_cache_get(c, &k1, 5, 999, rid2, &out));
+    api_cache_put(c, &k1, 5, 1000, 2000, body, strlen(body), rid1);
+    assert_false(api_cache_get(c, &k1, 5, 2000, rid2, &out));
+    api_cache_put(c, &k1, 5, 1000, 2000, body, strlen(body), rid1);
+    assert_false(api_cache_get(c, &k1, 6, 1500, rid2, &out));
+    assert_false(api_cache_get(c, &k1, 5, 1500, rid2, &out)); /* dropped by the miss */
+    assert_int_equal(out.len, 0);
+    /* Not kept: a body without the request id near its start, an empty window, a body over a
+     * quarter of the cache. */
+    api_cache_put(c, &k1, 5, 1000, 2000, body, strlen(body), rid2);
+    assert_false(api_cache_get(c, &k1, 5, 1500, rid2, &out));
+    api_cache_put(c, &k1, 5, 1000, 1000, body, strlen(body), rid1);
+    assert_false(api_cache_get(c, &k1, 5, 1000, rid2, &out));
+    char *big = malloc(20000);
+    memset(big, 'x', 20000);
+    memcpy(big, body, 60);
+    api_cache_put(c, &k1, 5, 1000, 2000, big, 20000, rid1);
+    assert_false(api_cache_get(c, &k1, 5, 1500, rid2, &out));
+    free(big);
+    /* Full: the least recently used entry goes first. */
+    struct buf keys[200];
+    for (int i = 0; i < 200; i++) {
+        buf_init(&keys[i], 64);
+        buf_printf(&keys[i], "key-%d", i);
+        api_cache_put(c, &keys[i], 5, 0, INT64_MAX, body, strlen(body), rid1);
+        if (i >= 1) /* keep key-0 in use */
+            assert_true(api_cache_get(c, &keys[0], 5, 10, rid2, &out));
+    }
+    assert_true(api_cache_get(c, &keys[0], 5, 10, rid2, &out));
+    assert_true(api_cache_get(c, &keys[199], 5, 10, rid2, &out));
+    assert_false(api_cache_get(c, &keys[1], 5, 10, rid2, &out));
+    int kept = 0;
+    for (int i = 0; i < 200; i++) {
+        kept += api_cache_get(c, &keys[i], 5, 10, rid2, &out);
+        buf_free(&keys[i]);
+    }
+    assert_true(kept > 10 && kept < 200);
+    assert_false(api_cache_get(NULL, &k1, 5, 10, rid2, &out));
+    api_cache_free(c);
+    buf_free(&k1);
+    buf_free(&k2);
+    buf_free(&out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -363,6 +435,7 @@ int main(void)
         cmocka_unit_test(test_json_decode),
         cmocka_unit_test(test_filters),
         cmocka_unit_test(test_tokens_and_paging),
+        cmocka_unit_test(test_response_cache),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
