@@ -47,6 +47,16 @@ int crypto_aead_seal(const uint8_t key[AEAD_KEY_LEN], const void *aad, size_t aa
 int crypto_aead_open(const uint8_t key[AEAD_KEY_LEN], const void *aad, size_t aadlen,
                      const uint8_t *in, size_t n, uint8_t *out);
 
+/* AES-256-XTS over whole units of XTS_UNIT bytes, as disks encrypt sectors: unit i of the `n`
+ * bytes (a multiple of XTS_UNIT) is transformed under the tweak (first_unit + i, salt), each a
+ * little-endian 64-bit half.  Same size out as in; `in` and `out` may be the same.  The two
+ * halves of the key must differ.  Returns 0, -EINVAL for a length that is not whole units, or
+ * -EIO. */
+#define XTS_KEY_LEN 64
+#define XTS_UNIT    512u
+int crypto_xts(const uint8_t key[XTS_KEY_LEN], bool encrypt, uint64_t salt, uint64_t first_unit,
+               const void *in, void *out, size_t n);
+
 /* The master key of a data directory. */
 struct masterkey {
     uint8_t key[AEAD_KEY_LEN];

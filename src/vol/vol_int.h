@@ -13,6 +13,7 @@
 #define AMID_VOL_INT_H
 
 #include "vol/vol.h"
+#include "crypto/crypto.h"
 
 #include <limits.h>
 #include <pthread.h>
@@ -155,6 +156,11 @@ struct vol_layer {
     uint64_t seq;
     int fd_data;
     int fd_direct; /* the data file opened O_DIRECT, for large aligned writes; -1 where refused */
+    /* An encrypted volume's layer holds its data with AES-256-XTS (vol_layer_set_key): each
+     * 512-byte unit under the tweak (unit, seq); an all-zero unit stands for zeros, so holes,
+     * punched blocks and the file's end read as zero as they do in the clear. */
+    bool xts;
+    uint8_t xts_key[XTS_KEY_LEN];
     int fd_bitmap;
     char data_path[PATH_MAX];
     char bitmap_path[PATH_MAX];
@@ -204,6 +210,12 @@ bool vol_layer_fresh(const struct vol_layer *l, uint64_t idx);
 /* Writes `n` bytes at byte offset `off` of the data file, marking it as needing a sync; a failure
  * ends vol_layer_fresh's trust in every block. */
 int vol_layer_write(struct vol_layer *l, const void *buf, size_t n, uint64_t off);
+/* Reads `n` bytes at byte offset `off` of the data file (zeros past its end), decrypted. */
+int vol_layer_read(struct vol_layer *l, void *buf, size_t n, uint64_t off);
+/* Makes the layer keep its data encrypted under `key` (from then on: call it right after
+ * vol_layer_open, before any I/O).  Writes not aligned to XTS_UNIT read and rewrite the units
+ * at their edges, so they must not race other writes to those units (the block's stripe). */
+void vol_layer_set_key(struct vol_layer *l, const uint8_t key[XTS_KEY_LEN]);
 
 /* Writes of at least VOL_DIRECT_MIN bytes with buffer, offset and length multiples of
  * VOL_DIRECT_ALIGN bypass the page cache (O_DIRECT) where the file system allows it. */
@@ -242,8 +254,11 @@ struct vol_shared {
     char dir[PATH_MAX];
     bool has_key;
     uint8_t key_id[STORE_KEY_ID_LEN];
-    pthread_mutex_t admin;  /* serializes chain and state changes */
-    pthread_rwlock_t chain; /* read: I/O; write: changing what follows */
+    bool xts;                     /* has_key: layers from xts_from on are encrypted */
+    uint64_t xts_from;            /* older volumes' earlier layers are in the clear */
+    uint8_t xts_key[XTS_KEY_LEN]; /* their key (vol_layer_set_key) */
+    pthread_mutex_t admin;        /* serializes chain and state changes */
+    pthread_rwlock_t chain;       /* read: I/O; write: changing what follows */
     uint64_t size, nblocks;
     char base_id[VOL_ID_MAX];  /* "" when none */
     struct vol_map *base;      /* NULL when none */
@@ -259,6 +274,9 @@ struct vol_shared {
     size_t npartial; /* entries in use, under partial_lock */
     struct vol_partial partials[VOL_PARTIAL_MAX];
 };
+
+/* Whether layer `seq` of the volume holds its data encrypted (with s->xts_key). */
+bool vol_layer_encrypted(const struct vol_shared *s, uint64_t seq);
 
 struct vol {
     struct blockdev bd; /* first: the blockdev ops recover the handle with a cast */

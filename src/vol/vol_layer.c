@@ -14,7 +14,9 @@
  * do not reappear around it.  Blocks past the file's end at open are known empty (fresh_from)
  * and skip the punch: no state can name them before this process writes them.
  *
- * Layer files hold plaintext for now; encrypting layers at rest is a later issue.
+ * An encrypted volume's layers hold its data with AES-256-XTS in 512-byte units (the tweak: the
+ * unit's index and the layer's seq), as disk encryption does; an all-zero unit stands for zeros
+ * in both directions, so holes, punched blocks and the file's end keep reading as zero.
  */
 #include "vol/vol_int.h"
 
@@ -47,6 +49,7 @@ static void layer_free(struct vol_layer *l)
         close(l->fd_direct);
     if (l->fd_bitmap >= 0)
         close(l->fd_bitmap);
+    crypto_wipe(l->xts_key, sizeof(l->xts_key));
     if (l->unlink_on_free) {
         unlink(l->data_path);
         unlink(l->bitmap_path);
@@ -356,7 +359,83 @@ static bool direct_ok(const struct vol_layer *l, const void *buf, size_t n, uint
            (n | off | (uintptr_t)buf) % VOL_DIRECT_ALIGN == 0;
 }
 
+void vol_layer_set_key(struct vol_layer *l, const uint8_t key[XTS_KEY_LEN])
+{
+    memcpy(l->xts_key, key, XTS_KEY_LEN);
+    l->xts = true;
+}
+
+/* Encrypts or decrypts units [off, off+n) (whole units) from `in` to `out`: all-zero units stay
+ * all-zero both ways (an all-zero ciphertext unit is as likely as guessing the key). */
+static int crypt_units(const struct vol_layer *l, bool encrypt, uint64_t off, const uint8_t *in,
+                       uint8_t *out, size_t n)
+{
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0;) {
+        size_t j = i;
+        while (j < n && !store_is_zero(in + j, XTS_UNIT))
+            j += XTS_UNIT;
+        if (j > i)
+            rc = crypto_xts(l->xts_key, encrypt, l->seq, (off + i) / XTS_UNIT, in + i, out + i,
+                            j - i);
+        if (j < n && out != in)
+            memset(out + j, 0, XTS_UNIT);
+        i = j + XTS_UNIT;
+    }
+    return rc;
+}
+
+int vol_layer_read(struct vol_layer *l, void *buf, size_t n, uint64_t off)
+{
+    if (!l->xts)
+        return vol_pread_full(l->fd_data, buf, n, off);
+    uint64_t a = off / XTS_UNIT * XTS_UNIT, b = (off + n + XTS_UNIT - 1) / XTS_UNIT * XTS_UNIT;
+    bool whole = a == off && b == off + n;
+    uint8_t *t = whole ? buf : malloc(b - a);
+    if (!t)
+        return -ENOMEM;
+    int rc = vol_pread_full(l->fd_data, t, b - a, a);
+    if (rc == 0)
+        rc = crypt_units(l, false, a, t, t, b - a) < 0 ? -EIO : 0;
+    if (!whole) {
+        if (rc == 0)
+            memcpy(buf, t + (off - a), n);
+        free(t);
+    }
+    return rc;
+}
+
+static int layer_pwrite(struct vol_layer *l, const void *buf, size_t n, uint64_t off);
+
 int vol_layer_write(struct vol_layer *l, const void *buf, size_t n, uint64_t off)
+{
+    if (!l->xts)
+        return layer_pwrite(l, buf, n, off);
+    /* Whole units, the edge units read back first when the write does not cover them. */
+    uint64_t a = off / XTS_UNIT * XTS_UNIT, b = (off + n + XTS_UNIT - 1) / XTS_UNIT * XTS_UNIT;
+    size_t len = (size_t)(b - a);
+    uint8_t *t = aligned_alloc(VOL_DIRECT_ALIGN,
+                               (len + VOL_DIRECT_ALIGN - 1) / VOL_DIRECT_ALIGN * VOL_DIRECT_ALIGN);
+    if (!t)
+        return -ENOMEM;
+    int rc = 0;
+    if (a != off)
+        rc = vol_layer_read(l, t, XTS_UNIT, a);
+    if (rc == 0 && b != off + n && (b - XTS_UNIT != a || a == off))
+        rc = vol_layer_read(l, t + len - XTS_UNIT, XTS_UNIT, b - XTS_UNIT);
+    if (rc == 0) {
+        memcpy(t + (off - a), buf, n);
+        rc = crypt_units(l, true, a, t, t, len) < 0 ? -EIO : 0;
+    }
+    if (rc == 0)
+        rc = layer_pwrite(l, t, len, a);
+    crypto_wipe(t, len);
+    free(t);
+    return rc;
+}
+
+/* Writes what goes into the data file as it is. */
+static int layer_pwrite(struct vol_layer *l, const void *buf, size_t n, uint64_t off)
 {
     int rc = -EINVAL;
     /* Large writes go straight to the disk (as QEMU's cache=none does): streaming a disk in

@@ -121,6 +121,8 @@ int vol_snapshot_begin(struct vol **vols, const char *const *snapshot_ids, size_
             break;
         }
         rc = vol_layer_open(s->dir, s->next_seq, s->nblocks, true, &bv[i].fresh);
+        if (rc == 0 && vol_layer_encrypted(s, s->next_seq))
+            vol_layer_set_key(bv[i].fresh, s->xts_key);
         if (rc == 0 && atomic_load(&bv[i].fresh->count) != 0)
             rc = -EBADMSG; /* a leftover claiming blocks: refuse rather than trust it */
         /* Admin is held, so the state after the instant is known now: write and fsync it
@@ -248,7 +250,7 @@ static int cap_process(struct cap_worker *w, struct cap_item *it)
         return 0;
     if (it->st == VOL_ST_PARTIAL)
         return -EIO; /* cannot be: begin completes the partial blocks of the layer it freezes */
-    int rc = vol_pread_full(it->l->fd_data, w->buf, VOL_BLOCK_SIZE, it->idx * VOL_BLOCK_SIZE);
+    int rc = vol_layer_read(it->l, w->buf, VOL_BLOCK_SIZE, it->idx * VOL_BLOCK_SIZE);
     if (rc < 0)
         return rc;
     if (store_is_zero(w->buf, VOL_BLOCK_SIZE))

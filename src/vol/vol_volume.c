@@ -10,6 +10,7 @@
  *     key <key id hex | ->
  *     base <snapshot id | ->
  *     next <next layer seq>
+ *     xts <seq>                          with a key: layers from seq on are encrypted (AES-XTS)
  *     layer <seq>                        one a line, oldest first; the last takes writes
  *     pending <snapshot id> <upto seq> <nblocks> begun|finished    oldest first
  *     sum <hex>
@@ -249,6 +250,7 @@ struct state_rec {
     uint64_t size;
     bool has_key;
     uint8_t key_id[STORE_KEY_ID_LEN];
+    uint64_t xts_from; /* with a key: layers from this seq on are encrypted */
     char base_id[VOL_ID_MAX];
     uint64_t next_seq;
     uint64_t *seqs;
@@ -273,6 +275,8 @@ static int state_write_tmp(const char *dir, const struct state_rec *st, char *tm
         hex_encode(st->key_id, STORE_KEY_ID_LEN, kid);
     int rc = buf_printf(&b, "amid-volume 1\nsize %" PRIu64 "\nkey %s\nbase %s\nnext %" PRIu64 "\n",
                         st->size, kid, st->base_id[0] ? st->base_id : "-", st->next_seq);
+    if (rc == 0 && st->has_key)
+        rc = buf_printf(&b, "xts %" PRIu64 "\n", st->xts_from);
     for (size_t i = 0; i < st->nseqs && rc == 0; i++)
         rc = buf_printf(&b, "layer %" PRIu64 "\n", st->seqs[i]);
     for (size_t i = 0; i < st->npending && rc == 0; i++)
@@ -381,6 +385,7 @@ static int state_parse(char *text, size_t len, struct state_rec *st)
     char *save = NULL;
     int line = 0;
     size_t cap_seqs = 0, cap_pending = 0;
+    bool xts_line = false;
     for (char *l = strtok_r(text, "\n", &save); l; l = strtok_r(NULL, "\n", &save), line++) {
         char *w[6];
         size_t n = split(l, w, 5);
@@ -410,6 +415,10 @@ static int state_parse(char *text, size_t len, struct state_rec *st)
         } else if (line == 4) {
             if (n != 2 || strcmp(w[0], "next") || parse_u64(w[1], &st->next_seq) < 0)
                 return -EBADMSG;
+        } else if (n == 2 && !strcmp(w[0], "xts") && st->has_key && !xts_line && !st->nseqs) {
+            if (parse_u64(w[1], &st->xts_from) < 0 || st->xts_from > st->next_seq)
+                return -EBADMSG;
+            xts_line = true;
         } else if (n == 2 && !strcmp(w[0], "layer") && st->npending == 0) {
             uint64_t seq;
             if (parse_u64(w[1], &seq) < 0 || seq >= st->next_seq ||
@@ -446,6 +455,9 @@ static int state_parse(char *text, size_t len, struct state_rec *st)
             return -EBADMSG;
         }
     }
+    /* Written before layers were encrypted: those it has stay clear, later ones are not. */
+    if (st->has_key && !xts_line)
+        st->xts_from = st->next_seq;
     if (line < 5 || st->nseqs == 0 || st->size % VOL_BLOCK_SIZE ||
         st->size / VOL_BLOCK_SIZE > VOL_MAX_BLOCKS)
         return -EBADMSG;
@@ -504,6 +516,7 @@ int vol_state_prepare(struct vol_shared *s, uint64_t add_seq, const struct vol_p
     st.size = s->size;
     st.has_key = s->has_key;
     memcpy(st.key_id, s->key_id, sizeof(st.key_id));
+    st.xts_from = s->xts_from;
     snprintf(st.base_id, sizeof(st.base_id), "%s", s->base_id);
     st.next_seq = add ? add_seq + 1 : s->next_seq;
     st.seqs = malloc((s->nlayers + 1) * sizeof(*st.seqs));
@@ -585,6 +598,7 @@ int vol_create(struct vol_region *r, const struct vol_params *p)
     struct state_rec st = { .size = p->size, .next_seq = 2, .seqs = &seq, .nseqs = 1 };
     if (p->key) {
         st.has_key = true;
+        st.xts_from = 1;
         memcpy(st.key_id, p->key->key_id, sizeof(st.key_id));
     }
     if (p->base_snapshot)
@@ -610,6 +624,7 @@ static void shared_free(struct vol_shared *s)
     free(s->layers);
     free(s->pending);
     vol_map_unref(s->base);
+    crypto_wipe(s->xts_key, sizeof(s->xts_key));
     pthread_mutex_destroy(&s->admin);
     pthread_rwlock_destroy(&s->chain);
     for (size_t i = 0; i < VOL_STRIPES; i++)
@@ -644,7 +659,27 @@ static void dir_cleanup(struct vol_shared *s)
     closedir(d);
 }
 
-static int shared_load(struct vol_region *r, const char *id, struct vol_shared **ret)
+/* The key of an encrypted volume's layers, from its data key. */
+static void layer_key(const struct store_key *key, uint8_t out[XTS_KEY_LEN])
+{
+    static const char label[] = "amid.volume-layers.aes-256-xts.v1 ";
+    char m[sizeof(label)];
+    memcpy(m, label, sizeof(label));
+    for (int half = 0; half < 2; half++) {
+        m[sizeof(label) - 2] = (char)('1' + half);
+        crypto_hmac_sha256(key->data_key, sizeof(key->data_key), m, sizeof(m) - 1,
+                           out + half * SHA256_LEN);
+    }
+}
+
+bool vol_layer_encrypted(const struct vol_shared *s, uint64_t seq)
+{
+    return s->xts && seq >= s->xts_from;
+}
+
+/* Loads volume `id`, whose key must be `key` (NULL: a volume in the clear), -EACCES if not. */
+static int shared_load(struct vol_region *r, const char *id, const struct store_key *key,
+                       struct vol_shared **ret)
 {
     struct vol_shared *s = calloc(1, sizeof(*s));
     if (!s)
@@ -683,6 +718,16 @@ static int shared_load(struct vol_region *r, const char *id, struct vol_shared *
     s->nblocks = st.size / VOL_BLOCK_SIZE;
     s->has_key = st.has_key;
     memcpy(s->key_id, st.key_id, sizeof(s->key_id));
+    if (s->has_key != (key != NULL) ||
+        (key && memcmp(s->key_id, key->key_id, STORE_KEY_ID_LEN) != 0)) {
+        rc = -EACCES;
+        goto fail;
+    }
+    s->xts_from = st.xts_from;
+    if (key) {
+        layer_key(key, s->xts_key);
+        s->xts = true;
+    }
     snprintf(s->base_id, sizeof(s->base_id), "%s", st.base_id);
     s->next_seq = st.next_seq;
     s->pending = st.pending;
@@ -706,6 +751,8 @@ static int shared_load(struct vol_region *r, const char *id, struct vol_shared *
         rc = vol_layer_open(s->dir, st.seqs[i], s->nblocks, false, &s->layers[i]);
         if (rc < 0)
             goto fail;
+        if (vol_layer_encrypted(s, st.seqs[i]))
+            vol_layer_set_key(s->layers[i], s->xts_key);
         s->nlayers++;
     }
     state_rec_free(&st);
@@ -746,7 +793,7 @@ int vol_open(struct vol_region *r, const char *id, const struct store_key *key, 
     int rc = 0;
     bool fresh = !s;
     if (fresh)
-        rc = shared_load(r, id, &s);
+        rc = shared_load(r, id, key, &s);
     if (rc == 0 && (s->has_key != (key != NULL) ||
                     (key && memcmp(s->key_id, key->key_id, STORE_KEY_ID_LEN) != 0)))
         rc = -EACCES;
@@ -942,7 +989,7 @@ static int src_read(struct vol *v, const struct vol_src *src, uint64_t idx, void
 {
     switch (src->kind) {
     case SRC_LAYER:
-        return vol_pread_full(src->l->fd_data, dst, len, idx * VOL_BLOCK_SIZE + off);
+        return vol_layer_read(src->l, dst, len, idx * VOL_BLOCK_SIZE + off);
     case SRC_BASE:
         return vol_cache_read(v->s->r->cache, &src->id, vol_key(v), dst, off, len);
     case SRC_PARTIAL:
@@ -1087,7 +1134,7 @@ static int partial_read(struct vol *v, uint64_t idx, uint8_t *dst, size_t off, s
              from = b) {
             size_t lo = a * VOL_SECTOR > off ? a * VOL_SECTOR : off;
             size_t hi = b * VOL_SECTOR < off + len ? b * VOL_SECTOR : off + len;
-            rc = vol_pread_full(top->fd_data, dst + (lo - off), hi - lo, idx * VOL_BLOCK_SIZE + lo);
+            rc = vol_layer_read(top, dst + (lo - off), hi - lo, idx * VOL_BLOCK_SIZE + lo);
         }
     }
     pthread_mutex_unlock(m);

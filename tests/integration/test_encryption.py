@@ -1,6 +1,6 @@
 """Encrypted volumes, snapshots, copies and images with keys from amid's key service, through boto3
 and the AWS CLI: data written to an encrypted volume never reaches a chunk file in clear, reads
-back exactly, follows its key (the same KMS key shares the data key; another key, or clear
+back exactly (nor a volume's own copy-on-write files: AES-XTS), follows its key (the same KMS key shares the data key; another key, or clear
 source data, is re-encoded), and obeys EC2's rules: no public encrypted snapshots or images, a
 shared encrypted image launches or copies only for accounts that may use its key, and a disabled
 key stops new volumes from its snapshots.
@@ -51,6 +51,16 @@ class Env:
                 if len(f) == 64:
                     yield os.path.join(d, f)
 
+    def plaintext_in_layers(self, vid, region='us-east-1'):
+        """How many of volume vid's copy-on-write layer files hold PATTERN in clear."""
+        d = os.path.join(self.st.datadir, 'regions', region, 'volumes', vid)
+        hits = 0
+        for f in os.listdir(d):
+            if f.endswith('.data'):
+                with open(os.path.join(d, f), 'rb') as fh:
+                    hits += PATTERN in fh.read()
+        return hits
+
     def plaintext_in_chunks(self, region='us-east-1'):
         hits = 0
         for p in self.chunk_files(region):
@@ -97,8 +107,15 @@ def test_encrypted_volume_and_snapshot_hold_no_plaintext(env):
     assert s['Encrypted'] is True and s['KmsKeyId'] == key['Arn']
     assert env.st.read(sid, 4 * BLOCK) == b''.join(blocks[i] for i in range(4))
     assert env.plaintext_in_chunks() == 0
-    # A clear volume with the same data does leave the pattern in its chunks (the check works).
+    # Nor in the volume's own files: written after the snapshot, at an odd offset, read back.
+    more = marked(1, b'b')[0]
+    env.st.write(vid, more, offset=4 * BLOCK + 1000)
+    assert env.st.read(vid, BLOCK, offset=4 * BLOCK + 1000) == more
+    assert env.plaintext_in_layers(vid) == 0
+    # A clear volume with the same data does leave the pattern in its layer and its chunks
+    # (the checks work).
     clear = env.volume_with(marked(1, b'clear'))
+    assert env.plaintext_in_layers(clear) >= 1
     env.st.snapshot(clear)
     assert env.plaintext_in_chunks() >= 1
 

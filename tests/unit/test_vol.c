@@ -593,7 +593,9 @@ static void check_status(struct blockdev *bd, const uint8_t *model, uint64_t siz
     }
 }
 
-static void test_vol_random_io(void **state)
+/* Random I/O against a model, with snapshots taken while writes go on, then reopened from disk;
+ * with `key`, on an encrypted volume over an encrypted base. */
+static void random_io(const struct store_key *key)
 {
     struct env e;
     env_init(&e);
@@ -605,7 +607,7 @@ static void test_vol_random_io(void **state)
             *buf = aligned_alloc(VOL_DIRECT_ALIGN, 3 * BS);
 
     /* A base snapshot with data in half the blocks, so copy-up reads from the base too. */
-    struct vol *b = create_open(&e, "vol-base", size, NULL, NULL);
+    struct vol *b = create_open(&e, "vol-base", size, NULL, key);
     for (uint64_t i = 0; i < size / BS; i += 2) {
         rng_fill(&seed, model + i * BS, BS);
         assert_int_equal(bd_write(vol_blockdev(b), model + i * BS, BS, i * BS), 0);
@@ -615,7 +617,7 @@ static void test_vol_random_io(void **state)
     assert_int_equal(st.blocks, size / BS / 2);
     vol_close(b);
 
-    struct vol *v = create_open(&e, "vol-io", size, "snap-base", NULL);
+    struct vol *v = create_open(&e, "vol-io", size, "snap-base", key);
     struct blockdev *bd = vol_blockdev(v);
     check_content(bd, model, size);
     check_status(bd, model, size);
@@ -634,9 +636,9 @@ static void test_vol_random_io(void **state)
             for (int j = 0; j < 100; j++)
                 random_op(bd, model, size, &seed, buf);
             assert_int_equal(vol_snapshot_capture(v, id, NULL, NULL, &st), 0);
-            check_snapshot(&e, id, snapmodel, size, NULL);
+            check_snapshot(&e, id, snapmodel, size, key);
             struct blockdev *sbd;
-            assert_int_equal(vol_snapshot_open(e.r, id, size, NULL, &sbd), 0);
+            assert_int_equal(vol_snapshot_open(e.r, id, size, key, &sbd), 0);
             uint8_t lin[32];
             linear_of(sbd, size, lin);
             assert_memory_equal(lin, st.linear, 32);
@@ -659,13 +661,18 @@ static void test_vol_random_io(void **state)
     /* Reopened from disk in a fresh region: the same bytes. */
     vol_region_close(e.r);
     env_open_region(&e);
-    assert_int_equal(vol_open(e.r, "vol-io", NULL, &v), 0);
+    assert_int_equal(vol_open(e.r, "vol-io", key, &v), 0);
     check_content(vol_blockdev(v), model, size);
     vol_close(v);
     free(model);
     free(snapmodel);
     free(buf);
     env_fini(&e);
+}
+
+static void test_vol_random_io(void **state)
+{
+    random_io(NULL);
 }
 
 static void test_vol_trim_is_cheap(void **state)
@@ -902,6 +909,166 @@ static void test_encrypted(void **state)
     uint8_t b4[4096];
     assert_int_equal(bd_read(sbd, b4, sizeof(b4), 0), -EIO);
     sbd->ops->close(sbd);
+    free(model);
+    env_fini(&e);
+}
+
+static void test_key(struct store_key *key, uint8_t fill)
+{
+    memset(key, 0, sizeof(*key));
+    memset(key->key_id, fill, sizeof(key->key_id));
+    memset(key->id_key, fill + 1, sizeof(key->id_key));
+    memset(key->data_key, fill + 2, sizeof(key->data_key));
+}
+
+/* Reads a whole file into a new buffer; its size in *n. */
+static uint8_t *slurp(const char *path, size_t *n)
+{
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    struct stat st;
+    assert_int_equal(fstat(fd, &st), 0);
+    uint8_t *b = malloc((size_t)st.st_size + 1);
+    assert_int_equal(pread(fd, b, (size_t)st.st_size, 0), st.st_size);
+    close(fd);
+    *n = (size_t)st.st_size;
+    return b;
+}
+
+/* Whether any 512-byte unit of the volume's layer files holds a non-zero unit of `model` at the
+ * same offset (in the clear); counts the non-zero units seen in *units. */
+static bool layers_hold_clear(struct env *e, const char *id, const uint8_t *model, uint64_t size,
+                              size_t *units)
+{
+    char dir[600];
+    snprintf(dir, sizeof(dir), "%s/volumes/%s", e->region_dir, id);
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    bool clear = false;
+    *units = 0;
+    for (struct dirent *de; (de = readdir(d));) {
+        size_t nl = strlen(de->d_name);
+        if (nl < 5 || strcmp(de->d_name + nl - 5, ".data") != 0)
+            continue;
+        char path[1200];
+        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+        size_t n;
+        uint8_t *b = slurp(path, &n);
+        for (size_t o = 0; o + 512 <= n && o + 512 <= size; o += 512) {
+            if (store_is_zero(b + o, 512))
+                continue;
+            ++*units;
+            clear |= memcmp(b + o, model + o, 512) == 0;
+        }
+        free(b);
+    }
+    closedir(d);
+    return clear;
+}
+
+/* Rewrites a volume's state file through `edit` (which changes the text before its sum line)
+ * and seals it with a fresh sum, as an older amid would have written it. */
+static void state_edit(struct env *e, const char *id, void (*edit)(char *text))
+{
+    char path[600];
+    snprintf(path, sizeof(path), "%s/volumes/%s/state", e->region_dir, id);
+    size_t n;
+    uint8_t *b = slurp(path, &n);
+    b[n] = 0;
+    char *text = (char *)b, *sum = strstr(text, "sum ");
+    assert_non_null(sum);
+    *sum = 0;
+    char body[4096];
+    snprintf(body, sizeof(body), "%s", text);
+    edit(body);
+    uint8_t h[32];
+    char hex[65];
+    crypto_sha256(body, strlen(body), h);
+    hex_encode(h, sizeof(h), hex);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "%ssum %s\n", body, hex);
+    fclose(f);
+    free(b);
+}
+
+static void keyed_as_11(char *text)
+{
+    /* "key -" becomes the key id 11...11 of test_key(.., 0x11); no xts line: older layers. */
+    char *k = strstr(text, "key -\n");
+    assert_non_null(k);
+    char rest[4096], hex[2 * STORE_KEY_ID_LEN + 1];
+    snprintf(rest, sizeof(rest), "%s", k + 6);
+    memset(hex, '1', 2 * STORE_KEY_ID_LEN);
+    hex[2 * STORE_KEY_ID_LEN] = 0;
+    sprintf(k, "key %s\n%s", hex, rest);
+}
+
+/* An encrypted volume's layer files hold no unit of its data in the clear (whole blocks,
+ * unaligned and sector-aligned pieces over a base, zeroes, trims: random I/O with snapshots);
+ * the data reads back across reopening; without the key, or with another, it does not open.  A
+ * volume written before layers were encrypted keeps reading its clear layers and encrypts the
+ * layers it makes from then on. */
+static void test_encrypted_layers(void **state)
+{
+    struct store_key key, other;
+    test_key(&key, 0x11);
+    test_key(&other, 0x44);
+    random_io(&key);
+
+    struct env e;
+    env_init(&e);
+    const uint64_t size = 6 * BS;
+    uint64_t seed = 77;
+    uint8_t *model = calloc(1, size);
+    rng_fill(&seed, model, size);
+    memset(model + 2 * BS, 0, BS); /* a zero block: stays a hole */
+    struct vol *v = create_open(&e, "vol-xts", size, NULL, &key);
+    struct blockdev *bd = vol_blockdev(v);
+    assert_int_equal(bd_write(bd, model, 3 * BS, 0), 0);
+    /* Unaligned pieces: the units at their edges are read, merged and rewritten. */
+    for (uint64_t off = 3 * BS; off < size;) {
+        uint64_t n = 1 + rng_below(&seed, 70000);
+        if (off + n > size)
+            n = size - off;
+        assert_int_equal(bd_write(bd, model + off, n, off), 0);
+        off += n;
+    }
+    assert_int_equal(bd->ops->flush(bd), 0);
+    check_content(bd, model, size);
+    size_t units;
+    assert_false(layers_hold_clear(&e, "vol-xts", model, size, &units));
+    assert_true(units >= 5 * BS / 512);
+    vol_close(v);
+    vol_region_close(e.r);
+    env_open_region(&e);
+    assert_int_equal(vol_open(e.r, "vol-xts", NULL, &v), -EACCES);
+    assert_int_equal(vol_open(e.r, "vol-xts", &other, &v), -EACCES);
+    assert_int_equal(vol_open(e.r, "vol-xts", &key, &v), 0);
+    check_content(vol_blockdev(v), model, size);
+    vol_close(v);
+
+    /* Written in the clear by an older amid (its state names the key, no xts line). */
+    v = create_open(&e, "vol-old", size, NULL, NULL);
+    assert_int_equal(bd_write(vol_blockdev(v), model, size, 0), 0);
+    assert_int_equal(vol_blockdev(v)->ops->flush(vol_blockdev(v)), 0);
+    vol_close(v);
+    state_edit(&e, "vol-old", keyed_as_11);
+    assert_true(layers_hold_clear(&e, "vol-old", model, size, &units));
+    assert_int_equal(vol_open(e.r, "vol-old", &key, &v), 0);
+    check_content(vol_blockdev(v), model, size);
+    struct vol_snapshot_stats st;
+    snapshot_now(v, "snap-old", &st); /* the clear layer goes into chunks; a new top layer */
+    rng_fill(&seed, model + BS, BS);
+    assert_int_equal(bd_write(vol_blockdev(v), model + BS, BS, BS), 0);
+    assert_int_equal(vol_blockdev(v)->ops->flush(vol_blockdev(v)), 0);
+    check_content(vol_blockdev(v), model, size);
+    vol_close(v);
+    assert_false(layers_hold_clear(&e, "vol-old", model, size, &units));
+    assert_int_equal(units, BS / 512);
+    assert_int_equal(vol_open(e.r, "vol-old", &key, &v), 0);
+    check_content(vol_blockdev(v), model, size);
+    vol_close(v);
     free(model);
     env_fini(&e);
 }
@@ -1780,6 +1947,7 @@ int main(void)
         cmocka_unit_test(test_vol_create_empty),
         cmocka_unit_test(test_vol_damaged_files),
         cmocka_unit_test(test_vol_random_io),
+        cmocka_unit_test(test_encrypted_layers),
         cmocka_unit_test(test_vol_trim_is_cheap),
         cmocka_unit_test(test_vol_from_snapshot_constant),
         cmocka_unit_test(test_incremental),
