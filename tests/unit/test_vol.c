@@ -997,11 +997,13 @@ static void keyed_as_11(char *text)
     /* "key -" becomes the key id 11...11 of test_key(.., 0x11); no xts line: older layers. */
     char *k = strstr(text, "key -\n");
     assert_non_null(k);
-    char rest[4096], hex[2 * STORE_KEY_ID_LEN + 1];
-    snprintf(rest, sizeof(rest), "%s", k + 6);
+    char rest[1024], hex[2 * STORE_KEY_ID_LEN + 1];
+    assert_true(strlen(k + 6) < sizeof(rest));
+    memcpy(rest, k + 6, strlen(k + 6) + 1);
     memset(hex, '1', 2 * STORE_KEY_ID_LEN);
     hex[2 * STORE_KEY_ID_LEN] = 0;
-    sprintf(k, "key %s\n%s", hex, rest);
+    size_t room = 4096 - (size_t)(k - text); /* text is state_edit's 4096-byte body */
+    assert_true(snprintf(k, room, "key %s\n%s", hex, rest) < (int)room);
 }
 
 /* An encrypted volume's layer files hold no unit of its data in the clear (whole blocks,
