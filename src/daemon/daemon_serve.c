@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -45,9 +46,24 @@ static void nbd_gone(void *opaque, const char *export_name, int err)
                 err);
 }
 
+/* Descriptors: every open volume holds a few per layer (data, its O_DIRECT twin, bitmap) and
+ * every client a socket; the usual soft limit of 1024 is raised towards the hard one. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return;
+    rlim_t want = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > 65536 ? 65536 : rl.rlim_max;
+    if (rl.rlim_cur < want) {
+        rl.rlim_cur = want;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
 int daemon_serve(const struct daemon_opts *o)
 {
     struct err e = { 0 };
+    raise_fd_limit();
     struct app *app;
     int rc = core_open(o->datadir, &app, &e);
     if (rc < 0) {

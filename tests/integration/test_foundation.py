@@ -614,3 +614,34 @@ def test_schema_7_upgrades(tmpdir_amid):
         daemon.stop()
     conn = sqlite3.connect(os.path.join(d, 'amid.db'))
     assert conn.execute('PRAGMA user_version').fetchone()[0] >= 8
+
+
+
+def test_daemon_raises_its_descriptor_limit(tmpdir_amid):
+    """Open volumes hold a few descriptors per layer and every client a socket: started with a
+    soft limit of 256 open files, the daemon lifts it to the hard one (at most 65536)."""
+    import resource
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 65536 if hard == resource.RLIM_INFINITY or hard > 65536 else hard
+    assert want > 256
+    datadir = os.path.join(tmpdir_amid, 'data')
+    run_amid('init', '--data', datadir, '--format', 'json')
+    port = free_port()
+    p = subprocess.Popen([AMID, 'serve', '--data', datadir, '--listen', '127.0.0.1:%d' % port,
+                          '--quiet'], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE,
+                                                               (256, hard)))
+    try:
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            try:
+                socket.create_connection(('127.0.0.1', port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        with open('/proc/%d/limits' % p.pid) as f:
+            line = [ln for ln in f if ln.startswith('Max open files')][0]
+        assert int(line.split()[3]) == want, line
+    finally:
+        p.terminate()
+        assert p.wait(timeout=30) == 0
