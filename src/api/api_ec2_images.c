@@ -145,7 +145,7 @@ static int image_write(struct api_out *o, struct api_call *c, const struct db_im
     if (rc == 0 && im->source_instance_id[0])
         rc = api_out_string(o, "SourceInstanceId", im->source_instance_id);
     char prot[64];
-    core_image_protection_text(c->app, im, prot, sizeof(prot));
+    core_image_protection_text(im, c->now_ms, prot, sizeof(prot));
     if (rc == 0)
         rc = api_out_string(o, "DeregistrationProtection", prot);
     if (rc == 0 && im->last_launched_ms) {
@@ -853,7 +853,7 @@ int ec2_describe_image_attribute(struct api_call *c, json_t *in, json_t **ret)
         json_object_set_new(o, "LastLaunchedTime", value_of(t));
     } else if (strcmp(attr, "deregistrationProtection") == 0) {
         char prot[64];
-        core_image_protection_text(c->app, &im, prot, sizeof(prot));
+        core_image_protection_text(&im, c->now_ms, prot, sizeof(prot));
         json_object_set_new(o, "DeregistrationProtection", value_of(prot));
     } else if (strcmp(attr, "kernel") == 0 || strcmp(attr, "ramdisk") == 0 ||
                strcmp(attr, "uefiData") == 0) {

@@ -426,9 +426,9 @@ int core_image_deregister(struct app *app, const struct core_caller *who, const 
  * "unblocked", or NULL to read it into `out`. */
 int core_image_block_public(struct app *app, const struct core_caller *who, const char *set,
                             char *out, size_t outlen, struct err *e);
-/* The display form of an image's deregistration protection ("disabled", "enabled-with-cooldown",
- * "enabled-without-cooldown", "disabled-until-TIME"). */
-void core_image_protection_text(struct app *app, const struct db_image *im, char *out,
+/* The display form of an image's deregistration protection at time `now_ms` ("disabled",
+ * "enabled-with-cooldown", "enabled-without-cooldown", "disabled-until-TIME"). */
+void core_image_protection_text(const struct db_image *im, int64_t now_ms, char *out,
                                 size_t outlen);
 /* An image (not deregistered) an owner tagged key=value in a region; -ENOENT when none. */
 int core_image_find_tagged(struct app *app, const char *region, const char *owner, const char *key,

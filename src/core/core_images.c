@@ -808,14 +808,13 @@ int core_image_deregister(struct app *app, const struct core_caller *who, const 
     return rc;
 }
 
-void core_image_protection_text(struct app *app, const struct db_image *im, char *out,
-                                size_t outlen)
+void core_image_protection_text(const struct db_image *im, int64_t now_ms, char *out, size_t outlen)
 {
     if (strcmp(im->protection, "with-cooldown") == 0) {
         snprintf(out, outlen, "enabled-with-cooldown");
     } else if (strcmp(im->protection, "without-cooldown") == 0) {
         snprintf(out, outlen, "enabled-without-cooldown");
-    } else if (im->protection_until_ms > core_now_ms(app)) {
+    } else if (im->protection_until_ms > now_ms) {
         char t[32];
         time_format_iso(im->protection_until_ms, t);
         snprintf(out, outlen, "disabled-until-%s", t);
