@@ -8,7 +8,9 @@
  * process changes) and while the deployment's time lies in [from, until): the handler reports the
  * earliest time at which its answer would change by time alone (a deprecation time passing, a
  * cooldown ending).  So a hit is byte for byte what the handler would write, except for the
- * request id, which each copy gets its own of.  Least recently used entries go first.
+ * request id, which each copy gets its own of.  Least recently used entries go first.  Data
+ * versions only grow (api_cache_get's contract), so an entry older than an asker's version is
+ * dead and one newer is kept for the askers that follow.
  */
 #include "api/api_int.h"
 
@@ -117,10 +119,14 @@ bool api_cache_get(struct api_cache *c, const struct buf *key, uint64_t version,
     bool hit = false;
     pthread_mutex_lock(&c->lock);
     struct entry *e = *slot_of(c, h, key->data, key->len);
-    if (e && (e->version != version || now < e->from || now >= e->until)) {
+    if (e && (e->version < version || now >= e->until)) {
         drop(c, e); /* it can never be served again: the state or the time moved on */
         e = NULL;
     }
+    /* Made at a later state or time than this asker's (a request that raced a commit): kept
+     * for the askers after it. */
+    if (e && (e->version != version || now < e->from))
+        e = NULL;
     if (e) {
         lru_unlink(e);
         lru_push(c, e);
@@ -162,6 +168,12 @@ void api_cache_put(struct api_cache *c, const struct buf *key, uint64_t version,
     memcpy(e->body, body, len);
     pthread_mutex_lock(&c->lock);
     struct entry *old = *slot_of(c, e->hash, e->key, e->klen);
+    if (old && old->version > version) {
+        pthread_mutex_unlock(&c->lock); /* a newer answer is there already */
+        free(e->body);
+        free(e);
+        return;
+    }
     if (old)
         drop(c, old);
     while (c->n > 0 && (c->bytes + cost(e) > c->max_bytes || c->n >= CACHE_MAX_ENTRIES))

@@ -302,12 +302,14 @@ int api_cache_new(size_t max_bytes, struct api_cache **ret);
 void api_cache_free(struct api_cache *c); /* accepts NULL */
 /* If an entry for `key` was made at data version `version` and holds at time `now`, appends its
  * body to `out` with `request_id` (36 characters) in place of the one it was made with, and
- * returns true.  An entry that no longer holds is dropped.  Thread-safe; `c` may be NULL. */
+ * returns true.  Versions must only grow: an entry made at an older one, or whose time is past,
+ * is dropped; one made at a newer one stays.  Thread-safe; `c` may be NULL. */
 bool api_cache_get(struct api_cache *c, const struct buf *key, uint64_t version, int64_t now,
                    const char *request_id, struct buf *out);
 /* Keeps `body` (which carries `request_id` within its first 512 bytes, or it is not kept) as the
- * answer for `key` at data version `version`, holding from time `from` until `until`.  Bodies
- * over a quarter of the cache are not kept; least recently used entries make room. */
+ * answer for `key` at data version `version`, holding from time `from` until `until`, unless an
+ * answer made at a newer version is there.  Bodies over a quarter of the cache are not kept;
+ * least recently used entries make room. */
 void api_cache_put(struct api_cache *c, const struct buf *key, uint64_t version, int64_t from,
                    int64_t until, const char *body, size_t len, const char *request_id);
 

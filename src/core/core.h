@@ -69,7 +69,8 @@ void core_db_put(struct app *app, struct db *db);
 
 /* Sets *out to a value that changes whenever anything in the database changed since the last
  * call, written by this process or another (amid's CLI on the same data directory): equal values
- * mean the same state.  Read it before reading what it should vouch for.  0 or -EIO. */
+ * mean the same state, a larger one a later state.  Read it before reading what it should vouch
+ * for.  0 or -EIO. */
 int core_data_version(struct app *app, uint64_t *out);
 
 /* The deployment's time: the real clock plus an administrator's offset (core_clock_set_offset),

@@ -34,8 +34,9 @@ int db_file_version(const char *path, int *ret_version);
 
 /* The connection's view of how often the database changed: a value that differs from the one an
  * earlier call on the same connection returned whenever another connection, in this process or
- * another, committed in between (SQLite's PRAGMA data_version).  A connection used only for this
- * so tells apart every state of the database.  0 or a negative errno. */
+ * another, committed in between (SQLite's PRAGMA data_version, a counter: values only grow).  A
+ * connection used only for this so tells apart every state of the database.  0 or a negative
+ * errno. */
 int db_data_version(struct db *db, uint64_t *out);
 
 /* Transactions.  db_begin takes the write lock at once (BEGIN IMMEDIATE), so two writers never

@@ -156,6 +156,8 @@ struct vol_layer {
     uint64_t seq;
     int fd_data;
     int fd_direct; /* the data file opened O_DIRECT, for large aligned writes; -1 where refused */
+    atomic_bool direct_off;      /* the file system refused a direct write: no more tried */
+    atomic_ullong direct_writes; /* writes that went through fd_direct (for tests) */
     /* An encrypted volume's layer holds its data with AES-256-XTS (vol_layer_set_key): each
      * 512-byte unit under the tweak (unit, seq); an all-zero unit stands for zeros, so holes,
      * punched blocks and the file's end read as zero as they do in the clear. */
@@ -290,8 +292,8 @@ struct vol {
  * Caller holds admin (and the chain's write lock when the chain or size changed). */
 int vol_state_save(struct vol_shared *s);
 /* vol_state_save in two steps, so that the slow part happens before I/O is stopped: writes and
- * fsyncs the state `s` will have once layer `add_seq` is on top and `add` pending (when `add` is
- * non-NULL) to a temporary file named into tmp; vol_state_install renames it into place and
+ * fsyncs the state `s` will have once layer `add_seq` is on top (when non-zero) and `add` pending
+ * (when non-NULL) to a temporary file named into tmp; vol_state_install renames it into place and
  * fsyncs the directory (on failure the temporary file is removed). */
 int vol_state_prepare(struct vol_shared *s, uint64_t add_seq, const struct vol_pending *add,
                       char *tmp, size_t tmplen);

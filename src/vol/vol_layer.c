@@ -19,6 +19,7 @@
  * in both directions, so holes, punched blocks and the file's end keep reading as zero.
  */
 #include "vol/vol_int.h"
+#include "util/util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -355,7 +356,7 @@ bool vol_layer_fresh(const struct vol_layer *l, uint64_t idx)
 /* Whether a write may bypass the page cache: large, and buffer, offset and length aligned. */
 static bool direct_ok(const struct vol_layer *l, const void *buf, size_t n, uint64_t off)
 {
-    return l->fd_direct >= 0 && n >= VOL_DIRECT_MIN &&
+    return l->fd_direct >= 0 && !atomic_load(&l->direct_off) && n >= VOL_DIRECT_MIN &&
            (n | off | (uintptr_t)buf) % VOL_DIRECT_ALIGN == 0;
 }
 
@@ -441,9 +442,17 @@ static int layer_pwrite(struct vol_layer *l, const void *buf, size_t n, uint64_t
     /* Large writes go straight to the disk (as QEMU's cache=none does): streaming a disk in
      * does not fill memory with page cache that the next flush writes back anyway.  The kernel
      * keeps the two descriptors coherent (a direct write writes back and drops cached pages of
-     * its range first). */
-    if (direct_ok(l, buf, n, off))
-        rc = vol_pwrite_all(l->fd_direct, buf, n, off);
+     * its range first).  A file system that opens O_DIRECT but refuses the write (a larger
+     * logical block, say) gets this write and every later one through the page cache. */
+    if (direct_ok(l, buf, n, off)) {
+        rc = fd_pwrite_all(l->fd_direct, buf, n, off);
+        if (rc == -EINVAL)
+            atomic_store(&l->direct_off, true);
+        else if (rc < 0)
+            rc = rc == -ENOSPC || rc == -EDQUOT ? -ENOSPC : -EIO;
+        else
+            atomic_fetch_add(&l->direct_writes, 1);
+    }
     if (rc == -EINVAL) {
         pthread_mutex_lock(&l->write_lock);
         rc = vol_pwrite_all(l->fd_data, buf, n, off);

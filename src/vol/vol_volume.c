@@ -518,7 +518,7 @@ int vol_state_prepare(struct vol_shared *s, uint64_t add_seq, const struct vol_p
     memcpy(st.key_id, s->key_id, sizeof(st.key_id));
     st.xts_from = s->xts_from;
     snprintf(st.base_id, sizeof(st.base_id), "%s", s->base_id);
-    st.next_seq = add ? add_seq + 1 : s->next_seq;
+    st.next_seq = add_seq ? add_seq + 1 : s->next_seq;
     st.seqs = malloc((s->nlayers + 1) * sizeof(*st.seqs));
     st.pending = malloc((s->npending + 1) * sizeof(*st.pending));
     int rc = st.seqs && st.pending ? 0 : -ENOMEM;
@@ -528,10 +528,10 @@ int vol_state_prepare(struct vol_shared *s, uint64_t add_seq, const struct vol_p
         if (s->npending)
             memcpy(st.pending, s->pending, s->npending * sizeof(*st.pending));
         st.npending = s->npending;
-        if (add) {
+        if (add_seq)
             st.seqs[st.nseqs++] = add_seq;
+        if (add)
             st.pending[st.npending++] = *add;
-        }
         rc = state_write_tmp(s->dir, &st, tmp, tmplen);
     }
     free(st.seqs);
@@ -659,17 +659,44 @@ static void dir_cleanup(struct vol_shared *s)
     closedir(d);
 }
 
-/* The key of an encrypted volume's layers, from its data key. */
-static void layer_key(const struct store_key *key, uint8_t out[XTS_KEY_LEN])
+/* The key of an encrypted volume's layers: from its data key and its id, so that volumes sharing
+ * a data key (those made from one snapshot) never share ciphertext for equal units. */
+static void layer_key(const struct store_key *key, const char *volume_id, uint8_t out[XTS_KEY_LEN])
 {
-    static const char label[] = "amid.volume-layers.aes-256-xts.v1 ";
-    char m[sizeof(label)];
-    memcpy(m, label, sizeof(label));
+    char m[64 + VOL_ID_MAX];
     for (int half = 0; half < 2; half++) {
-        m[sizeof(label) - 2] = (char)('1' + half);
-        crypto_hmac_sha256(key->data_key, sizeof(key->data_key), m, sizeof(m) - 1,
+        int n =
+            snprintf(m, sizeof(m), "amid.volume-layers.aes-256-xts.v1 %d %s", half + 1, volume_id);
+        crypto_hmac_sha256(key->data_key, sizeof(key->data_key), m, (size_t)n,
                            out + half * SHA256_LEN);
     }
+}
+
+/* A volume an older amid wrote with its layers in the clear: its next writes go to a new,
+ * encrypted top layer (the clear ones keep what they hold until a snapshot takes it into
+ * sealed chunks).  The layer exists before the state names it. */
+static int encrypt_from_here(struct vol_shared *s)
+{
+    struct vol_layer *l, **ls = realloc(s->layers, (s->nlayers + 1) * sizeof(*ls));
+    if (!ls)
+        return -ENOMEM;
+    s->layers = ls;
+    int rc = vol_layer_open(s->dir, s->next_seq, s->nblocks, true, &l);
+    if (rc < 0)
+        return rc;
+    char tmp[PATH_MAX];
+    rc = vol_state_prepare(s, s->next_seq, NULL, tmp, sizeof(tmp));
+    if (rc == 0)
+        rc = vol_state_install(s, tmp);
+    if (rc < 0) {
+        l->unlink_on_free = true;
+        vol_layer_unref(l);
+        return rc;
+    }
+    vol_layer_set_key(l, s->xts_key);
+    s->layers[s->nlayers++] = l;
+    s->next_seq++;
+    return 0;
 }
 
 bool vol_layer_encrypted(const struct vol_shared *s, uint64_t seq)
@@ -677,7 +704,7 @@ bool vol_layer_encrypted(const struct vol_shared *s, uint64_t seq)
     return s->xts && seq >= s->xts_from;
 }
 
-/* Loads volume `id`, whose key must be `key` (NULL: a volume in the clear), -EACCES if not. */
+/* Loads volume `id`; its layers are readable when `key` is its key. */
 static int shared_load(struct vol_region *r, const char *id, const struct store_key *key,
                        struct vol_shared **ret)
 {
@@ -718,14 +745,11 @@ static int shared_load(struct vol_region *r, const char *id, const struct store_
     s->nblocks = st.size / VOL_BLOCK_SIZE;
     s->has_key = st.has_key;
     memcpy(s->key_id, st.key_id, sizeof(s->key_id));
-    if (s->has_key != (key != NULL) ||
-        (key && memcmp(s->key_id, key->key_id, STORE_KEY_ID_LEN) != 0)) {
-        rc = -EACCES;
-        goto fail;
-    }
     s->xts_from = st.xts_from;
-    if (key) {
-        layer_key(key, s->xts_key);
+    /* Without the volume's key everything but the data still loads (amid verify checks it);
+     * vol_open refuses such a handle. */
+    if (key && s->has_key && memcmp(s->key_id, key->key_id, STORE_KEY_ID_LEN) == 0) {
+        layer_key(key, id, s->xts_key);
         s->xts = true;
     }
     snprintf(s->base_id, sizeof(s->base_id), "%s", st.base_id);
@@ -757,6 +781,11 @@ static int shared_load(struct vol_region *r, const char *id, const struct store_
     }
     state_rec_free(&st);
     dir_cleanup(s);
+    if (s->xts && !vol_layer_encrypted(s, s->layers[s->nlayers - 1]->seq)) {
+        rc = encrypt_from_here(s);
+        if (rc < 0)
+            goto fail;
+    }
     /* Finished snapshots whose older ones were resolved before a crash; on failure they wait
      * (their layers stay, nothing is lost).  No other thread can see `s` yet. */
     vol_snapshot_settle(s);

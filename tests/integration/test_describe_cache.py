@@ -11,6 +11,7 @@ import subprocess
 import time
 import urllib.request
 
+import botocore.exceptions
 import pytest
 
 from conftest import AMID, Daemon, run_amid
@@ -97,6 +98,66 @@ def test_time_passing_a_deprecation_shows_with_nothing_written(amid):
         time.sleep(4)
         assert names(other, **kw) == []
         assert names(other, IncludeDeprecated=True, **kw) == ['cache-deprecated']
+    finally:
+        run_amid('clock', 'reset', '--data', amid.datadir)
+        time.sleep(1.2)
+
+
+def amid_now(amid):
+    """amid's time (seconds): the real clock plus the administrator's offset."""
+    out = json.loads(run_amid('clock', 'show', '--data', amid.datadir, '--format', 'json').stdout)
+    return time.time() + out['OffsetMs'] / 1000
+
+
+def set_amid_now(amid, t):
+    """Moves amid's clock so that it reads about t (to the second) now; returns the real time at
+    which amid's clock reads t."""
+    offset = math.floor(t - time.time())
+    run_amid('clock', 'set', '%ds' % offset, '--data', amid.datadir)
+    time.sleep(1.2)  # the daemon re-reads the offset once a second
+    return t - offset
+
+
+def test_time_ending_a_protection_cooldown_shows(amid):
+    """DeregistrationProtection reads disabled-until-T during the cooldown and disabled once
+    amid's clock passes T, with nothing written in between."""
+    ec2 = amid.client('ec2', amid.new_account('cache-protector'))
+    iid = register(ec2, 'cache-protected', snapshot(ec2))
+    ec2.enable_image_deregistration_protection(ImageId=iid, WithCooldown=True)
+    ec2.disable_image_deregistration_protection(ImageId=iid)
+    kw = dict(Owners=['self'], Filters=[{'Name': 'name', 'Values': ['cache-protected']}])
+    text = ec2.describe_images(**kw)['Images'][0]['DeregistrationProtection']
+    assert text.startswith('disabled-until-'), text
+    until = calendar.timegm(time.strptime(text[len('disabled-until-'):][:19],
+                                          '%Y-%m-%dT%H:%M:%S'))
+    until += float('0' + text[len('disabled-until-') + 19:].rstrip('Z') or '0')
+    real_at = set_amid_now(amid, until - 3)
+    try:
+        for _ in range(2):
+            assert ec2.describe_images(**kw)['Images'][0]['DeregistrationProtection'] == text
+        time.sleep(max(0, real_at + 3.5 - time.time()))
+        assert ec2.describe_images(**kw)['Images'][0]['DeregistrationProtection'] == 'disabled'
+    finally:
+        run_amid('clock', 'reset', '--data', amid.datadir)
+        time.sleep(1.2)
+
+
+def test_time_ending_a_deregistered_images_grace_shows(amid):
+    """A deregistered image answers by id, as deregistered, for an hour; when amid's clock passes
+    that hour the same request gets InvalidAMIID.NotFound, with nothing written in between."""
+    ec2 = amid.client('ec2', amid.new_account('cache-deregisterer'))
+    iid = register(ec2, 'cache-deregistered', snapshot(ec2))
+    before = amid_now(amid)
+    ec2.deregister_image(ImageId=iid)
+    after = amid_now(amid)
+    real_at = set_amid_now(amid, before + 3600 - 3)
+    try:
+        for _ in range(2):
+            assert ec2.describe_images(ImageIds=[iid])['Images'][0]['State'] == 'deregistered'
+        time.sleep(max(0, real_at + 3 + (after - before) + 0.5 - time.time()))
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            ec2.describe_images(ImageIds=[iid])
+        assert e.value.response['Error']['Code'] == 'InvalidAMIID.NotFound'
     finally:
         run_amid('clock', 'reset', '--data', amid.datadir)
         time.sleep(1.2)

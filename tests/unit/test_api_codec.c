@@ -378,21 +378,31 @@ static void test_response_cache(void **state)
     char want[600];
     snprintf(want, sizeof(want), "<R><requestId>%s</requestId><x>%0500d</x></R>", rid2, 7);
     assert_memory_equal(out.data, want, out.len);
-    /* Before its time, at its end, at another version: no answer (and it is dropped). */
+    /* Before its time: no answer, kept; at its end or a later version: no answer, dropped. */
     buf_reset(&out);
     assert_false(api_cache_get(c, &k1, 5, 999, rid2, &out));
-    api_cache_put(c, &k1, 5, 1000, 2000, body, strlen(body), rid1);
+    assert_true(api_cache_get(c, &k1, 5, 1999, rid2, &out));
+    buf_reset(&out);
     assert_false(api_cache_get(c, &k1, 5, 2000, rid2, &out));
+    assert_false(api_cache_get(c, &k1, 5, 1500, rid2, &out));
     api_cache_put(c, &k1, 5, 1000, 2000, body, strlen(body), rid1);
     assert_false(api_cache_get(c, &k1, 6, 1500, rid2, &out));
     assert_false(api_cache_get(c, &k1, 5, 1500, rid2, &out)); /* dropped by the miss */
     assert_int_equal(out.len, 0);
-    /* Not kept: a body without the request id near its start, an empty window, a body over a
-     * quarter of the cache. */
+    /* An asker with an older version (it raced a commit) misses and leaves the newer answer;
+     * a put at an older version does not replace it. */
+    api_cache_put(c, &k1, 7, 1000, 2000, body, strlen(body), rid1);
+    assert_false(api_cache_get(c, &k1, 6, 1500, rid2, &out));
+    api_cache_put(c, &k1, 6, 1000, 2000, body, strlen(body), rid1);
+    assert_true(api_cache_get(c, &k1, 7, 1500, rid2, &out));
+    assert_false(api_cache_get(c, &k1, 6, 1500, rid2, &out));
+    buf_reset(&out);
+    assert_false(api_cache_get(c, &k1, 8, 1500, rid2, &out)); /* a later state: dropped */
+    assert_false(api_cache_get(c, &k1, 7, 1500, rid2, &out));
+    /* Not kept: a body without the request id near its start, a body over a quarter of the
+     * cache. */
     api_cache_put(c, &k1, 5, 1000, 2000, body, strlen(body), rid2);
     assert_false(api_cache_get(c, &k1, 5, 1500, rid2, &out));
-    api_cache_put(c, &k1, 5, 1000, 1000, body, strlen(body), rid1);
-    assert_false(api_cache_get(c, &k1, 5, 1000, rid2, &out));
     char *big = malloc(20000);
     memset(big, 'x', 20000);
     memcpy(big, body, 60);

@@ -935,10 +935,11 @@ static uint8_t *slurp(const char *path, size_t *n)
     return b;
 }
 
-/* Whether any 512-byte unit of the volume's layer files holds a non-zero unit of `model` at the
- * same offset (in the clear); counts the non-zero units seen in *units. */
-static bool layers_hold_clear(struct env *e, const char *id, const uint8_t *model, uint64_t size,
-                              size_t *units)
+/* Whether any 512-byte unit of the volume's layer files (or of the one named `only`) holds a
+ * non-zero unit of `model` at the same offset (in the clear); counts the non-zero units seen in
+ * *units. */
+static bool layers_hold_clear(struct env *e, const char *id, const char *only, const uint8_t *model,
+                              uint64_t size, size_t *units)
 {
     char dir[600];
     snprintf(dir, sizeof(dir), "%s/volumes/%s", e->region_dir, id);
@@ -948,7 +949,8 @@ static bool layers_hold_clear(struct env *e, const char *id, const uint8_t *mode
     *units = 0;
     for (struct dirent *de; (de = readdir(d));) {
         size_t nl = strlen(de->d_name);
-        if (nl < 5 || strcmp(de->d_name + nl - 5, ".data") != 0)
+        if (nl < 5 || strcmp(de->d_name + nl - 5, ".data") != 0 ||
+            (only && strcmp(de->d_name, only) != 0))
             continue;
         char path[1200];
         snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
@@ -1039,7 +1041,7 @@ static void test_encrypted_layers(void **state)
     assert_int_equal(bd->ops->flush(bd), 0);
     check_content(bd, model, size);
     size_t units;
-    assert_false(layers_hold_clear(&e, "vol-xts", model, size, &units));
+    assert_false(layers_hold_clear(&e, "vol-xts", NULL, model, size, &units));
     assert_true(units >= 5 * BS / 512);
     vol_close(v);
     vol_region_close(e.r);
@@ -1056,22 +1058,108 @@ static void test_encrypted_layers(void **state)
     assert_int_equal(vol_blockdev(v)->ops->flush(vol_blockdev(v)), 0);
     vol_close(v);
     state_edit(&e, "vol-old", keyed_as_11);
-    assert_true(layers_hold_clear(&e, "vol-old", model, size, &units));
+    assert_true(layers_hold_clear(&e, "vol-old", NULL, model, size, &units));
     assert_int_equal(vol_open(e.r, "vol-old", &key, &v), 0);
     check_content(vol_blockdev(v), model, size);
-    struct vol_snapshot_stats st;
-    snapshot_now(v, "snap-old", &st); /* the clear layer goes into chunks; a new top layer */
+    /* From its first open with the key, writes go to a new, encrypted top layer. */
     rng_fill(&seed, model + BS, BS);
     assert_int_equal(bd_write(vol_blockdev(v), model + BS, BS, BS), 0);
     assert_int_equal(vol_blockdev(v)->ops->flush(vol_blockdev(v)), 0);
     check_content(vol_blockdev(v), model, size);
+    assert_false(layers_hold_clear(&e, "vol-old", "L2.data", model, size, &units));
+    assert_int_equal(units, BS / 512);
+    struct vol_snapshot_stats st;
+    snapshot_now(v, "snap-old", &st); /* the clear layer goes into sealed chunks */
+    rng_fill(&seed, model + 3 * BS, BS);
+    assert_int_equal(bd_write(vol_blockdev(v), model + 3 * BS, BS, 3 * BS), 0);
+    assert_int_equal(vol_blockdev(v)->ops->flush(vol_blockdev(v)), 0);
+    check_content(vol_blockdev(v), model, size);
     vol_close(v);
-    assert_false(layers_hold_clear(&e, "vol-old", model, size, &units));
+    assert_false(layers_hold_clear(&e, "vol-old", NULL, model, size, &units));
     assert_int_equal(units, BS / 512);
     assert_int_equal(vol_open(e.r, "vol-old", &key, &v), 0);
     check_content(vol_blockdev(v), model, size);
     vol_close(v);
     free(model);
+    env_fini(&e);
+}
+
+/* Two volumes under one data key (as volumes made from one snapshot are) write the same data
+ * to the same place: their layer files differ (each volume's layer key is its own). */
+static void test_encrypted_layers_per_volume(void **state)
+{
+    struct env e;
+    env_init(&e);
+    struct store_key key;
+    test_key(&key, 0x11);
+    uint8_t *data = malloc(BS), *f1, *f2;
+    uint64_t seed = 3;
+    rng_fill(&seed, data, BS);
+    const char *ids[2] = { "vol-twin-a", "vol-twin-b" };
+    for (int i = 0; i < 2; i++) {
+        struct vol *v = create_open(&e, ids[i], 2 * BS, NULL, &key);
+        assert_int_equal(bd_write(vol_blockdev(v), data, BS, 0), 0);
+        assert_int_equal(vol_blockdev(v)->ops->flush(vol_blockdev(v)), 0);
+        vol_close(v);
+    }
+    char p[1200];
+    size_t n1, n2;
+    snprintf(p, sizeof(p), "%s/volumes/%s/L1.data", e.region_dir, ids[0]);
+    f1 = slurp(p, &n1);
+    snprintf(p, sizeof(p), "%s/volumes/%s/L1.data", e.region_dir, ids[1]);
+    f2 = slurp(p, &n2);
+    assert_true(n1 >= BS && n2 >= BS);
+    for (size_t o = 0; o < BS; o += 512)
+        assert_memory_not_equal(f1 + o, f2 + o, 512);
+    free(f1);
+    free(f2);
+    free(data);
+    env_fini(&e);
+}
+
+/* Large aligned writes go to the layer with O_DIRECT where the file system takes it; one that
+ * opens O_DIRECT but refuses the write (here: a descriptor whose writes fail with EINVAL) gets
+ * it and every later one through the page cache, losing nothing. */
+static void test_direct_writes_and_fallback(void **state)
+{
+    struct env e;
+    env_init(&e);
+    const uint64_t size = 4 * BS;
+    uint8_t *buf = aligned_alloc(VOL_DIRECT_ALIGN, size), *back = malloc(size);
+    uint64_t seed = 9;
+    rng_fill(&seed, buf, size);
+    struct vol *v = create_open(&e, "vol-direct", size, NULL, NULL);
+    struct blockdev *bd = vol_blockdev(v);
+    struct vol_layer *top = v->s->layers[v->s->nlayers - 1];
+    if (top->fd_direct < 0) {
+        print_message("O_DIRECT refused under %s: the direct path is not exercised\n", e.root);
+    } else {
+        assert_int_equal(bd_write(bd, buf, BS, 0), 0);
+        assert_true(atomic_load(&top->direct_writes) >= 1);
+        /* Fault injection: the direct descriptor now refuses every write with EINVAL. */
+        int bad = open("/proc/self/oom_score_adj", O_RDWR | O_CLOEXEC);
+        assert_true(bad >= 0);
+        assert_true(dup2(bad, top->fd_direct) == top->fd_direct);
+        close(bad);
+        uint64_t before = atomic_load(&top->direct_writes);
+        assert_int_equal(bd_write(bd, buf + BS, 2 * BS, BS), 0);
+        assert_true(atomic_load(&top->direct_off));
+        assert_int_equal(bd_write(bd, buf + 3 * BS, BS, 3 * BS), 0);
+        assert_int_equal(atomic_load(&top->direct_writes), before);
+    }
+    assert_int_equal(bd_write(bd, buf, BS, 0), 0);
+    assert_int_equal(bd->ops->flush(bd), 0);
+    assert_int_equal(bd_read(bd, back, size, 0), 0);
+    assert_memory_equal(back, buf, size);
+    vol_close(v);
+    vol_region_close(e.r);
+    env_open_region(&e);
+    assert_int_equal(vol_open(e.r, "vol-direct", NULL, &v), 0);
+    assert_int_equal(bd_read(vol_blockdev(v), back, size, 0), 0);
+    assert_memory_equal(back, buf, size);
+    vol_close(v);
+    free(buf);
+    free(back);
     env_fini(&e);
 }
 
@@ -1950,6 +2038,8 @@ int main(void)
         cmocka_unit_test(test_vol_damaged_files),
         cmocka_unit_test(test_vol_random_io),
         cmocka_unit_test(test_encrypted_layers),
+        cmocka_unit_test(test_encrypted_layers_per_volume),
+        cmocka_unit_test(test_direct_writes_and_fallback),
         cmocka_unit_test(test_vol_trim_is_cheap),
         cmocka_unit_test(test_vol_from_snapshot_constant),
         cmocka_unit_test(test_incremental),
