@@ -163,6 +163,10 @@ struct vol_layer {
      * punched blocks and the file's end read as zero as they do in the clear. */
     bool xts;
     uint8_t xts_key[XTS_KEY_LEN];
+    /* Encrypted layers: readers hold it shared; a write not aligned to units, which rewrites
+     * bytes beside its own, holds it exclusively (a reader of those bytes must never see their
+     * unit half written: it would decrypt to garbage where the clear bytes never changed). */
+    pthread_rwlock_t unit_lock;
     int fd_bitmap;
     char data_path[PATH_MAX];
     char bitmap_path[PATH_MAX];

@@ -63,6 +63,7 @@ static void layer_free(struct vol_layer *l)
     pthread_mutex_destroy(&l->page_lock);
     pthread_mutex_destroy(&l->flush_lock);
     pthread_mutex_destroy(&l->write_lock);
+    pthread_rwlock_destroy(&l->unit_lock);
     free(l);
 }
 
@@ -150,6 +151,7 @@ int vol_layer_open(const char *dir, uint64_t seq, uint64_t nblocks, bool create,
     pthread_mutex_init(&l->page_lock, NULL);
     pthread_mutex_init(&l->flush_lock, NULL);
     pthread_mutex_init(&l->write_lock, NULL);
+    pthread_rwlock_init(&l->unit_lock, NULL);
     int rc = 0;
     if (snprintf(l->data_path, sizeof(l->data_path), "%s/L%" PRIu64 ".data", dir, seq) >=
             (int)sizeof(l->data_path) ||
@@ -386,10 +388,9 @@ static int crypt_units(const struct vol_layer *l, bool encrypt, uint64_t off, co
     return rc;
 }
 
-int vol_layer_read(struct vol_layer *l, void *buf, size_t n, uint64_t off)
+/* vol_layer_read of an encrypted layer, without unit_lock. */
+static int xts_read(struct vol_layer *l, void *buf, size_t n, uint64_t off)
 {
-    if (!l->xts)
-        return vol_pread_full(l->fd_data, buf, n, off);
     uint64_t a = off / XTS_UNIT * XTS_UNIT, b = (off + n + XTS_UNIT - 1) / XTS_UNIT * XTS_UNIT;
     bool whole = a == off && b == off + n;
     uint8_t *t = whole ? buf : malloc(b - a);
@@ -403,6 +404,16 @@ int vol_layer_read(struct vol_layer *l, void *buf, size_t n, uint64_t off)
             memcpy(buf, t + (off - a), n);
         free(t);
     }
+    return rc;
+}
+
+int vol_layer_read(struct vol_layer *l, void *buf, size_t n, uint64_t off)
+{
+    if (!l->xts)
+        return vol_pread_full(l->fd_data, buf, n, off);
+    pthread_rwlock_rdlock(&l->unit_lock);
+    int rc = xts_read(l, buf, n, off);
+    pthread_rwlock_unlock(&l->unit_lock);
     return rc;
 }
 
@@ -420,16 +431,22 @@ int vol_layer_write(struct vol_layer *l, const void *buf, size_t n, uint64_t off
     if (!t)
         return -ENOMEM;
     int rc = 0;
+    /* Rewriting bytes around the write: no reader may see those units half written. */
+    bool rmw = a != off || b != off + n;
+    if (rmw)
+        pthread_rwlock_wrlock(&l->unit_lock);
     if (a != off)
-        rc = vol_layer_read(l, t, XTS_UNIT, a);
+        rc = xts_read(l, t, XTS_UNIT, a);
     if (rc == 0 && b != off + n && (b - XTS_UNIT != a || a == off))
-        rc = vol_layer_read(l, t + len - XTS_UNIT, XTS_UNIT, b - XTS_UNIT);
+        rc = xts_read(l, t + len - XTS_UNIT, XTS_UNIT, b - XTS_UNIT);
     if (rc == 0) {
         memcpy(t + (off - a), buf, n);
         rc = crypt_units(l, true, a, t, t, len) < 0 ? -EIO : 0;
     }
     if (rc == 0)
         rc = layer_pwrite(l, t, len, a);
+    if (rmw)
+        pthread_rwlock_unlock(&l->unit_lock);
     crypto_wipe(t, len);
     free(t);
     return rc;
