@@ -429,6 +429,7 @@ struct describe_ctx {
     char cursor[40];       /* id of the last row the walk gave (at least as long as db_image.id) */
     struct bdm_slot *bdms; /* the chunk's mappings, of `bdm_cap` */
     size_t nbdms, bdm_cap;
+    int err; /* a read that failed while deciding a row (the request fails: never a guess) */
 };
 
 static bool executable_by(struct describe_ctx *d, const struct db_image *im)
@@ -446,9 +447,13 @@ static bool executable_by(struct describe_ctx *d, const struct db_image *im)
             return true;
         /* Launch permissions are their owner's to read: another account's id matches only the
          * caller's own images shared with it. */
-        if ((self || strcmp(im->owner, d->c->account_id) == 0) &&
-            core_image_permission_granted(d->c->app, im->id, acct))
-            return true;
+        if (self || strcmp(im->owner, d->c->account_id) == 0) {
+            int g = core_image_permission_granted(d->c->app, im->id, acct);
+            if (g < 0 && !d->err)
+                d->err = g;
+            if (g > 0)
+                return true;
+        }
     }
     return false;
 }
@@ -631,9 +636,12 @@ static int describe_flush(struct describe_ctx *d, struct db *db)
         struct pending *p = &d->pend[i];
         if (strcmp(d->alias_owner, p->im.owner) != 0) {
             snprintf(d->alias_owner, sizeof(d->alias_owner), "%s", p->im.owner);
-            core_account_alias(d->c->app, p->im.owner, d->alias, sizeof(d->alias));
+            rc = core_account_alias(d->c->app, p->im.owner, d->alias, sizeof(d->alias));
         }
-        rc = describe_item(d, p);
+        if (rc == 0)
+            rc = d->err;
+        if (rc == 0)
+            rc = describe_item(d, p);
     }
     describe_clear(d);
     return rc < 0 ? err_set(&d->c->err, rc, "InternalError", "cannot list images") : 0;
@@ -774,6 +782,8 @@ int ec2_describe_images(struct api_call *c, json_t *in, json_t **ret)
         api_filters_values(d.f, "state", q.states, DB_IMAGE_PATTERNS);
         rc = describe_walk(&d, &q, after);
     }
+    if (rc == 0 && d.err) /* rows left out on a failed read: no answer rather than a wrong one */
+        rc = err_set(&c->err, d.err, "InternalError", "cannot list images");
     describe_clear(&d);
     free(d.pend);
     free(d.sorted);

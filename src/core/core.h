@@ -400,8 +400,8 @@ int core_image_permission_reset(struct app *app, const struct core_caller *who, 
                                 struct err *e);
 int core_image_permission_each(struct app *app, const char *id,
                                int (*fn)(void *ctx, const char *grantee), void *ctx);
-/* Whether `account` holds an explicit launch permission for the image. */
-bool core_image_permission_granted(struct app *app, const char *id, const char *account);
+/* Whether `account` holds an explicit launch permission for the image: 1, 0, or -EIO. */
+int core_image_permission_granted(struct app *app, const char *id, const char *account);
 /* A grantee gives up its own launch permission. */
 int core_image_cancel_permission(struct app *app, const struct core_caller *who, const char *id,
                                  struct err *e);
@@ -439,8 +439,8 @@ void core_images_snapshot_done(struct app *app, const char *snapshot_id);
 /* How long a deregistered image still shows in DescribeImages. */
 #define CORE_DEREGISTERED_VISIBLE_MS (60LL * 60 * 1000)
 
-/* The alias of an account (ImageOwnerAlias), "" when none. */
-void core_account_alias(struct app *app, const char *account_id, char *out, size_t outlen);
+/* The alias of an account (ImageOwnerAlias), "" when none (or no such account).  0 or -EIO. */
+int core_account_alias(struct app *app, const char *account_id, char *out, size_t outlen);
 /* The account id an Owners value names: self, an account id, or an alias. -ENOENT if none. */
 int core_owner_resolve(struct app *app, const struct core_caller *who, const char *owner,
                        char out[16]);

@@ -62,15 +62,17 @@ static bool device_name_valid(const char *s)
     return *p == '\0' && strlen(s) < 32;
 }
 
-void core_account_alias(struct app *app, const char *account_id, char *out, size_t outlen)
+int core_account_alias(struct app *app, const char *account_id, char *out, size_t outlen)
 {
     struct db *db = core_db_get(app);
     struct db_account a;
-    if (db_account_get(db, account_id, &a) == 0)
+    int rc = db_account_get(db, account_id, &a);
+    if (rc == 0)
         snprintf(out, outlen, "%s", a.alias);
     else if (outlen)
         out[0] = '\0';
     core_db_put(app, db);
+    return rc == 0 || rc == -ENOENT ? 0 : -EIO;
 }
 
 struct alias_find {
@@ -733,12 +735,12 @@ int core_image_permission_each(struct app *app, const char *id,
     return rc;
 }
 
-bool core_image_permission_granted(struct app *app, const char *id, const char *account)
+int core_image_permission_granted(struct app *app, const char *id, const char *account)
 {
     struct db *db = core_db_get(app);
-    bool ok = db_image_perm_has(db, id, account) == 0;
+    int rc = db_image_perm_has(db, id, account);
     core_db_put(app, db);
-    return ok;
+    return rc == 0 ? 1 : rc == -ENOENT ? 0 : -EIO;
 }
 
 int core_image_cancel_permission(struct app *app, const struct core_caller *who, const char *id,
