@@ -489,8 +489,6 @@ static bool row_passes(struct describe_ctx *d, const struct db_image *im)
            api_filters_check(f, "root-device-name", im->root_device_name);
 }
 
-/* A row of the walk (or an image asked for by id): it joins the chunk when it passes.  Returns 1
- * to stop the walk when the chunk holds `want` rows. */
 /* Lowers d->until to the times at which this row would be described otherwise by time alone:
  * its deprecation (hidden from others' listings), the end of its deregistered grace (hidden by
  * id too) and of its protection cooldown (DeregistrationProtection's text). */
@@ -504,6 +502,8 @@ static void note_time_limits(struct describe_ctx *d, const struct db_image *im)
             d->until = t[i];
 }
 
+/* A row of the walk (or an image asked for by id): it joins the chunk when it passes.  Returns 1
+ * to stop the walk when the chunk holds `want` rows. */
 static int describe_row(void *vctx, const struct db_image *im)
 {
     struct describe_ctx *d = vctx;
@@ -638,8 +638,6 @@ static int describe_flush(struct describe_ctx *d, struct db *db)
             snprintf(d->alias_owner, sizeof(d->alias_owner), "%s", p->im.owner);
             rc = core_account_alias(d->c->app, p->im.owner, d->alias, sizeof(d->alias));
         }
-        if (rc == 0)
-            rc = d->err;
         if (rc == 0)
             rc = describe_item(d, p);
     }

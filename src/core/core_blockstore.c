@@ -519,7 +519,7 @@ int core_volume_delete(struct app *app, const struct core_caller *who, const cha
     int rc = core_tx(app, volume_delete_tx, &c);
     if (rc == -EBUSY && c.opened) {
         /* Open by amid itself (a snapshot's capture letting go): once more when it has. */
-        core_vol_settle(app, id, 3000);
+        core_vol_settle(app, id, 3);
         c.opened = false;
         rc = core_tx(app, volume_delete_tx, &c);
     }

@@ -115,11 +115,11 @@ int core_vol_get(struct app *app, const char *region, const char *id, bool write
 void core_vol_put(struct app *app, struct core_openvol *ov, bool writer);
 /* Whether a volume is open by anyone (deleting it must wait). */
 bool core_vol_busy(struct app *app, const char *id);
-/* Waits up to `ms` milliseconds while volume `id` is open only by amid itself (a snapshot's
+/* Waits up to `seconds` while volume `id` is open only by amid itself (a snapshot's
  * capture finishing, say), not by an NBD client: so that a DeleteVolume right after a snapshot
  * completes does not find the volume busy.  Call it only for the caller's own volume (the wait
  * must not tell a stranger that a volume exists). */
-void core_vol_settle(struct app *app, const char *id, int ms);
+void core_vol_settle(struct app *app, const char *id, int seconds);
 
 /* Runs fn(app, arg) on a job worker (inline when the workers are not started). */
 void core_job_submit(struct app *app, void (*fn)(struct app *app, const char *arg),

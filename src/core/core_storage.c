@@ -180,16 +180,11 @@ bool core_vol_busy(struct app *app, const char *id)
     return busy;
 }
 
-void core_vol_settle(struct app *app, const char *id, int ms)
+void core_vol_settle(struct app *app, const char *id, int seconds)
 {
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += ms / 1000;
-    until.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    until.tv_sec += seconds;
     pthread_mutex_lock(&app->rt_lock);
     for (;;) {
         struct core_openvol *ov = app->openvols;

@@ -67,8 +67,10 @@ uint64_t vol_map_next_allocated(const struct vol_map *m, uint64_t idx);
 /* Reads just the header of a map file (constant time): its block count.  -ENOENT, -EBADMSG. */
 int vol_map_peek(const char *path, uint64_t *ret_nblocks);
 
-/* Writes `n` bytes at `off` in full, retrying short writes and EINTR. */
+/* Writes `n` bytes at `off` in full, retrying short writes and EINTR.  0, -ENOSPC or -EIO. */
 int vol_pwrite_all(int fd, const void *buf, size_t n, uint64_t off);
+/* The error a failed write (a negative errno) reports: -ENOSPC when space ran out, else -EIO. */
+int vol_write_error(int rc);
 /* Reads up to `n` bytes at `off`; bytes past the end of the file read as zero. */
 int vol_pread_full(int fd, void *buf, size_t n, uint64_t off);
 /* fsync of the directory holding `path` (or of `path` itself when `is_dir`). */

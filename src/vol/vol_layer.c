@@ -466,7 +466,7 @@ static int layer_pwrite(struct vol_layer *l, const void *buf, size_t n, uint64_t
         if (rc == -EINVAL)
             atomic_store(&l->direct_off, true);
         else if (rc < 0)
-            rc = rc == -ENOSPC || rc == -EDQUOT ? -ENOSPC : -EIO;
+            rc = vol_write_error(rc);
         else
             atomic_fetch_add(&l->direct_writes, 1);
     }

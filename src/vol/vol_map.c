@@ -57,10 +57,15 @@ bool vol_id_valid(const char *id)
     return true;
 }
 
+int vol_write_error(int rc)
+{
+    return rc == -ENOSPC || rc == -EDQUOT ? -ENOSPC : -EIO;
+}
+
 int vol_pwrite_all(int fd, const void *buf, size_t n, uint64_t off)
 {
     int rc = fd_pwrite_all(fd, buf, n, off);
-    return rc == 0 ? 0 : rc == -ENOSPC || rc == -EDQUOT ? -ENOSPC : -EIO;
+    return rc == 0 ? 0 : vol_write_error(rc);
 }
 
 int vol_pread_full(int fd, void *buf, size_t n, uint64_t off)

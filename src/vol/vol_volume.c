@@ -704,6 +704,13 @@ bool vol_layer_encrypted(const struct vol_shared *s, uint64_t seq)
     return s->xts && seq >= s->xts_from;
 }
 
+/* Whether `key` is the volume's (NULL for a volume in the clear). */
+static bool key_matches(const struct vol_shared *s, const struct store_key *key)
+{
+    return s->has_key == (key != NULL) &&
+           (!key || memcmp(s->key_id, key->key_id, STORE_KEY_ID_LEN) == 0);
+}
+
 /* Loads volume `id`; its layers are readable when `key` is its key. */
 static int shared_load(struct vol_region *r, const char *id, const struct store_key *key,
                        struct vol_shared **ret)
@@ -748,7 +755,7 @@ static int shared_load(struct vol_region *r, const char *id, const struct store_
     s->xts_from = st.xts_from;
     /* Without the volume's key everything but the data still loads (amid verify checks it);
      * vol_open refuses such a handle. */
-    if (key && s->has_key && memcmp(s->key_id, key->key_id, STORE_KEY_ID_LEN) == 0) {
+    if (key && key_matches(s, key)) {
         layer_key(key, id, s->xts_key);
         s->xts = true;
     }
@@ -823,8 +830,7 @@ int vol_open(struct vol_region *r, const char *id, const struct store_key *key, 
     bool fresh = !s;
     if (fresh)
         rc = shared_load(r, id, key, &s);
-    if (rc == 0 && (s->has_key != (key != NULL) ||
-                    (key && memcmp(s->key_id, key->key_id, STORE_KEY_ID_LEN) != 0)))
+    if (rc == 0 && !key_matches(s, key))
         rc = -EACCES;
     if (rc < 0) {
         if (fresh && s)
